@@ -1,0 +1,98 @@
+"""Chunking strategies: none, tokens, sentences (kiwipiepy for Korean too), recursive."""
+
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+
+from evolve.chunking._base import Chunker
+
+__all__ = ["NoChunker", "TokenChunker", "SentenceChunker", "RecursiveChunker"]
+
+
+class NoChunker(Chunker):
+    """Whole documents; the embedder truncates to ``embedding.max_length``."""
+
+    def split(self, text):
+        return [text]
+
+
+class TokenChunker(Chunker):
+    """Fixed windows of ``size`` tokens, ``overlap`` tokens shared."""
+
+    def split(self, text):
+        return self.token_windows(text)
+
+
+@lru_cache(maxsize=1)
+def _kiwi():
+    from kiwipiepy import Kiwi
+
+    return Kiwi()
+
+
+_HANGUL = re.compile(r"[\uac00-\ud7a3]")
+_SENT_EN = re.compile(r"(?<=[.!?])\s+(?=[\"'(\[]?[A-Z0-9])")
+
+
+def split_sentences(text: str) -> list[str]:
+    """Sentences: kiwipiepy's splitter for text with Hangul, a punctuation rule otherwise."""
+    if _HANGUL.search(text):
+        return [s.text for s in _kiwi().split_into_sents(text)]
+    return [s for s in _SENT_EN.split(text) if s.strip()]
+
+
+class _Packer(Chunker):
+    """Packs units (sentences, paragraphs, ...) greedily into chunks of at most ``size`` tokens."""
+
+    def _pack(self, units: list[str]) -> list[str]:
+        size, overlap = self.config.size, self.config.overlap
+        chunks: list[str] = []
+        cur: list[tuple[str, int]] = []
+        cur_len = 0
+        for unit in units:
+            n = self.tokenizer.count(unit)
+            if n > size:
+                if cur:
+                    chunks.append(" ".join(u for u, _ in cur))
+                    cur, cur_len = [], 0
+                chunks.extend(self.token_windows(unit))
+                continue
+            if cur_len + n > size and cur:
+                chunks.append(" ".join(u for u, _ in cur))
+                # carry trailing units worth up to `overlap` tokens into the next chunk
+                keep, kept = [], 0
+                for u, un in reversed(cur):
+                    if kept + un > overlap:
+                        break
+                    keep.insert(0, (u, un))
+                    kept += un
+                cur, cur_len = keep, kept
+            cur.append((unit, n))
+            cur_len += n
+        if cur:
+            chunks.append(" ".join(u for u, _ in cur))
+        return chunks
+
+
+class SentenceChunker(_Packer):
+    """Whole sentences packed up to ``size`` tokens; overlap in whole sentences."""
+
+    def split(self, text):
+        return self._pack([s.strip() for s in split_sentences(text) if s.strip()])
+
+
+class RecursiveChunker(_Packer):
+    """Paragraphs, then sentences, then tokens: the largest units that fit ``size``."""
+
+    def split(self, text):
+        units: list[str] = []
+        for para in re.split(r"\n\s*\n", text):
+            para = para.strip()
+            if not para:
+                continue
+            if self.tokenizer.count(para) <= self.config.size:
+                units.append(para)
+            else:
+                units.extend(s.strip() for s in split_sentences(para) if s.strip())
+        return self._pack(units)

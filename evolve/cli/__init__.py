@@ -1,0 +1,112 @@
+"""The ``evolve`` command line: a thin typer layer over the library, one module per command group.
+
+This is the only place that prints and picks exit codes: a user error (:class:`evolve.errors.EvolveError`)
+becomes one line on stderr and exit code 2; ``--debug`` (anywhere on the line, or ``EVOLVE_DEBUG=1``) shows
+the traceback instead.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import typer
+
+from evolve import __version__
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    name="evolve",
+    help="A self-tuning experiment loop for retrieval pipelines.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+
+def _version(value: bool):
+    if value:
+        typer.echo(f"evolve {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Show the version and exit."),
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks for errors."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="More log output on stderr."),
+):
+    from evolve.cli._common import setup_logging
+
+    if debug:
+        os.environ["EVOLVE_DEBUG"] = "1"
+    setup_logging(verbose)
+
+
+def _register() -> None:
+    from evolve.cli import cache, eval as eval_cmd
+
+    eval_cmd.register(app)
+    cache.register(app)
+    for name in ("run", "status", "promote", "search", "dashboard"):
+        try:
+            module = __import__(f"evolve.cli.{name}", fromlist=["register"])
+        except ModuleNotFoundError as err:
+            if err.name != f"evolve.cli.{name}":
+                raise
+            continue
+        module.register(app)
+
+
+_register()
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv or os.environ.get("EVOLVE_DEBUG") == "1"
+    if debug and "--debug" in argv and argv.index("--debug") > 0:
+        argv.remove("--debug")
+        argv.insert(0, "--debug")
+    from evolve.errors import EvolveError
+
+    try:
+        app(args=argv, prog_name="evolve", standalone_mode=False)
+    except EvolveError as err:
+        if debug:
+            raise
+        from evolve.cli._common import err_console
+
+        err_console.print(f"error: {err}", highlight=False, markup=False, soft_wrap=True)
+        return 2
+    except KeyboardInterrupt:
+        from evolve.cli._common import err_console
+
+        err_console.print("interrupted", highlight=False)
+        return 130
+    except SystemExit as exc:  # typer.Exit inside commands
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    except Exception as exc:
+        import click
+
+        if isinstance(exc, click.exceptions.Exit):
+            return exc.exit_code
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            return exc.exit_code
+        if isinstance(exc, click.exceptions.Abort):
+            return 130
+        if debug:
+            raise
+        from evolve.cli._common import err_console
+
+        msg = " ".join(str(exc).split())
+        err_console.print(f"internal error: {type(exc).__name__}: {msg} (run with --debug for the traceback)",
+                          highlight=False, markup=False, soft_wrap=True)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

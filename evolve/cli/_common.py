@@ -1,0 +1,154 @@
+"""What every command shares: the common options, the stderr console, progress bars, output helpers."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import re
+import sys
+from typing import Annotated
+
+import typer
+
+__all__ = [
+    "WorkspaceOpt",
+    "StudyOpt",
+    "StorageOpt",
+    "TrackingOpt",
+    "DatasetOpt",
+    "ConfigOpt",
+    "SetOpt",
+    "StrictOpt",
+    "JsonOpt",
+    "err_console",
+    "out_console",
+    "rich_progress",
+    "emit_json",
+    "parse_size",
+    "setup_logging",
+    "warn_dataset",
+    "pipeline_config",
+    "metrics_table",
+]
+
+WorkspaceOpt = Annotated[
+    str | None,
+    typer.Option("--workspace", envvar="EVOLVE_HOME", help="Workspace folder (cache, study, MLflow store, champion).", show_default="./.evolve"),
+]
+StudyOpt = Annotated[
+    str, typer.Option("--study", envvar="EVOLVE_STUDY", help="Optuna study name.")
+]
+StorageOpt = Annotated[
+    str | None,
+    typer.Option("--storage", envvar="EVOLVE_STORAGE", help="Optuna storage URL.", show_default="sqlite:///<workspace>/optuna.db"),
+]
+TrackingOpt = Annotated[
+    str | None,
+    typer.Option("--tracking-uri", envvar="EVOLVE_TRACKING_URI", help="MLflow tracking URI.", show_default="sqlite:///<workspace>/mlflow.db"),
+]
+DatasetOpt = Annotated[
+    str, typer.Option("--dataset", envvar="EVOLVE_DATASET", help="Bundled dataset name (scifact) or a path (BEIR folder, .md/.txt folder, SQuAD JSON).")
+]
+ConfigOpt = Annotated[
+    str | None, typer.Option("--config", "-c", help="Pipeline config YAML.", show_default="the workspace champion, else configs/default.yaml")
+]
+SetOpt = Annotated[
+    list[str] | None, typer.Option("--set", help="Override a config key: --set embedding.backend=vllm (repeatable).")
+]
+StrictOpt = Annotated[bool, typer.Option("--strict", help="Treat dropped documents and dangling qrels as errors.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on the last line of stdout.")]
+
+DEFAULT_STUDY = "evolve"
+
+
+def _consoles():
+    from rich.console import Console
+
+    return Console(stderr=True), Console()
+
+
+err_console, out_console = _consoles()
+
+
+def setup_logging(verbose: bool = False) -> None:
+    from rich.logging import RichHandler
+
+    root = logging.getLogger()
+    if any(getattr(h, "_evolve", False) for h in root.handlers):
+        return
+    handler = RichHandler(console=err_console, show_time=False, show_path=False, markup=False)
+    handler._evolve = True
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    root.addHandler(handler)
+    root.setLevel(logging.WARNING)
+    logging.getLogger("evolve").setLevel(logging.INFO if verbose else logging.WARNING)
+    for noisy in ("faiss", "faiss.loader", "sentence_transformers", "httpx", "alembic", "mlflow", "numba"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+@contextlib.contextmanager
+def rich_progress(description: str, total: int):
+    """A rich progress bar on stderr (the library's ProgressFactory)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    if total <= 0:
+        yield lambda n: None
+        return
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=err_console,
+        transient=True,
+    ) as progress:
+        task = progress.add_task(description, total=total)
+        yield lambda n: progress.advance(task, n)
+
+
+def emit_json(obj) -> None:
+    """One JSON object on one line, last on stdout."""
+    sys.stdout.write(json.dumps(obj, ensure_ascii=False, sort_keys=True) + "\n")
+    sys.stdout.flush()
+
+
+_UNITS = {"": 1, "b": 1, "k": 1e3, "kb": 1e3, "m": 1e6, "mb": 1e6, "g": 1e9, "gb": 1e9, "kib": 1024, "mib": 1024**2, "gib": 1024**3}
+
+
+def parse_size(text: str) -> int:
+    from evolve.errors import ConfigError
+
+    m = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([a-zA-Z]*)\s*", text)
+    if not m or m.group(2).lower() not in _UNITS:
+        raise ConfigError(f"expected a size like 500MB or 2GiB, got '{text}'")
+    return int(float(m.group(1)) * _UNITS[m.group(2).lower()])
+
+
+def warn_dataset(dataset) -> None:
+    for w in dataset.warnings:
+        err_console.print(f"[yellow]warning:[/] {dataset.source}: {w}", highlight=False)
+
+
+def pipeline_config(workspace, config: str | None, overrides: list[str] | None):
+    """The config a command runs: ``--config``, else the workspace champion, else the shipped default."""
+    from evolve.config import load_config
+
+    if config is None and workspace.champion_path.exists():
+        config = str(workspace.champion_path)
+    return load_config(config, overrides or [])
+
+
+def metrics_table(title: str, rows: dict[str, dict[str, float]]):
+    """A rich table: one row per label, one column per metric."""
+    from rich.table import Table
+
+    table = Table(title=title, title_justify="left")
+    metrics = list(next(iter(rows.values())).keys()) if rows else []
+    table.add_column("")
+    for m in metrics:
+        table.add_column(m, justify="right")
+    for label, values in rows.items():
+        table.add_row(label, *(f"{values[m]:.4f}" for m in metrics))
+    return table

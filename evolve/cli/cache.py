@@ -1,0 +1,108 @@
+"""``evolve cache``: stats, prune, invalidate."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+import typer
+
+from evolve.cli._common import DEFAULT_STUDY, StorageOpt, StudyOpt, TrackingOpt, WorkspaceOpt
+
+__all__ = ["register", "cache_app"]
+
+cache_app = typer.Typer(help="Inspect and maintain the embedding cache.", no_args_is_help=True)
+
+
+def _open(workspace):
+    from evolve.cache import EmbeddingCache
+    from evolve.workspace import Workspace
+
+    ws = Workspace(workspace).ensure()
+    return ws, EmbeddingCache(ws.cache_path)
+
+
+def _human(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} GB"
+
+
+@cache_app.command("stats")
+def stats(
+    workspace: WorkspaceOpt = None,
+    study: StudyOpt = DEFAULT_STUDY,
+    storage: StorageOpt = None,
+    tracking_uri: TrackingOpt = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+):
+    """Entries, size on disk and the hit rate of the last run."""
+    from evolve.cli._common import emit_json, out_console
+
+    ws, cache = _open(workspace)
+    try:
+        st = cache.store.stats()
+    finally:
+        cache.close()
+    last = json.loads(ws.last_run_path.read_text()) if ws.last_run_path.exists() else None
+    data = {"entries": st.entries, "size_bytes": st.size_bytes, "location": st.location, "last_run": last}
+    if json_out:
+        emit_json(data)
+        return
+    out_console.print(f"entries        {st.entries}", highlight=False)
+    out_console.print(f"size           {_human(st.size_bytes)}", highlight=False)
+    out_console.print(f"location       {st.location}", highlight=False)
+    if last:
+        out_console.print(
+            f"last run       hit rate {last['cache_hit_rate']:.1%} ({last['n_hits']}/{last['n_texts']} texts, "
+            f"{last['n_embedded']} embedded in {last['embed_seconds']:.1f}s)",
+            highlight=False,
+        )
+    else:
+        out_console.print("last run       none recorded", highlight=False)
+
+
+@cache_app.command("prune")
+def prune(
+    max_size: Annotated[str, typer.Option("--max-size", help="Keep at most this much, e.g. 500MB; least recently used go first.")],
+    workspace: WorkspaceOpt = None,
+    study: StudyOpt = DEFAULT_STUDY,
+    storage: StorageOpt = None,
+    tracking_uri: TrackingOpt = None,
+):
+    """Remove least-recently-used entries until the cache fits ``--max-size``."""
+    from evolve.cli._common import out_console, parse_size
+
+    limit = parse_size(max_size)
+    _, cache = _open(workspace)
+    try:
+        removed = cache.store.prune(limit)
+        st = cache.store.stats()
+    finally:
+        cache.close()
+    out_console.print(f"removed {removed} entr{'y' if removed == 1 else 'ies'}; {st.entries} left, {_human(st.size_bytes)}", highlight=False)
+
+
+@cache_app.command("invalidate")
+def invalidate(
+    model: Annotated[str, typer.Option("--model", help="Model name as configured (embedding.model).")],
+    workspace: WorkspaceOpt = None,
+    study: StudyOpt = DEFAULT_STUDY,
+    storage: StorageOpt = None,
+    tracking_uri: TrackingOpt = None,
+):
+    """Drop every vector of a model (e.g. one that changed behind an HTTP endpoint)."""
+    from evolve.cli._common import out_console
+
+    _, cache = _open(workspace)
+    try:
+        removed = cache.store.invalidate(model)
+    finally:
+        cache.close()
+    out_console.print(f"removed {removed} entr{'y' if removed == 1 else 'ies'} of model '{model}'", highlight=False)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(cache_app, name="cache")

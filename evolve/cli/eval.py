@@ -1,0 +1,74 @@
+"""``evolve eval``: evaluate one pipeline config on a dataset split."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from evolve.cli._common import (
+    DEFAULT_STUDY,
+    ConfigOpt,
+    DatasetOpt,
+    JsonOpt,
+    SetOpt,
+    StorageOpt,
+    StrictOpt,
+    StudyOpt,
+    TrackingOpt,
+    WorkspaceOpt,
+)
+
+__all__ = ["register", "eval_command"]
+
+
+def eval_command(
+    dataset: DatasetOpt = "scifact",
+    split: Annotated[str, typer.Option("--split", help="Qrels split to score.")] = "test",
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    json_out: JsonOpt = False,
+    out: Annotated[str | None, typer.Option("--out", help="Write metrics.json, per_query.tsv, run.trec, config.yaml here.")] = None,
+    strict: StrictOpt = False,
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="Embed everything; neither read nor write the cache.")] = False,
+    workspace: WorkspaceOpt = None,
+    study: StudyOpt = DEFAULT_STUDY,
+    storage: StorageOpt = None,
+    tracking_uri: TrackingOpt = None,
+):
+    """Evaluate one pipeline config end to end and print its metrics."""
+    from evolve._io import atomic_write_json
+    from evolve.cache import EmbeddingCache
+    from evolve.cli._common import emit_json, err_console, metrics_table, out_console, pipeline_config, rich_progress, warn_dataset
+    from evolve.datasets import load_dataset
+    from evolve.pipeline import evaluate_config
+    from evolve.workspace import Workspace
+
+    ws = Workspace(workspace).ensure()
+    cfg = pipeline_config(ws, config, set_)
+    ds = load_dataset(dataset, strict=strict)
+    warn_dataset(ds)
+    ds.split_qrels(split)
+    cache = EmbeddingCache(None if no_cache else ws.cache_path)
+    try:
+        result = evaluate_config(cfg, ds, split, cache=cache, progress=rich_progress)
+    finally:
+        cache.close()
+    summary = result.summary()
+    if not no_cache:
+        atomic_write_json(ws.last_run_path, {"command": "eval", **result.cache.as_dict()})
+    if out:
+        result.write(out)
+    if json_out:
+        emit_json(summary)
+        return
+    out_console.print(metrics_table(f"{ds.name} / {split} ({summary['n_queries']} queries)", {"metrics": result.metrics}))
+    err_console.print(
+        f"embedded {summary['n_embedded']} text(s) in {summary['embed_seconds']:.1f}s, "
+        f"cache hit rate {summary['cache_hit_rate']:.1%}, dataset {summary['dataset_fingerprint'][:12]}",
+        highlight=False,
+    )
+
+
+def register(app: typer.Typer) -> None:
+    app.command("eval")(eval_command)

@@ -1,0 +1,320 @@
+"""The pipeline config: a validated (pydantic) tree, read from YAML, overridable with ``--set KEY=VALUE``.
+
+Every section forbids unknown keys, and the error names the closest known key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from evolve.errors import ConfigError, did_you_mean
+
+__all__ = [
+    "ChunkingConfig",
+    "EmbeddingConfig",
+    "IndexConfig",
+    "RetrievalConfig",
+    "SparseConfig",
+    "FusionConfig",
+    "RerankConfig",
+    "TrackingConfig",
+    "PipelineConfig",
+    "load_config",
+    "parse_config",
+    "apply_overrides",
+    "config_to_yaml",
+    "flatten",
+    "unflatten",
+    "shipped_path",
+    "validation_message",
+]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ChunkingConfig(_Section):
+    """How documents become chunks. Sizes are in tokens of the embedding model's tokenizer."""
+
+    strategy: Literal["none", "tokens", "sentences", "recursive"] = "none"
+    size: int = Field(256, ge=16, le=8192)
+    overlap: int = Field(0, ge=0)
+
+    @model_validator(mode="after")
+    def _overlap_below_size(self):
+        if self.overlap >= self.size:
+            raise ValueError(f"chunking.overlap must be smaller than chunking.size ({self.size}), got {self.overlap}")
+        return self
+
+
+class EmbeddingConfig(_Section):
+    """Which model embeds queries and chunks, and how."""
+
+    backend: str = "sentence-transformers"
+    model: str = "all-MiniLM-L6-v2"
+    query_prefix: str = ""
+    doc_prefix: str = ""
+    normalize: bool = True
+    max_length: int = Field(256, ge=8, le=32768)
+    batch_size: int = Field(64, ge=1, le=65536)
+    dim: int | None = Field(None, ge=8, description="truncated (Matryoshka) dimension; derived from full vectors")
+    dtype: str | None = Field(None, description="float32, float16, bfloat16; default: float32 on CPU, float16 on GPU")
+    device: str | None = Field(None, description="torch device for sentence-transformers, e.g. cpu or cuda:0")
+    # vllm offline engine
+    gpu_memory_utilization: float = Field(0.9, gt=0.0, le=1.0)
+    max_model_len: int | None = Field(None, ge=8)
+    devices: list[int] | None = None
+    # openai-compatible HTTP
+    base_url: str | None = None
+    api_key_env: str | None = Field(None, description="NAME of the environment variable holding the API key")
+    timeout: float = Field(60.0, gt=0)
+    max_retries: int = Field(5, ge=0, le=50)
+    max_concurrency: int = Field(4, ge=1, le=256)
+
+
+class IndexConfig(_Section):
+    """The faiss index over chunk vectors."""
+
+    type: Literal["flat", "hnsw", "ivf"] = "flat"
+    hnsw_m: int = Field(32, ge=4, le=256)
+    hnsw_ef_construction: int = Field(200, ge=8, le=4096)
+    hnsw_ef_search: int = Field(128, ge=8, le=8192)
+    ivf_nlist: int = Field(64, ge=1, le=1 << 20)
+    ivf_nprobe: int = Field(8, ge=1, le=1 << 20)
+    use_gpu: bool = True
+
+
+class RetrievalConfig(_Section):
+    """First-stage retrieval: which retrievers, how deep, how chunk scores become document scores."""
+
+    mode: Literal["dense", "sparse", "hybrid"] = "dense"
+    top_k: int = Field(100, ge=100, le=10000, description="first-stage depth of each retriever (documents)")
+    aggregation: Literal["max", "sum", "mean"] = "max"
+
+
+class SparseConfig(_Section):
+    """BM25 (bm25s)."""
+
+    tokenizer: Literal["english", "korean", "regex", "auto"] = "english"
+    k1: float = Field(0.9, ge=0.0, le=5.0)
+    b: float = Field(0.4, ge=0.0, le=1.0)
+
+
+class FusionConfig(_Section):
+    """How dense and sparse runs are fused (ranx.fuse)."""
+
+    method: Literal["rrf", "wsum", "mnz"] = "rrf"
+    rrf_k: int = Field(60, ge=1, le=1000)
+    weight: float = Field(0.5, ge=0.0, le=1.0, description="weight of the dense run in wsum; sparse gets 1 - weight")
+    norm: Literal["min-max", "zmuv"] = "min-max"
+    optimize: bool = Field(False, description="tune the fusion parameters on the tune queries (ranx.optimize_fusion)")
+
+
+class RerankConfig(_Section):
+    """Second stage: rerank the head of the fused list."""
+
+    transport: Literal["none", "cross-encoder", "vllm", "openai-rerank", "bi-encoder"] = "none"
+    model: str | None = None
+    depth: int = Field(50, ge=1, le=10000)
+    combine: Literal["replace", "fuse"] = "replace"
+    weight: float = Field(0.5, ge=0.0, le=1.0, description="weight of the rerank score when combine=fuse")
+    batch_size: int = Field(32, ge=1)
+    max_length: int = Field(512, ge=8)
+    base_url: str | None = None
+    api_key_env: str | None = None
+    query_prefix: str = ""
+    doc_prefix: str = ""
+    dtype: str | None = None
+    timeout: float = Field(60.0, gt=0)
+    max_retries: int = Field(5, ge=0, le=50)
+
+
+class TrackingConfig(_Section):
+    """What goes to MLflow."""
+
+    log_texts: bool = False
+
+
+class PipelineConfig(_Section):
+    """One retrieval pipeline, end to end."""
+
+    chunking: ChunkingConfig = ChunkingConfig()
+    embedding: EmbeddingConfig = EmbeddingConfig()
+    index: IndexConfig = IndexConfig()
+    retrieval: RetrievalConfig = RetrievalConfig()
+    sparse: SparseConfig = SparseConfig()
+    fusion: FusionConfig = FusionConfig()
+    rerank: RerankConfig = RerankConfig()
+    tracking: TrackingConfig = TrackingConfig()
+
+    @model_validator(mode="after")
+    def _cross_checks(self):
+        if self.rerank.transport != "none" and self.rerank.depth > self.retrieval.top_k:
+            raise ValueError(
+                f"rerank.depth must be at most retrieval.top_k ({self.retrieval.top_k}), got {self.rerank.depth}"
+            )
+        if self.embedding.dim is not None and self.embedding.dim > 65536:
+            raise ValueError(f"embedding.dim must be at most 65536, got {self.embedding.dim}")
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+    def fingerprint(self) -> str:
+        """sha256 of the canonical JSON of the full config."""
+        blob = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":")).encode()
+        return hashlib.sha256(blob).hexdigest()
+
+
+# ----------------------------------------------------------------------------- errors
+
+
+def _known_keys(model: type[BaseModel], loc: tuple) -> list[str]:
+    """Field names of the section that ``loc`` (pydantic error location, without the bad key) points at."""
+    current: Any = model
+    for part in loc:
+        field = getattr(current, "model_fields", {}).get(part)
+        if field is None:
+            return []
+        ann = field.annotation
+        current = ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None
+        if current is None:
+            return []
+    return list(getattr(current, "model_fields", {}))
+
+
+def validation_message(err: ValidationError, model: type[BaseModel] = PipelineConfig) -> str:
+    """One line for the first pydantic error, with 'did you mean' for unknown keys."""
+    e = err.errors()[0]
+    loc = tuple(e.get("loc", ()))
+    dotted = ".".join(str(p) for p in loc) or "<root>"
+    if e.get("type") == "extra_forbidden":
+        hint = did_you_mean(str(loc[-1]), _known_keys(model, loc[:-1]))
+        section = ".".join(str(p) for p in loc[:-1])
+        where = f" in section '{section}'" if section else ""
+        return f"unknown config key '{dotted}'{where}{hint}"
+    msg = e.get("msg", "invalid value")
+    if msg.startswith("Value error, "):
+        msg = msg[len("Value error, ") :]
+        return msg if (not loc or msg.startswith(dotted)) else f"{dotted}: {msg}"
+    if msg.startswith("Input should be "):
+        msg = msg[len("Input should be ") :]
+    got = e.get("input")
+    shown = repr(got) if not isinstance(got, dict) else "a mapping"
+    if len(shown) > 60:
+        shown = shown[:57] + "..."
+    return f"{dotted}: expected {msg}, got {shown}"
+
+
+# ----------------------------------------------------------------------------- I/O
+
+
+def parse_config(data: Any, *, source: str | None = None) -> PipelineConfig:
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"expected a mapping of config sections, got {type(data).__name__}", path=source)
+    try:
+        return PipelineConfig.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(validation_message(err), path=source) from None
+
+
+def _read_yaml(path: Path) -> Any:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: expected a YAML file at {path}") from None
+    except IsADirectoryError:
+        raise ConfigError(f"expected a YAML file, got a directory: {path}") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else None
+        problem = getattr(err, "problem", None) or "invalid YAML"
+        raise ConfigError(f"expected valid YAML, got {problem}", path=str(path), line=line) from None
+
+
+def shipped_path(kind: str, name: str) -> Path:
+    """Path of a file shipped with evolve (``kind`` is 'configs' or 'datasets').
+
+    Works from a source checkout (``<repo>/configs``) and from an installed wheel (``evolve/_data/configs``).
+    """
+    pkg = Path(__file__).resolve().parent
+    for base in (pkg / "_data" / kind, pkg.parent / kind):
+        candidate = base / name
+        if candidate.exists():
+            return candidate
+    return pkg / "_data" / kind / name
+
+
+def load_config(path: str | os.PathLike | None = None, overrides: list[str] | None = None) -> PipelineConfig:
+    """Read a config from YAML (default: the shipped ``configs/default.yaml``) and apply overrides."""
+    p = Path(path) if path is not None else shipped_path("configs", "default.yaml")
+    if path is not None and not p.exists() and not str(path).endswith((".yaml", ".yml")):
+        shipped = shipped_path("configs", f"{path}.yaml")
+        if shipped.exists():
+            p = shipped
+    data = _read_yaml(p)
+    cfg = parse_config(data, source=str(p))
+    return apply_overrides(cfg, overrides or [])
+
+
+def apply_overrides(cfg: PipelineConfig, overrides: list[str]) -> PipelineConfig:
+    """Apply ``KEY=VALUE`` overrides (dotted keys, YAML-parsed values)."""
+    if not overrides:
+        return cfg
+    data = cfg.to_dict()
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"expected --set KEY=VALUE, got '{item}'")
+        key, raw = item.split("=", 1)
+        parts = key.strip().split(".")
+        if len(parts) != 2:
+            raise ConfigError(f"expected a dotted key like 'embedding.backend', got '{key}'")
+        section, field = parts
+        if section not in data:
+            raise ConfigError(f"unknown config section '{section}'{did_you_mean(section, data)}")
+        if field not in data[section]:
+            raise ConfigError(f"unknown config key '{key}'{did_you_mean(field, data[section])}")
+        try:
+            value = yaml.safe_load(raw) if raw != "" else ""
+        except yaml.YAMLError:
+            value = raw
+        data[section][field] = value
+    return parse_config(data, source="--set")
+
+
+def config_to_yaml(cfg: PipelineConfig) -> str:
+    return yaml.safe_dump(cfg.to_dict(), sort_keys=False, allow_unicode=True)
+
+
+def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def unflatten(flat: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, v in flat.items():
+        node = out
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = v
+    return out

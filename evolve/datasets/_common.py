@@ -1,0 +1,197 @@
+"""Shared reading helpers: JSONL (plain or gzipped) with file:line errors, qrels TSV, dropping dangling input."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+from evolve.datasets._types import Dataset, Document, nfc
+from evolve.errors import DatasetError
+
+__all__ = [
+    "open_text",
+    "read_jsonl",
+    "read_corpus_jsonl",
+    "read_queries_jsonl",
+    "read_queries_tsv",
+    "read_qrels_tsv",
+    "finalize",
+    "find_file",
+]
+
+
+def find_file(folder: Path, stem: str) -> Path | None:
+    for suffix in ("", ".gz"):
+        p = folder / f"{stem}{suffix}"
+        if p.is_file():
+            return p
+    return None
+
+
+def open_text(path: Path):
+    if path.suffix == ".gz":
+        return gzip.open(path, "rt", encoding="utf-8")
+    return open(path, encoding="utf-8")
+
+
+def read_jsonl(path: Path) -> Iterator[tuple[int, dict]]:
+    """Yield (line number, object); a malformed line is a hard error naming file and line."""
+    try:
+        with open_text(path) as fh:
+            for lineno, line in enumerate(fh, 1):
+                if not line.strip():
+                    continue
+                try:
+                    obj = json.loads(line)
+                except json.JSONDecodeError as err:
+                    raise DatasetError(
+                        f"expected one JSON object per line, got malformed JSON ({err.msg})", path=str(path), line=lineno
+                    ) from None
+                if not isinstance(obj, dict):
+                    raise DatasetError(
+                        f"expected a JSON object, got {type(obj).__name__}", path=str(path), line=lineno
+                    )
+                yield lineno, obj
+    except (OSError, EOFError, UnicodeDecodeError) as err:
+        raise DatasetError(f"expected a readable UTF-8 JSONL file, got {type(err).__name__}: {err}", path=str(path)) from None
+
+
+def read_corpus_jsonl(path: Path) -> dict[str, Document]:
+    corpus: dict[str, Document] = {}
+    seen_line: dict[str, int] = {}
+    for lineno, obj in read_jsonl(path):
+        doc_id = obj.get("_id", obj.get("id"))
+        if doc_id is None:
+            raise DatasetError("expected an '_id' field in every document, got none", path=str(path), line=lineno)
+        doc_id = nfc(str(doc_id))
+        if doc_id in seen_line:
+            raise DatasetError(
+                f"duplicate document id '{doc_id}' (first seen on line {seen_line[doc_id]})", path=str(path), line=lineno
+            )
+        seen_line[doc_id] = lineno
+        corpus[doc_id] = Document(doc_id, nfc(str(obj.get("title") or "")), nfc(str(obj.get("text") or "")))
+    return corpus
+
+
+def read_queries_jsonl(path: Path) -> dict[str, str]:
+    queries: dict[str, str] = {}
+    seen_line: dict[str, int] = {}
+    for lineno, obj in read_jsonl(path):
+        qid = obj.get("_id", obj.get("id"))
+        if qid is None:
+            raise DatasetError("expected an '_id' field in every query, got none", path=str(path), line=lineno)
+        qid = nfc(str(qid))
+        if qid in seen_line:
+            raise DatasetError(
+                f"duplicate query id '{qid}' (first seen on line {seen_line[qid]})", path=str(path), line=lineno
+            )
+        seen_line[qid] = lineno
+        queries[qid] = nfc(str(obj.get("text") or ""))
+    return queries
+
+
+def read_queries_tsv(path: Path) -> dict[str, str]:
+    queries: dict[str, str] = {}
+    seen_line: dict[str, int] = {}
+    with open_text(path) as fh:
+        for lineno, line in enumerate(fh, 1):
+            line = line.rstrip("\n")
+            if not line.strip():
+                continue
+            parts = line.split("\t", 1)
+            if len(parts) != 2:
+                raise DatasetError("expected 'query-id<TAB>text', got a line without a tab", path=str(path), line=lineno)
+            qid = nfc(parts[0].strip())
+            if qid in seen_line:
+                raise DatasetError(
+                    f"duplicate query id '{qid}' (first seen on line {seen_line[qid]})", path=str(path), line=lineno
+                )
+            seen_line[qid] = lineno
+            queries[qid] = nfc(parts[1])
+    return queries
+
+
+def read_qrels_tsv(path: Path) -> dict[str, dict[str, int]]:
+    """BEIR qrels (``query-id corpus-id score`` with a header) or TREC qrels (``qid 0 docid rel``)."""
+    qrels: dict[str, dict[str, int]] = {}
+    with open_text(path) as fh:
+        for lineno, line in enumerate(fh, 1):
+            parts = line.split()
+            if not parts:
+                continue
+            if lineno == 1 and parts[0].lower() in {"query-id", "query_id", "qid", "query"}:
+                continue
+            if len(parts) == 3:
+                qid, did, rel = parts
+            elif len(parts) == 4:
+                qid, _, did, rel = parts
+            else:
+                raise DatasetError(
+                    f"expected 3 columns (query-id corpus-id score) or 4 (TREC), got {len(parts)}",
+                    path=str(path),
+                    line=lineno,
+                )
+            try:
+                score = int(float(rel))
+            except ValueError:
+                raise DatasetError(f"expected an integer relevance, got '{rel}'", path=str(path), line=lineno) from None
+            qid, did = nfc(qid), nfc(did)
+            if did in qrels.get(qid, {}):
+                raise DatasetError(f"duplicate judgement for query '{qid}' and document '{did}'", path=str(path), line=lineno)
+            qrels.setdefault(qid, {})[did] = score
+    return qrels
+
+
+def _preview(items: list[str], n: int = 3) -> str:
+    shown = ", ".join(repr(i) for i in items[:n])
+    return shown + (", ..." if len(items) > n else "")
+
+
+def finalize(
+    name: str,
+    source: str,
+    corpus: dict[str, Document],
+    queries: dict[str, str],
+    qrels: dict[str, dict[str, dict[str, int]]],
+    *,
+    strict: bool = False,
+) -> Dataset:
+    """Drop empty documents and dangling qrels (warnings; errors with ``strict``)."""
+    warnings: list[str] = []
+
+    def report(msg: str) -> None:
+        if strict:
+            raise DatasetError(f"{msg} (--strict makes this an error)", path=source)
+        warnings.append(msg)
+
+    empty = [d for d, doc in corpus.items() if not doc.full_text.strip()]
+    if empty:
+        report(f"dropped {len(empty)} empty document(s): {_preview(empty)}")
+        corpus = {d: doc for d, doc in corpus.items() if d not in set(empty)}
+    empty_q = [q for q, t in queries.items() if not t.strip()]
+    if empty_q:
+        report(f"dropped {len(empty_q)} empty quer(y/ies): {_preview(empty_q)}")
+        queries = {q: t for q, t in queries.items() if q not in set(empty_q)}
+
+    clean: dict[str, dict[str, dict[str, int]]] = {}
+    for split, sq in qrels.items():
+        unknown_q = sorted(q for q in sq if q not in queries)
+        unknown_d = sorted({d for q, docs in sq.items() if q in queries for d in docs if d not in corpus})
+        if unknown_q:
+            report(f"split '{split}': dropped qrels of {len(unknown_q)} unknown quer(y/ies): {_preview(unknown_q)}")
+        if unknown_d:
+            report(f"split '{split}': dropped qrels pointing at {len(unknown_d)} unknown document(s): {_preview(unknown_d)}")
+        kept = {
+            q: {d: r for d, r in docs.items() if d in corpus}
+            for q, docs in sq.items()
+            if q in queries
+        }
+        kept = {q: docs for q, docs in kept.items() if docs}
+        if not kept:
+            raise DatasetError(f"split '{split}' has no usable judgements left: expected at least one", path=source)
+        clean[split] = kept
+    if not corpus:
+        raise DatasetError("expected at least one non-empty document, got none", path=source)
+    return Dataset(name, source, corpus, queries, clean, warnings)
