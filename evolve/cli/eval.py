@@ -30,6 +30,7 @@ def eval_command(
     json_out: JsonOpt = False,
     out: Annotated[str | None, typer.Option("--out", help="Write metrics.json, per_query.tsv, run.trec, config.yaml here.")] = None,
     strict: StrictOpt = False,
+    subset: Annotated[int | None, typer.Option("--subset", help="Keep N documents: every judged one of the split, then seeded fillers.")] = None,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Embed everything; neither read nor write the cache.")] = False,
     workspace: WorkspaceOpt = None,
     study: StudyOpt = DEFAULT_STUDY,
@@ -49,6 +50,8 @@ def eval_command(
     ds = load_dataset(dataset, strict=strict)
     warn_dataset(ds)
     ds.split_qrels(split)
+    if subset:
+        ds = ds.subset(subset, split)
     cache = EmbeddingCache(None if no_cache else ws.cache_path)
     try:
         result = evaluate_config(cfg, ds, split, cache=cache, progress=rich_progress)
