@@ -42,7 +42,7 @@ lint: install
 	$(PY) -m pip install -q ruff
 	$(VENV)/bin/ruff check evolve tests benchmarks
 
--include nix/nix.mk
+include nix/nix.mk
 
 clean:
 	rm -rf $(VENV) .evolve dist build .pytest_cache

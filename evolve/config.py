@@ -290,8 +290,19 @@ def apply_overrides(cfg: PipelineConfig, overrides: list[str]) -> PipelineConfig
             value = yaml.safe_load(raw) if raw != "" else ""
         except yaml.YAMLError:
             value = raw
+        if not isinstance(value, str) and value is not None and _admits_str(section, field):
+            value = raw  # a prefix like 'query: ' is YAML for a mapping; a text field takes the text as written
         data[section][field] = value
     return parse_config(data, source="--set")
+
+
+def _admits_str(section: str, field: str) -> bool:
+    """Whether ``section.field`` is a free-text field (``str`` or ``str | None``)."""
+    import typing
+
+    model = PipelineConfig.model_fields[section].annotation
+    ann = model.model_fields[field].annotation
+    return ann is str or str in typing.get_args(ann)
 
 
 def config_to_yaml(cfg: PipelineConfig) -> str:

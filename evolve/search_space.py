@@ -189,8 +189,10 @@ def _validate(spec: _SpaceFile, base: PipelineConfig, source: str) -> None:
         seen.add(name)
 
 
-def load_search_space(path: str | Path | None = None) -> SearchSpace:
-    """Read and validate a search space (default: the shipped ``configs/search_space.yaml``)."""
+def load_search_space(path: str | Path | None = None, overrides: list[str] | None = None) -> SearchSpace:
+    """Read and validate a search space (default: the shipped ``configs/search_space.yaml``).
+
+    ``overrides`` (``KEY=VALUE``, as ``--set``) are added to its fixed values (and so to its hash)."""
     p = Path(path) if path is not None else shipped_path("configs", "search_space.yaml")
     if path is not None and not p.exists() and not str(path).endswith((".yaml", ".yml")):
         shipped = shipped_path("configs", f"{path}.yaml")
@@ -218,6 +220,13 @@ def load_search_space(path: str | Path | None = None) -> SearchSpace:
             raise ConfigError(f"unknown search-space key '{loc}'{did_you_mean(key, options)}", path=source) from None
         msg = e["msg"].removeprefix("Value error, ")
         raise ConfigError(f"{loc}: {msg}", path=source) from None
+    for item in overrides or []:
+        if "=" not in item:
+            raise ConfigError(f"expected --set KEY=VALUE, got '{item}'")
+        key, raw = item.split("=", 1)
+        if key.strip() in spec.params:
+            raise ConfigError(f"--set {key.strip()}: this field is searched by the space; remove it from 'params' to pin it")
+        spec.fixed[key.strip()] = yaml.safe_load(raw) if raw else ""
     base = load_config(spec.base)
     _validate(spec, base, source)
     return SearchSpace(spec, source, base)

@@ -92,11 +92,17 @@ class Chunker(abc.ABC):
         size, overlap = self.config.size, self.config.overlap
         if len(spans) <= size:
             return [text.strip()]
-        out, start, step = [], 0, size - overlap
+        out, start = [], 0
         while start < len(spans):
             end = min(start + size, len(spans))
-            out.append(text[spans[start][0] : spans[end - 1][1]].strip())
+            piece = text[spans[start][0] : spans[end - 1][1]].strip()
+            # a window cut inside a word can re-tokenize into more tokens ("##ing" alone becomes "in ##g"):
+            # shrink it until it fits
+            while end - start > 1 and self.tokenizer.count(piece) > size:
+                end -= 1
+                piece = text[spans[start][0] : spans[end - 1][1]].strip()
+            out.append(piece)
             if end == len(spans):
                 break
-            start += step
+            start = max(start + 1, end - overlap)
         return out

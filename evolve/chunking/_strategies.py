@@ -67,6 +67,9 @@ class _Packer(Chunker):
                         break
                     keep.insert(0, (u, un))
                     kept += un
+                # the carried overlap must leave room for the new unit: a chunk never exceeds `size`
+                while keep and kept + n > size:
+                    kept -= keep.pop(0)[1]
                 cur, cur_len = keep, kept
             cur.append((unit, n))
             cur_len += n

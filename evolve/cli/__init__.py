@@ -50,7 +50,7 @@ def _register() -> None:
 
     eval_cmd.register(app)
     cache.register(app)
-    for name in ("run", "status", "promote", "search", "dashboard"):
+    for name in ("run", "worker", "status", "promote", "search", "dashboard"):
         try:
             module = __import__(f"evolve.cli.{name}", fromlist=["register"])
         except ModuleNotFoundError as err:

@@ -65,7 +65,7 @@ DEFAULT_STUDY = "evolve"
 def _consoles():
     from rich.console import Console
 
-    return Console(stderr=True), Console()
+    return Console(stderr=True, soft_wrap=True), Console(soft_wrap=True)
 
 
 err_console, out_console = _consoles()
@@ -92,8 +92,8 @@ def rich_progress(description: str, total: int):
     """A rich progress bar on stderr (the library's ProgressFactory)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-    if total <= 0:
-        yield lambda n: None
+    if total <= 0 or not err_console.is_terminal:
+        yield lambda n: None  # no bars in logs (CI, systemd journal): they would only add noise
         return
     with Progress(
         TextColumn("[bold]{task.description}"),

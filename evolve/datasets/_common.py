@@ -113,6 +113,19 @@ def read_queries_tsv(path: Path) -> dict[str, str]:
     return queries
 
 
+def _relevance(raw: str) -> int | None:
+    """An integer grade (``1``, or ``1.0`` as some exporters write it); None for ``0.5``, ``nan``, ``inf``, ``x``."""
+    try:
+        return int(raw)
+    except ValueError:
+        pass
+    try:
+        value = float(raw)
+    except ValueError:
+        return None
+    return int(value) if value.is_integer() else None
+
+
 def read_qrels_tsv(path: Path) -> dict[str, dict[str, int]]:
     """BEIR qrels (``query-id corpus-id score`` with a header) or TREC qrels (``qid 0 docid rel``)."""
     qrels: dict[str, dict[str, int]] = {}
@@ -133,10 +146,9 @@ def read_qrels_tsv(path: Path) -> dict[str, dict[str, int]]:
                     path=str(path),
                     line=lineno,
                 )
-            try:
-                score = int(float(rel))
-            except ValueError:
-                raise DatasetError(f"expected an integer relevance, got '{rel}'", path=str(path), line=lineno) from None
+            score = _relevance(rel)
+            if score is None:
+                raise DatasetError(f"expected an integer relevance, got '{rel}'", path=str(path), line=lineno)
             qid, did = nfc(qid), nfc(did)
             if did in qrels.get(qid, {}):
                 raise DatasetError(f"duplicate judgement for query '{qid}' and document '{did}'", path=str(path), line=lineno)

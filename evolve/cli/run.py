@@ -1,0 +1,131 @@
+"""``evolve run`` (one night of tuning) and ``evolve worker`` (join a study from another process or node)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from evolve.cli._common import (
+    DEFAULT_STUDY,
+    DatasetOpt,
+    SetOpt,
+    StorageOpt,
+    StrictOpt,
+    StudyOpt,
+    TrackingOpt,
+    WorkspaceOpt,
+)
+
+__all__ = ["register"]
+
+SpaceOpt = Annotated[str | None, typer.Option("--search-space", help="Search space YAML.", show_default="configs/search_space.yaml")]
+SubsetOpt = Annotated[int | None, typer.Option("--subset", help="Keep N documents (every judged one first, then seeded fillers).")]
+
+
+def _options(**kw):
+    from evolve.search_space import load_search_space
+    from evolve.study import StudyOptions, parse_objectives
+    from evolve.workspace import Workspace
+
+    ws = Workspace(kw.pop("workspace")).ensure()
+    space = load_search_space(kw.pop("search_space"), kw.pop("overrides", None))
+    objectives = parse_objectives(kw.pop("objectives"))
+    return StudyOptions(workspace=ws, space=space, objectives=objectives, **kw)
+
+
+def _trial_printer():
+    from evolve.cli._common import err_console
+
+    def on_trial(trial):
+        state = trial.state.name
+        value = f"{trial.values[0]:.4f}" if trial.values else "-"
+        note = ""
+        if "evolve.repeat_of" in trial.user_attrs:
+            note = f" (same params as trial {trial.user_attrs['evolve.repeat_of']}: recorded value)"
+        elif "evolve.error" in trial.user_attrs:
+            note = f": {trial.user_attrs['evolve.error']}"
+        elif state == "PRUNED":
+            note = f" after {trial.user_attrs.get('evolve.pruned_at_query', '?')} queries"
+        err_console.print(f"trial {trial.number:>3} {state:<8} {value}{note}", highlight=False, markup=False)
+
+    return on_trial
+
+
+def _print_summary(summary, tracking_uri: str | None, workspace) -> None:
+    from evolve.cli._common import out_console
+
+    out_console.print(
+        f"study {summary.study_name}: {len(summary.trial_numbers)} trial(s) this night: {summary.n_complete} complete, "
+        f"{summary.n_pruned} pruned (saved ~{summary.pruned_saved_seconds:.0f}s), {summary.n_failed} failed, "
+        f"{summary.n_repeats} answered from earlier results; {summary.wall_seconds:.0f}s",
+        highlight=False,
+    )
+    if summary.best:
+        out_console.print(f"best trial on the current corpus: #{summary.best['number']} = {summary.best['value']:.4f}", highlight=False)
+    for n, m in summary.report.items():
+        shown = ", ".join(f"{k} {v:.4f}" for k, v in m.items())
+        out_console.print(f"report (test) of trial #{n}: {shown}", highlight=False)
+    out_console.print(f"MLflow parent run {summary.parent_run_id}; open it with: evolve dashboard --workspace {workspace.path}", highlight=False)
+
+
+def run_command(
+    dataset: DatasetOpt = "scifact",
+    trials: Annotated[int | None, typer.Option("--trials", "-n", help="Run N more trials in this invocation (the study-wide total with --workers).")] = None,
+    timeout: Annotated[float | None, typer.Option("--timeout", help="Wall-clock budget in seconds; the trial in flight is finished, not cut.")] = None,
+    seed: Annotated[int | None, typer.Option("--seed", help="Seed of the sampler only (the query split is fixed with the study).")] = None,
+    search_space: SpaceOpt = None,
+    set_: SetOpt = None,
+    objectives: Annotated[str | None, typer.Option("--objectives", help="Comma-separated, e.g. ndcg@10,latency_ms (multi-objective: no pruning).")] = None,
+    continue_stale: Annotated[bool, typer.Option("--continue-stale", help="Continue the study although its search space or gold queries changed.")] = False,
+    split_seed: Annotated[int, typer.Option("--split-seed", help="Seed of the tune/holdout split, used only when the study is created.")] = 0,
+    no_prune: Annotated[bool, typer.Option("--no-prune", help="Disable the Wilcoxon pruner.")] = False,
+    heartbeat_interval: Annotated[int, typer.Option("--heartbeat-interval", help="Seconds between trial heartbeats.")] = 10,
+    grace_period: Annotated[int, typer.Option("--grace-period", help="Seconds without heartbeat before a trial counts as dead.")] = 60,
+    report_top: Annotated[int, typer.Option("--report-top", help="Compute report-split metrics for this many best trials after tuning.")] = 3,
+    subset: SubsetOpt = None,
+    strict: StrictOpt = False,
+    workers: Annotated[int | None, typer.Option("--workers", help="Start N local worker processes on one study (T = study-wide total).")] = None,
+    gpus: Annotated[str | None, typer.Option("--gpus", help="Comma-separated GPU ids: one worker per GPU (CUDA_VISIBLE_DEVICES).")] = None,
+    worker: Annotated[bool, typer.Option("--worker", help="Join an existing study as one worker (same as `evolve worker`).")] = False,
+    max_retry: Annotated[int, typer.Option("--max-retry", help="Retries of a trial whose worker died (worker mode).")] = 2,
+    workspace: WorkspaceOpt = None,
+    study: StudyOpt = DEFAULT_STUDY,
+    storage: StorageOpt = None,
+    tracking_uri: TrackingOpt = None,
+):
+    """Search pipeline configs with Optuna on tune queries; record every trial in MLflow."""
+    if worker or workers:
+        from evolve.cli.worker import run_workers, worker_command
+
+        if worker:
+            return worker_command(dataset=dataset, trials=trials, timeout=timeout, seed=seed, search_space=search_space,
+                                  set_=set_,
+                                  objectives=objectives, split_seed=split_seed, no_prune=no_prune, subset=subset,
+                                  heartbeat_interval=heartbeat_interval, grace_period=grace_period, max_retry=max_retry,
+                                  workspace=workspace, study=study, storage=storage, tracking_uri=tracking_uri)
+        return run_workers(n=workers, trials=trials, timeout=timeout, gpus=gpus, dataset=dataset, seed=seed, set_=set_,
+                           search_space=search_space, objectives=objectives, split_seed=split_seed, no_prune=no_prune,
+                           subset=subset, heartbeat_interval=heartbeat_interval, grace_period=grace_period,
+                           max_retry=max_retry, report_top=report_top, workspace=workspace, study=study,
+                           storage=storage, tracking_uri=tracking_uri)
+    from evolve.cli._common import rich_progress
+    from evolve.study import run_study
+
+    opts = _options(dataset_spec=dataset, n_trials=trials, timeout=timeout, seed=seed, search_space=search_space,
+                    overrides=set_, objectives=objectives, continue_stale=continue_stale, split_seed=split_seed, prune=not no_prune,
+                    heartbeat_interval=heartbeat_interval, grace_period=grace_period, report_top=report_top,
+                    subset=subset, strict=strict, workspace=workspace, study_name=study, storage_url=storage,
+                    tracking_uri=tracking_uri)
+    if trials is None and timeout is None:
+        from evolve.errors import ConfigError
+
+        raise ConfigError("expected a budget: --trials N and/or --timeout SECONDS, got neither")
+    summary = run_study(opts, progress=rich_progress, on_trial=_trial_printer())
+    _print_summary(summary, tracking_uri, opts.workspace)
+    if summary.all_failed:
+        raise typer.Exit(1)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("run")(run_command)

@@ -1,0 +1,175 @@
+"""``evolve worker`` joins a study; ``evolve run --workers N`` starts N local workers and waits for them."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from typing import Annotated
+
+import typer
+
+from evolve.cli._common import DEFAULT_STUDY, DatasetOpt, StorageOpt, StudyOpt, TrackingOpt, WorkspaceOpt
+
+__all__ = ["register", "worker_command", "run_workers"]
+
+
+def worker_command(
+    dataset: DatasetOpt = "scifact",
+    trials: Annotated[int | None, typer.Option("--trials", "-n", help="Study-wide total of completed (or pruned) trials.")] = None,
+    timeout: Annotated[float | None, typer.Option("--timeout", help="Wall-clock budget of this worker in seconds.")] = None,
+    deadline: Annotated[float | None, typer.Option("--deadline", help="Study-wide deadline as a Unix timestamp.")] = None,
+    seed: Annotated[int | None, typer.Option("--seed", help="Sampler seed of this worker.")] = None,
+    search_space: Annotated[str | None, typer.Option("--search-space", help="Search space YAML (must match the study).")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Pin a config key (must match the study).")] = None,
+    objectives: Annotated[str | None, typer.Option("--objectives", help="Must match the study.")] = None,
+    split_seed: Annotated[int, typer.Option("--split-seed")] = 0,
+    no_prune: Annotated[bool, typer.Option("--no-prune")] = False,
+    subset: Annotated[int | None, typer.Option("--subset")] = None,
+    heartbeat_interval: Annotated[int, typer.Option("--heartbeat-interval")] = 10,
+    grace_period: Annotated[int, typer.Option("--grace-period")] = 60,
+    max_retry: Annotated[int, typer.Option("--max-retry", help="Retries of a trial whose worker died.")] = 2,
+    create: Annotated[bool, typer.Option("--create", help="Create the study when it does not exist yet.")] = False,
+    workspace: WorkspaceOpt = None,
+    study: StudyOpt = DEFAULT_STUDY,
+    storage: StorageOpt = None,
+    tracking_uri: TrackingOpt = None,
+):
+    """Join an existing study and run trials until its study-wide budget is spent."""
+    from evolve.cli._common import rich_progress
+    from evolve.cli.run import _options, _trial_printer
+    from evolve.errors import ConfigError
+    from evolve.study import run_study
+
+    if trials is None and timeout is None and deadline is None:
+        raise ConfigError("expected a study-wide budget: --trials N, --timeout SECONDS and/or --deadline, got none")
+    opts = _options(dataset_spec=dataset, n_trials=None, timeout=timeout, seed=seed, search_space=search_space,
+                    overrides=set_, objectives=objectives, split_seed=split_seed, prune=not no_prune, subset=subset,
+                    heartbeat_interval=heartbeat_interval, grace_period=grace_period, workspace=workspace,
+                    study_name=study, storage_url=storage, tracking_uri=tracking_uri, study_total=trials,
+                    deadline=deadline, max_retry=max_retry, worker=not create)
+    summary = run_study(opts, progress=rich_progress, on_trial=_trial_printer())
+    from evolve.cli._common import out_console
+
+    out_console.print(
+        f"worker {os.getpid()} done: {len(summary.trial_numbers)} trial(s), {summary.n_complete} complete, "
+        f"{summary.n_pruned} pruned, {summary.n_failed} failed",
+        highlight=False,
+    )
+    if summary.all_failed:
+        raise typer.Exit(1)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_mlflow_server(backend_uri: str, artifacts: str, host: str = "127.0.0.1", port: int | None = None,
+                        log_path=None) -> tuple[subprocess.Popen, str]:
+    """``mlflow server`` bound to ``host`` (127.0.0.1 by default); returns the process and its URL."""
+    import httpx
+
+    from evolve.errors import BackendError
+
+    port = port or _free_port()
+    cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", backend_uri,
+           "--artifacts-destination", artifacts, "--host", host, "--port", str(port), "--workers", "1"]
+    log = open(log_path, "ab") if log_path else subprocess.DEVNULL
+    proc = subprocess.Popen(cmd, stdout=log, stderr=log, start_new_session=True)
+    url = f"http://{host}:{port}"
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise BackendError(f"mlflow server exited with code {proc.returncode}: expected it to serve {url}")
+        try:
+            if httpx.get(url + "/health", timeout=2).status_code == 200:
+                return proc, url
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    proc.terminate()
+    raise BackendError(f"mlflow server did not answer at {url} within 120 s")
+
+
+def run_workers(*, n: int, trials: int | None, timeout: float | None, gpus: str | None, dataset: str, seed: int | None,
+                set_: list[str] | None,
+                search_space: str | None, objectives: str | None, split_seed: int, no_prune: bool, subset: int | None,
+                heartbeat_interval: int, grace_period: int, max_retry: int, report_top: int, workspace: str | None,
+                study: str, storage: str | None, tracking_uri: str | None):
+    """Create the study, start ``n`` worker processes (one per GPU when ``gpus`` lists them), wait for them."""
+    from evolve.cli._common import err_console, out_console
+    from evolve.cli.run import _options
+    from evolve.errors import ConfigError
+    from evolve.study import load_study_dataset, prepare_study
+
+    gpu_list = [g.strip() for g in gpus.split(",") if g.strip()] if gpus else []
+    if gpu_list and n and n != len(gpu_list):
+        raise ConfigError(f"--workers {n} does not match --gpus {gpus}: expected one worker per GPU")
+    n = n or len(gpu_list)
+    if n < 1:
+        raise ConfigError(f"--workers: expected at least 1, got {n}")
+    if trials is None and timeout is None:
+        raise ConfigError("expected a budget: --trials T (study-wide) and/or --timeout SECONDS, got neither")
+    opts = _options(dataset_spec=dataset, n_trials=None, timeout=timeout, seed=seed, search_space=search_space,
+                    overrides=set_, objectives=objectives, split_seed=split_seed, prune=not no_prune, subset=subset,
+                    heartbeat_interval=heartbeat_interval, grace_period=grace_period, workspace=workspace,
+                    study_name=study, storage_url=storage, tracking_uri=tracking_uri)
+    ds = load_study_dataset(opts)
+    _, st, _ = prepare_study(opts, ds)  # create it once, so workers only join
+    server = None
+    uri = tracking_uri
+    if uri is None:
+        ws = opts.workspace
+        server, uri = start_mlflow_server(ws.default_tracking_uri, str(ws.artifacts_dir),
+                                          log_path=ws.path / "mlflow-server.log")
+        err_console.print(f"started a local MLflow server for the workers at {uri}", highlight=False)
+    deadline = time.time() + timeout if timeout else None
+    base = [sys.executable, "-m", "evolve", "worker", "--dataset", dataset, "--study", st.study_name,
+            "--workspace", str(opts.workspace.path), "--tracking-uri", uri, "--split-seed", str(split_seed),
+            "--heartbeat-interval", str(heartbeat_interval), "--grace-period", str(grace_period),
+            "--max-retry", str(max_retry)]
+    if storage:
+        base += ["--storage", storage]
+    if trials is not None:
+        base += ["--trials", str(trials)]
+    if deadline is not None:
+        base += ["--deadline", f"{deadline:.0f}"]
+    for flag, value in (("--search-space", search_space), ("--objectives", objectives), ("--subset", subset)):
+        if value is not None:
+            base += [flag, str(value)]
+    if no_prune:
+        base.append("--no-prune")
+    for item in set_ or []:
+        base += ["--set", item]
+    procs = []
+    try:
+        for i in range(n):
+            env = dict(os.environ)
+            if gpu_list:
+                env["CUDA_VISIBLE_DEVICES"] = gpu_list[i]
+            cmd = base + (["--seed", str(seed + i)] if seed is not None else [])
+            procs.append(subprocess.Popen(cmd, env=env))
+        codes = [p.wait() for p in procs]
+    except KeyboardInterrupt:
+        for p in procs:
+            p.terminate()
+        raise
+    finally:
+        if server is not None:
+            server.terminate()
+            try:
+                server.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                server.kill()
+    out_console.print(f"{n} worker(s) finished with exit codes {codes}", highlight=False)
+    if all(c != 0 for c in codes):
+        raise typer.Exit(1)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("worker")(worker_command)

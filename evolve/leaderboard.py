@@ -1,0 +1,118 @@
+"""Leaderboards, plots and the one-page night summary."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+__all__ = ["leaderboard_frame", "plot_study", "summary_markdown", "state_counts"]
+
+log = logging.getLogger("evolve.leaderboard")
+ATTR = "evolve."
+
+
+def state_counts(study) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for t in study.get_trials(deepcopy=False):
+        counts[t.state.name] = counts.get(t.state.name, 0) + 1
+    return counts
+
+
+def leaderboard_frame(study, corpus_fp: str | None, top: int | None = None):
+    """Completed trials on the current corpus, best first: number, tune metrics, duration, params."""
+    import pandas as pd
+    from optuna.trial import TrialState
+
+    rows = []
+    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        if corpus_fp is not None and t.user_attrs.get(ATTR + "corpus_fingerprint") != corpus_fp:
+            continue
+        metrics = t.user_attrs.get(ATTR + "metrics") or {}
+        row = {"trial": t.number, "state": t.state.name, "objective": t.values[0]}
+        for i, v in enumerate(t.values[1:], 1):
+            row[f"objective_{i}"] = v
+        for m in ("ndcg@10", "recall@100", "mrr@10", "map@100", "latency_ms"):
+            if m in metrics:
+                row[f"tune_{m}"] = metrics[m]
+        report = study.user_attrs.get(ATTR + f"report.{t.number}")
+        if report:
+            row["report_ndcg@10"] = report.get("ndcg@10")
+        row["duration_s"] = t.user_attrs.get(ATTR + "duration_seconds")
+        row["repeat_of"] = t.user_attrs.get(ATTR + "repeat_of")
+        row["mlflow_run_id"] = t.user_attrs.get(ATTR + "mlflow_run_id")
+        row.update({f"param.{k}": v for k, v in t.params.items()})
+        rows.append(row)
+    frame = pd.DataFrame(rows)
+    if not frame.empty:
+        frame = frame.sort_values(["objective", "trial"], ascending=[False, True]).reset_index(drop=True)
+    return frame.head(top) if top else frame
+
+
+def plot_study(study, folder: Path) -> list[Path]:
+    """Optuna's matplotlib plots as PNG: optimization history, parameter importances, parallel coordinates."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import optuna.visualization.matplotlib as vis
+    from optuna.trial import TrialState
+
+    out: list[Path] = []
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    if not complete:
+        return out
+    multi = len(study.directions) > 1
+    target = (lambda t: t.values[0]) if multi else None
+    name = "objective 0" if multi else "objective"
+    plots = {
+        "optimization_history.png": lambda: vis.plot_optimization_history(study, target=target, target_name=name),
+        "param_importances.png": lambda: vis.plot_param_importances(study, target=target, target_name=name),
+        "parallel_coordinate.png": lambda: vis.plot_parallel_coordinate(study, target=target, target_name=name),
+    }
+    if multi:
+        plots["pareto_front.png"] = lambda: vis.plot_pareto_front(study)
+    import warnings
+
+    for filename, make in plots.items():
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                ax = make()
+            fig = ax.figure if hasattr(ax, "figure") else ax.flat[0].figure
+            fig.set_size_inches(10, 6)
+            fig.tight_layout()
+            path = folder / filename
+            fig.savefig(path, dpi=100)
+            plt.close(fig)
+            out.append(path)
+        except Exception as err:  # e.g. importances need >= 2 completed trials with varying params
+            log.info("plot %s skipped: %s", filename, err)
+            plt.close("all")
+    return out
+
+
+def summary_markdown(study, opts, summary, frame) -> str:
+    lines = [
+        f"# Night summary: study `{study.study_name}`",
+        "",
+        f"- trials this night: {len(summary.trial_numbers)} ({summary.n_complete} complete, {summary.n_pruned} pruned, "
+        f"{summary.n_failed} failed, {summary.n_repeats} answered from earlier results)",
+        f"- pruning saved about {summary.pruned_saved_seconds:.0f} s",
+        f"- wall time: {summary.wall_seconds:.0f} s",
+        f"- objectives: {', '.join(opts.objectives)} (tune queries)",
+    ]
+    if summary.best:
+        lines.append(f"- best trial on the current corpus: #{summary.best['number']} with {summary.best['value']:.4f}")
+    if summary.report:
+        lines += ["", "## Report split (never used for a decision)", "", "| trial | " + " | ".join(next(iter(summary.report.values()))) + " |",
+                  "|---" * (1 + len(next(iter(summary.report.values())))) + "|"]
+        for n, m in summary.report.items():
+            lines.append(f"| {n} | " + " | ".join(f"{v:.4f}" for v in m.values()) + " |")
+    if not frame.empty:
+        cols = [c for c in frame.columns if not c.startswith("param.") and c not in ("mlflow_run_id", "state")]
+        top = frame.head(10)[cols]
+        lines += ["", "## Leaderboard (top 10)", "", "| " + " | ".join(cols) + " |", "|---" * len(cols) + "|"]
+        for _, r in top.iterrows():
+            lines.append("| " + " | ".join(f"{v:.4f}" if isinstance(v, float) else str(v) for v in r.values) + " |")
+    lines += ["", "Next: `evolve promote-config --best` to test the winner against the champion on holdout queries."]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,57 @@
+"""Optuna storage: URL checks, heartbeats, and the failed-trial callbacks that keep MLflow in step."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from evolve.errors import StorageError
+from evolve.secrets import redact_url, warn_inline_password
+
+__all__ = ["open_storage", "SUPPORTED_SCHEMES"]
+
+log = logging.getLogger("evolve.storage")
+
+SUPPORTED_SCHEMES = ("sqlite", "postgresql", "postgresql+psycopg", "postgresql+psycopg2", "mysql", "mysql+pymysql")
+
+
+def open_storage(url: str, *, heartbeat_interval: int = 10, grace_period: int = 60,
+                 failed_trial_callback: Callable | None = None):
+    """An Optuna ``RDBStorage`` with heartbeats on, or a one-line :class:`StorageError`."""
+    import optuna
+
+    scheme = url.split("://", 1)[0] if "://" in url else ""
+    if scheme not in SUPPORTED_SCHEMES:
+        raise StorageError(
+            "expected an Optuna storage URL (sqlite:///PATH, postgresql+psycopg://USER@HOST/DB, mysql://…), "
+            f"got '{redact_url(url)}'"
+        )
+    warn_inline_password(url, "storage URL")
+    if scheme == "postgresql":
+        try:
+            import psycopg2  # noqa: F401
+        except ImportError:
+            url = "postgresql+psycopg://" + url.split("://", 1)[1]
+    engine_kwargs = {"connect_args": {"timeout": 120}} if scheme == "sqlite" else {"pool_pre_ping": True}
+    if scheme == "sqlite":
+        from pathlib import Path
+
+        path = url.split(":///", 1)[1] if ":///" in url else ""
+        if path and path != ":memory:":
+            try:
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+            except OSError as err:
+                raise StorageError(f"storage {url}: expected a writable folder, got '{err.strerror}'") from None
+    try:
+        return optuna.storages.RDBStorage(
+            url,
+            engine_kwargs=engine_kwargs,
+            heartbeat_interval=heartbeat_interval,
+            grace_period=grace_period,
+            failed_trial_callback=failed_trial_callback,
+        )
+    except Exception as err:  # sqlalchemy raises many kinds; all mean "cannot use this storage"
+        reason = " ".join(str(err).split())
+        if len(reason) > 200:
+            reason = reason[:200] + "…"
+        raise StorageError(f"storage {redact_url(url)} is unusable: {reason}") from None

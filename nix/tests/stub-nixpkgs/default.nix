@@ -1,0 +1,2 @@
+# `import nixpkgs { system; config; overlays; }` for the stand-in.
+import ./pkgs.nix
