@@ -42,14 +42,18 @@ def open_storage(url: str, *, heartbeat_interval: int = 10, grace_period: int = 
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
             except OSError as err:
                 raise StorageError(f"storage {url}: expected a writable folder, got '{err.strerror}'") from None
+    import warnings
+
     try:
-        return optuna.storages.RDBStorage(
-            url,
-            engine_kwargs=engine_kwargs,
-            heartbeat_interval=heartbeat_interval,
-            grace_period=grace_period,
-            failed_trial_callback=failed_trial_callback,
-        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.storages.RDBStorage(
+                url,
+                engine_kwargs=engine_kwargs,
+                heartbeat_interval=heartbeat_interval,
+                grace_period=grace_period,
+                failed_trial_callback=failed_trial_callback,
+            )
     except Exception as err:  # sqlalchemy raises many kinds; all mean "cannot use this storage"
         reason = " ".join(str(err).split())
         if len(reason) > 200:

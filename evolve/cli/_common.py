@@ -30,6 +30,7 @@ __all__ = [
     "warn_dataset",
     "pipeline_config",
     "metrics_table",
+    "load_workspace_study",
 ]
 
 WorkspaceOpt = Annotated[
@@ -65,7 +66,10 @@ DEFAULT_STUDY = "evolve"
 def _consoles():
     from rich.console import Console
 
-    return Console(stderr=True, soft_wrap=True), Console(soft_wrap=True)
+    # outside a terminal (logs, tests, pipes) rich would wrap at 80 columns: tables need more
+    err = Console(stderr=True, soft_wrap=True, width=None if sys.stderr.isatty() else 200)
+    out = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 200)
+    return err, out
 
 
 err_console, out_console = _consoles()
@@ -152,3 +156,32 @@ def metrics_table(title: str, rows: dict[str, dict[str, float]]):
     for label, values in rows.items():
         table.add_row(label, *(f"{values[m]:.4f}" for m in metrics))
     return table
+
+
+def load_workspace_study(ws, study_name: str, storage: str | None, *, with_dataset: bool = True):
+    """The study and (optionally) its dataset, as recorded when the study was created."""
+    import optuna
+
+    from evolve.errors import StorageError
+    from evolve.storage import open_storage
+    from evolve.study import ATTR
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    st_storage = open_storage(storage or ws.default_storage)
+    names = [s.study_name for s in st_storage.get_all_studies()]
+    if study_name not in names:
+        from evolve.errors import did_you_mean
+
+        raise StorageError(f"no study '{study_name}' in {ws.default_storage if not storage else 'the storage'}: "
+                           f"expected one of {', '.join(names) or '(none: run `evolve run` first)'}{did_you_mean(study_name, names)}")
+    st = optuna.load_study(study_name=study_name, storage=st_storage)
+    if not with_dataset:
+        return st, None
+    from evolve.datasets import load_dataset
+
+    spec = st.user_attrs.get(ATTR + "dataset")
+    dataset = load_dataset(spec)
+    subset = st.user_attrs.get(ATTR + "subset")
+    if subset:
+        dataset = dataset.subset(int(subset), None)
+    return st, dataset

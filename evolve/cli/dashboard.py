@@ -1,0 +1,55 @@
+"""``evolve dashboard``: the MLflow UI on the workspace's store, bound to 127.0.0.1."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from evolve.cli._common import DEFAULT_STUDY, StorageOpt, StudyOpt, TrackingOpt, WorkspaceOpt
+
+__all__ = ["register"]
+
+
+def dashboard_command(
+    host: Annotated[str, typer.Option("--host", help="Address to bind (default: loopback only).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="Port (0: a free one).")] = 5000,
+    workspace: WorkspaceOpt = None,
+    study: StudyOpt = DEFAULT_STUDY,
+    storage: StorageOpt = None,
+    tracking_uri: TrackingOpt = None,
+):
+    """Start the MLflow UI on the workspace store and print its URL; Ctrl-C stops it."""
+    from evolve.cli._common import err_console, out_console
+    from evolve.cli.worker import _free_port, start_mlflow_server
+    from evolve.errors import ConfigError
+    from evolve.secrets import warn_inline_password
+    from evolve.workspace import Workspace
+
+    if not 0 <= port <= 65535:
+        raise ConfigError(f"--port: expected 0..65535, got {port}")
+    ws = Workspace(workspace).ensure()
+    backend = tracking_uri or ws.default_tracking_uri
+    if backend.startswith("http"):
+        out_console.print(f"the tracking server already serves the dashboard: {backend}", highlight=False)
+        return
+    warn_inline_password(backend, "backend store URI")
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        err_console.print(f"warning: binding to {host}: the dashboard will be reachable from other machines", highlight=False)
+    proc, url = start_mlflow_server(backend, str(ws.artifacts_dir), host=host, port=port or _free_port(),
+                                    log_path=ws.path / "dashboard.log")
+    out_console.print(f"MLflow dashboard: {url}  (experiment '{study}'; Ctrl-C to stop)", highlight=False)
+    try:
+        proc.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except Exception:
+            proc.kill()
+
+
+def register(app: typer.Typer) -> None:
+    app.command("dashboard")(dashboard_command)

@@ -1,0 +1,80 @@
+"""``evolve status``: the leaderboard, the champion and the study's trial counts."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from evolve.cli._common import DEFAULT_STUDY, StorageOpt, StudyOpt, TrackingOpt, WorkspaceOpt
+
+__all__ = ["register"]
+
+
+def status_command(
+    top: Annotated[int, typer.Option("--top", help="Rows of the leaderboard.")] = 10,
+    json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    workspace: WorkspaceOpt = None,
+    study: StudyOpt = DEFAULT_STUDY,
+    storage: StorageOpt = None,
+    tracking_uri: TrackingOpt = None,
+):
+    """Show the top trials on the current corpus, the champion and trial counts by state."""
+    from rich.table import Table
+
+    from evolve.cli._common import emit_json, load_workspace_study, out_console
+    from evolve.leaderboard import leaderboard_frame, state_counts
+    from evolve.promote import current_champion, history
+    from evolve.study import ATTR
+    from evolve.tracking import Tracker
+    from evolve.workspace import Workspace
+
+    ws = Workspace(workspace).ensure()
+    st, dataset = load_workspace_study(ws, study, storage)
+    corpus_fp = dataset.corpus_fingerprint()
+    frame = leaderboard_frame(st, corpus_fp, top=top)
+    counts = state_counts(st)
+    champion, source = current_champion(ws)
+    tracker = Tracker(tracking_uri or ws.default_tracking_uri, st.study_name)
+    tracker.fail_stale_runs(int(st.user_attrs.get(ATTR + "grace_period", 60)))
+    runs = tracker.child_runs()
+    mlflow_states: dict[str, int] = {}
+    for r in runs:
+        mlflow_states[r.info.status] = mlflow_states.get(r.info.status, 0) + 1
+    tracker.close()
+    promotions = [r for r in history(ws) if r.get("kind") == "promotion"]
+    if json_out:
+        emit_json({
+            "study": st.study_name, "counts": counts, "mlflow_trial_runs": mlflow_states,
+            "leaderboard": frame.to_dict(orient="records"), "champion": {"source": source, "config": champion.to_dict()},
+            "promotions": len(promotions),
+        })
+        return
+    table = Table(title=f"study {st.study_name}: top {top} on the current corpus", title_justify="left")
+    cols = [c for c in ("trial", "objective", "tune_ndcg@10", "tune_recall@100", "tune_mrr@10", "tune_latency_ms",
+                        "report_ndcg@10", "duration_s") if c in frame.columns]
+    for c in cols:
+        table.add_column(c, justify="right")
+    table.add_column("params")
+    for _, row in frame.iterrows():
+        params = ", ".join(f"{k[6:]}={_fmt(v)}" for k, v in row.items() if k.startswith("param.") and v == v and v is not None)
+        table.add_row(*[_fmt(row[c]) for c in cols], params)
+    out_console.print(table)
+    out_console.print("trials by state: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())), highlight=False)
+    out_console.print("MLflow trial runs by status: " + (", ".join(f"{k} {v}" for k, v in sorted(mlflow_states.items())) or "none"),
+                      highlight=False)
+    last = promotions[-1] if promotions else None
+    out_console.print(f"champion: {source}" + (f" (trial {last['trial']}, promoted {last['time']})" if last else ""),
+                      highlight=False)
+
+
+def _fmt(v) -> str:
+    if isinstance(v, float):
+        if v != v:
+            return ""
+        return str(int(v)) if v.is_integer() and abs(v) < 1e9 else f"{v:.4f}"
+    return str(v)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("status")(status_command)
