@@ -8,11 +8,32 @@ from collections.abc import Callable
 from evolve.errors import StorageError
 from evolve.secrets import redact_url, warn_inline_password
 
-__all__ = ["open_storage", "SUPPORTED_SCHEMES"]
+__all__ = ["open_storage", "check_storage_url", "SUPPORTED_SCHEMES"]
 
 log = logging.getLogger("evolve.storage")
 
 SUPPORTED_SCHEMES = ("sqlite", "postgresql", "postgresql+psycopg", "postgresql+psycopg2", "mysql", "mysql+pymysql")
+
+
+def quiet_optuna() -> None:
+    """Optuna's experimental-feature warnings (heartbeats, WilcoxonPruner) are noise for our users."""
+    import warnings
+
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+
+
+def check_storage_url(url: str) -> str:
+    """The URL's scheme, or a one-line :class:`StorageError` for what Optuna's RDB storage cannot use."""
+    scheme = url.split("://", 1)[0] if "://" in url else ""
+    if scheme not in SUPPORTED_SCHEMES:
+        raise StorageError(
+            "expected an Optuna storage URL (sqlite:///PATH, postgresql+psycopg://USER@HOST/DB, mysql://…), "
+            f"got '{redact_url(url)}'"
+        )
+    return scheme
 
 
 def open_storage(url: str, *, heartbeat_interval: int = 10, grace_period: int = 60,
@@ -20,12 +41,8 @@ def open_storage(url: str, *, heartbeat_interval: int = 10, grace_period: int = 
     """An Optuna ``RDBStorage`` with heartbeats on, or a one-line :class:`StorageError`."""
     import optuna
 
-    scheme = url.split("://", 1)[0] if "://" in url else ""
-    if scheme not in SUPPORTED_SCHEMES:
-        raise StorageError(
-            "expected an Optuna storage URL (sqlite:///PATH, postgresql+psycopg://USER@HOST/DB, mysql://…), "
-            f"got '{redact_url(url)}'"
-        )
+    scheme = check_storage_url(url)
+    quiet_optuna()
     warn_inline_password(url, "storage URL")
     if scheme == "postgresql":
         try:
@@ -44,6 +61,12 @@ def open_storage(url: str, *, heartbeat_interval: int = 10, grace_period: int = 
                 raise StorageError(f"storage {url}: expected a writable folder, got '{err.strerror}'") from None
     import warnings
 
+    import inspect
+
+    # Optuna 4.9 renamed failed_trial_callback (the old name warns); pass whichever this Optuna knows
+    cb_arg = ("heartbeat_stale_trial_callback"
+              if "heartbeat_stale_trial_callback" in inspect.signature(optuna.storages.RDBStorage).parameters
+              else "failed_trial_callback")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -52,7 +75,7 @@ def open_storage(url: str, *, heartbeat_interval: int = 10, grace_period: int = 
                 engine_kwargs=engine_kwargs,
                 heartbeat_interval=heartbeat_interval,
                 grace_period=grace_period,
-                failed_trial_callback=failed_trial_callback,
+                **{cb_arg: failed_trial_callback},
             )
     except Exception as err:  # sqlalchemy raises many kinds; all mean "cannot use this storage"
         reason = " ".join(str(err).split())

@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
+import socket
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -202,20 +204,40 @@ class Objective:
         self.primary = opts.objectives[0]
         self.durations: list[float] = []
 
-    def _find_repeat(self, study, params: dict):
+    def _find_repeat(self, study, params: dict, number: int):
+        """A COMPLETE trial with these params (its values are reused), or None. With parallel workers, a trial
+        with a lower number may be running the same params right now: wait for it instead of running them
+        twice (a lower-numbered trial still sampling has no corpus attribute yet: wait for that too)."""
+        import optuna
         from optuna.trial import TrialState
 
-        for t in current_trials(study, self.corpus_fp, states=(TrialState.COMPLETE,)):
-            if t.params == params and not t.user_attrs.get(ATTR + "retry_of"):
-                return t
-        return None
+        checked = time.monotonic()
+        while True:
+            twin = None
+            for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING)):
+                if t.number == number:
+                    continue
+                fp = t.user_attrs.get(ATTR + "corpus_fingerprint")
+                if t.state == TrialState.COMPLETE:
+                    if fp == self.corpus_fp and t.params == params:
+                        return t
+                elif t.number < number and (fp is None or (fp == self.corpus_fp and t.params == params)):
+                    twin = t
+            if twin is None:
+                return None
+            time.sleep(0.5)
+            if time.monotonic() - checked > max(1, self.opts.heartbeat_interval):
+                checked = time.monotonic()
+                optuna.storages.fail_stale_trials(study)  # a twin whose worker died must not hold us forever
 
     def __call__(self, trial) -> float | list[float]:
         import optuna
 
         t0 = time.perf_counter()
         params = self.opts.space.sample(trial)
-        trial.set_user_attr(ATTR + "corpus_fingerprint", self.corpus_fp)
+        trial.set_user_attr(ATTR + "pid", os.getpid())  # which worker runs it (distributed mode, tests)
+        trial.set_user_attr(ATTR + "host", socket.gethostname())
+        trial.set_user_attr(ATTR + "corpus_fingerprint", self.corpus_fp)  # last: marks the params as final
         trial.set_user_attr(ATTR + "parent_run_id", self.parent_id)
         retried = trial.study._storage.get_trial(trial._trial_id).system_attrs.get("failed_trial")
         run_tags = {
@@ -227,11 +249,11 @@ class Objective:
         if retried is not None:
             run_tags["evolve.retry_of_trial_id"] = retried
             trial.set_user_attr(ATTR + "retry_of", retried)
-        repeat = None if retried is not None else self._find_repeat(trial.study, params)
         run_id = self.tracker.start_run(f"trial-{trial.number}", parent_id=self.parent_id, tags=run_tags)
         trial.set_user_attr(ATTR + "mlflow_run_id", run_id)
         try:
             self.tracker.log_params(run_id, params)
+            repeat = None if retried is not None else self._find_repeat(trial.study, params, trial.number)
             if repeat is not None:
                 trial.set_user_attr(ATTR + "repeat_of", repeat.number)
                 trial.set_user_attr(ATTR + "config", repeat.user_attrs.get(ATTR + "config"))
@@ -270,7 +292,7 @@ class Objective:
                 self.tracker.log_artifact(run_id, folder / "error.txt")
             finally:
                 self.tracker.end_run(run_id, "FAILED")
-            log.warning("trial %d failed: %s", trial.number, message)
+            log.info("trial %d failed: %s", trial.number, message)
             raise
 
     def _trial_dir(self, trial) -> Path:
@@ -451,8 +473,13 @@ def run_study(opts: StudyOptions, *, progress: ProgressFactory = null_progress, 
     from evolve.secrets import redact_url
     from evolve.tracking import Tracker
 
-    optuna.logging.set_verbosity(optuna.logging.ERROR)  # failures are reported once, by evolve, in one line
+    from evolve.storage import quiet_optuna
+
+    quiet_optuna()  # failures are reported once, by evolve, in one line
     t_start = time.perf_counter()
+    from evolve.storage import check_storage_url
+
+    check_storage_url(opts.storage_url or opts.workspace.default_storage)
     ws = opts.workspace.ensure()
     dataset = load_study_dataset(opts)
     tracking_uri = opts.tracking_uri or ws.default_tracking_uri
@@ -464,9 +491,10 @@ def run_study(opts: StudyOptions, *, progress: ProgressFactory = null_progress, 
                       heartbeat_interval=opts.heartbeat_interval)
     callbacks = [_mark_mlflow_failed(tracker)]
     if opts.max_retry is not None:
-        from optuna.storages import RetryFailedTrialCallback
+        from optuna import storages
 
-        callbacks.append(RetryFailedTrialCallback(max_retry=opts.max_retry, inherit_intermediate_values=False))
+        retry = getattr(storages, "RetryHeartbeatStaleTrialCallback", None) or storages.RetryFailedTrialCallback
+        callbacks.append(retry(max_retry=opts.max_retry, inherit_intermediate_values=False))
 
     def failed_trial_callback(study, trial):
         for cb in callbacks:
@@ -504,7 +532,7 @@ def run_study(opts: StudyOptions, *, progress: ProgressFactory = null_progress, 
         "objectives": ",".join(opts.objectives), "n_tune": len(splits.tune), "n_holdout": len(splits.holdout),
         "n_report": len(splits.report), "study_total": opts.study_total,
     })
-    cache = EmbeddingCache(ws.cache_path)
+    cache = EmbeddingCache.open(ws)  # + the shared cache behind it when the workspace names one (EVOLVE_CACHE_URL)
     embedders = EmbedderPool()
     objective = Objective(opts, dataset, splits, tracker, parent_id, cache, embedders, progress)
     if not opts.worker:

@@ -19,6 +19,7 @@ HEARTBEAT_TAG = "evolve.heartbeat"
 
 
 def _quiet_mlflow() -> None:
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     os.environ.setdefault("MLFLOW_TRACKING_INSECURE_TLS", "false")
     for name in ("mlflow", "alembic", "alembic.runtime.migration", "sqlalchemy"):

@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     from evolve.errors import EvolveError
 
     try:
-        app(args=argv, prog_name="evolve", standalone_mode=False)
+        rv = app(args=argv, prog_name="evolve", standalone_mode=False)
     except EvolveError as err:
         if debug:
             raise
@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
         err_console.print(f"internal error: {type(exc).__name__}: {msg} (run with --debug for the traceback)",
                           highlight=False, markup=False, soft_wrap=True)
         return 1
-    return 0
+    return rv if isinstance(rv, int) else 0
 
 
 if __name__ == "__main__":  # pragma: no cover
