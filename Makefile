@@ -25,8 +25,13 @@ $(STAMP): pyproject.toml
 	$(PY) -c "import evolve, torch, vllm, faiss, ranx, optuna, mlflow; print('installed evolve with torch', torch.__version__)"
 	touch $(STAMP)
 
+DEMO_WS ?= .evolve/demo
 demo: install
-	$(EVOLVE) eval --dataset scifact --split test --subset 600
+	$(EVOLVE) run --workspace $(DEMO_WS) --study demo --dataset scifact --subset 400 --trials 6 --seed 0
+	$(EVOLVE) status --workspace $(DEMO_WS) --study demo
+	@echo
+	@echo "Open the MLflow dashboard with:  $(EVOLVE) dashboard --workspace $(DEMO_WS)"
+	@echo "Promote the winner (holdout test) with:  $(EVOLVE) promote-config --best --workspace $(DEMO_WS) --study demo"
 
 test: install
 	$(PY) -m pytest -q
