@@ -203,6 +203,9 @@ class Objective:
         self.tune_order = order  # fixed across trials: the pruner compares the same query at the same step
         self.primary = opts.objectives[0]
         self.durations: list[float] = []
+        from evolve.cache import CacheStats
+
+        self.cache_stats = CacheStats()  # the night's cache use, for `evolve cache stats`
 
     def _find_repeat(self, study, params: dict, number: int):
         """A COMPLETE trial with these params (its values are reused), or None. With parallel workers, a trial
@@ -327,6 +330,7 @@ class Objective:
         metrics_list = list(dict.fromkeys(quality + ["ndcg@10", "recall@100", "mrr@10", "map@100"]))
         means, per_query = evaluate_run(self.tune_qrels, run, metrics_list)
         stats = pipe.stats
+        self.cache_stats.add(stats)
         extra = {
             "embed_seconds": stats.embed_seconds,
             "cache_hit_rate": stats.hit_rate,
@@ -596,6 +600,10 @@ def run_study(opts: StudyOptions, *, progress: ProgressFactory = null_progress, 
             })
             if status == "FINISHED":
                 _night_artifacts(study, opts, summary, tracker, parent_id, corpus_fp)
+            if objective.cache_stats.n_texts:
+                from evolve._io import atomic_write_json
+
+                atomic_write_json(ws.last_run_path, {"command": "run", **objective.cache_stats.as_dict()})
             if summary.all_failed:
                 status = "FAILED"
         finally:
