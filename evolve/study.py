@@ -592,7 +592,9 @@ def run_study(opts: StudyOptions, *, progress: ProgressFactory = null_progress, 
                                              corpus_fp)
             summary.best = best_trial_info(study, corpus_fp)
             summary.wall_seconds = time.perf_counter() - t_start
+            engines = _engine_starts()
             tracker.log_metrics(parent_id, {
+                **({"vllm_engine_starts": engines} if engines is not None else {}),
                 "n_complete": summary.n_complete, "n_pruned": summary.n_pruned, "n_failed": summary.n_failed,
                 "n_repeats": summary.n_repeats, "pruned_saved_seconds": summary.pruned_saved_seconds,
                 "wall_seconds": summary.wall_seconds,
@@ -628,6 +630,14 @@ def _stop_after_failures(limit: int):
             study.stop()
 
     return callback
+
+
+def _engine_starts() -> int | None:
+    """vLLM engines started in this process (None when the vllm backend was never used)."""
+    import sys
+
+    mod = sys.modules.get("evolve.embedders._vllm")
+    return getattr(mod, "ENGINE_STARTS", None) if mod is not None else None
 
 
 def _shutdown_engines() -> None:
