@@ -8,7 +8,7 @@
   is raised with a single line, e.g. ``embedding endpoint http://127.0.0.1:8000/v1 failed after 5 retries:
   connection refused``.
 * The API key is sent as ``Authorization: Bearer`` and never appears in messages or logs: every text that
-  leaves this module is scrubbed of it.
+  leaves this module is scrubbed of it (and of credentials inlined in the URL).
 
 Only ``httpx`` is imported (it is a core dependency).
 """
@@ -27,8 +27,9 @@ from urllib.parse import urlsplit
 import httpx
 
 from evolve.errors import BackendError
+from evolve.secrets import redact_url
 
-__all__ = ["HTTPClient", "RETRY_STATUSES", "normalize_base_url"]
+__all__ = ["RETRY_STATUSES", "HTTPClient", "normalize_base_url"]
 
 log = logging.getLogger("evolve.http")
 
@@ -41,7 +42,7 @@ def normalize_base_url(url: str) -> str:
     url = url.strip().rstrip("/")
     parts = urlsplit(url)
     if parts.scheme not in {"http", "https"} or not parts.netloc:
-        raise BackendError(f"expected an http(s) URL such as http://127.0.0.1:8000/v1, got '{url}'")
+        raise BackendError(f"expected an http(s) URL such as http://127.0.0.1:8000/v1, got '{redact_url(url)}'")
     if parts.path in {"", "/"}:
         url += "/v1"
     return url
@@ -71,7 +72,7 @@ def _error_detail(resp: httpx.Response) -> str:
     """The server's own message for an error response, when it says one."""
     try:
         body = resp.json()
-    except Exception:
+    except ValueError:
         body = resp.text
     if isinstance(body, dict):
         err = body.get("error", body.get("detail", body.get("message", body)))
@@ -109,6 +110,8 @@ class HTTPClient:
         headers: dict[str, str] | None = None,
     ):
         self.base_url = normalize_base_url(base_url)
+        #: the URL as messages show it: inline credentials (``http://user:pw@host``) become ``***``
+        self.display_url = redact_url(self.base_url) or self.base_url
         self.timeout = float(timeout)
         self.max_retries = int(max_retries)
         self.max_concurrency = max(1, int(max_concurrency))
@@ -142,7 +145,7 @@ class HTTPClient:
 
     def scrub(self, text: str) -> str:
         """``text`` with the API key (if any) replaced by ``***``."""
-        text = str(text)
+        text = str(text).replace(self.base_url, self.display_url)
         if self._secret:
             text = text.replace(self._secret, "***")
         return text
@@ -181,14 +184,14 @@ class HTTPClient:
         if resp.status_code >= 400:
             detail = _error_detail(resp)
             raise self._fail(
-                f"{self.what} {self.base_url} answered {method} /{path.lstrip('/')} with HTTP {resp.status_code}"
+                f"{self.what} {self.display_url} answered {method} /{path.lstrip('/')} with HTTP {resp.status_code}"
                 f"{' ' + resp.reason_phrase if resp.reason_phrase else ''}{': ' + detail if detail else ''}"
             )
         try:
             return resp.json()
         except ValueError:
             raise self._fail(
-                f"{self.what} {self.base_url} answered {method} /{path.lstrip('/')} with a body that is not JSON: "
+                f"{self.what} {self.display_url} answered {method} /{path.lstrip('/')} with a body that is not JSON: "
                 f"{_one_line(resp.text, 120)!r}"
             ) from None
 
@@ -201,7 +204,7 @@ class HTTPClient:
             except _Retryable as exc:
                 if retry >= self.max_retries or (cancelled is not None and cancelled.is_set()):
                     raise self._fail(
-                        f"{self.what} {self.base_url} failed after {retry} retr{'y' if retry == 1 else 'ies'}: "
+                        f"{self.what} {self.display_url} failed after {retry} retr{'y' if retry == 1 else 'ies'}: "
                         f"{exc.reason}"
                     ) from None
                 delay = self._delay(retry, exc.retry_after)
@@ -216,7 +219,7 @@ class HTTPClient:
                 )
                 if cancelled is not None:
                     if cancelled.wait(delay):
-                        raise self._fail(f"{self.what} {self.base_url} request cancelled: {exc.reason}") from None
+                        raise self._fail(f"{self.what} {self.display_url} request cancelled: {exc.reason}") from None
                 else:
                     time.sleep(delay)
 
@@ -282,4 +285,4 @@ class HTTPClient:
         self.close()
 
     def __repr__(self) -> str:  # never shows the key
-        return f"HTTPClient({self.base_url!r}, what={self.what!r})"
+        return f"HTTPClient({self.display_url!r}, what={self.what!r})"

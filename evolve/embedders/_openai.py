@@ -24,6 +24,7 @@ import numpy as np
 from evolve._http import HTTPClient, normalize_base_url
 from evolve.embedders._base import Embedder
 from evolve.errors import BackendError, ConfigError
+from evolve.secrets import redact_url
 
 __all__ = ["OpenAIEmbedder"]
 
@@ -41,6 +42,7 @@ class OpenAIEmbedder(Embedder):
                 "embedding.base_url: backend 'openai' needs the server's URL, e.g. http://127.0.0.1:8000/v1, got nothing"
             )
         self.base_url = normalize_base_url(config.base_url)
+        self.display_url = redact_url(self.base_url) or self.base_url  # for messages: no inline credentials
         self.backoff_base = backoff_base
         self.backoff_max = backoff_max
         self._client: HTTPClient | None = None
@@ -81,13 +83,13 @@ class OpenAIEmbedder(Embedder):
             body = self.client.get_json("models")
             data = body.get("data") if isinstance(body, dict) else None
             if not isinstance(data, list):
-                raise BackendError(f"embedding endpoint {self.base_url}/models answered no model list (expected {{'data': [...]}})")
+                raise BackendError(f"embedding endpoint {self.display_url}/models answered no model list (expected {{'data': [...]}})")
             served = [m for m in data if isinstance(m, dict) and "id" in m]
             match = next((m for m in served if m["id"] == self.config.model), None)
             if match is None:
                 ids = ", ".join(sorted(str(m["id"]) for m in served)) or "nothing"
                 raise BackendError(
-                    f"embedding.model: '{self.config.model}' is not served by {self.base_url}; it serves: {ids}"
+                    f"embedding.model: '{self.config.model}' is not served by {self.display_url}; it serves: {ids}"
                 )
             self._model_info = match
         return self._model_info
@@ -135,16 +137,16 @@ class OpenAIEmbedder(Embedder):
         data = body.get("data") if isinstance(body, dict) else None
         if not isinstance(data, list) or len(data) != n:
             got = len(data) if isinstance(data, list) else "no data"
-            raise BackendError(f"embedding endpoint {self.base_url} answered {got} embeddings for {n} inputs")
+            raise BackendError(f"embedding endpoint {self.display_url} answered {got} embeddings for {n} inputs")
         try:
             ordered = sorted(data, key=lambda d: d["index"]) if all("index" in d for d in data) else data
             vecs = np.asarray([d["embedding"] for d in ordered], dtype=np.float32)
         except (KeyError, TypeError, ValueError) as exc:
             raise BackendError(
-                f"embedding endpoint {self.base_url} answered malformed embeddings ({type(exc).__name__}: {exc})"
+                f"embedding endpoint {self.display_url} answered malformed embeddings ({type(exc).__name__}: {exc})"
             ) from None
         if vecs.ndim != 2:
-            raise BackendError(f"embedding endpoint {self.base_url} answered embeddings of uneven length")
+            raise BackendError(f"embedding endpoint {self.display_url} answered embeddings of uneven length")
         return vecs
 
     def embed(self, texts, *, progress=None):
@@ -176,4 +178,4 @@ class OpenAIEmbedder(Embedder):
             client.close()
 
     def __repr__(self) -> str:
-        return f"OpenAIEmbedder(base_url={self.base_url!r}, model={self.config.model!r})"
+        return f"OpenAIEmbedder(base_url={self.display_url!r}, model={self.config.model!r})"
