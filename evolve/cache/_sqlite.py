@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import sqlite3
 import time
 from collections.abc import Iterable
@@ -28,24 +29,49 @@ CREATE INDEX IF NOT EXISTS vectors_last_used ON vectors(last_used);
 _BATCH = 500
 
 
+def _is_busy(err: sqlite3.OperationalError) -> bool:
+    return "locked" in str(err) or "busy" in str(err)
+
+
 class SQLiteStore(VectorStore):
     def __init__(self, path: str | os.PathLike, *, check: bool = True):
         self.path = Path(path)
         self.location = str(self.path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            self._db = sqlite3.connect(self.path, timeout=120, isolation_level=None, check_same_thread=False)
-            self._db.execute("PRAGMA busy_timeout=120000")
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            if check:
-                rows = self._db.execute("PRAGMA quick_check").fetchall()
-                if rows != [("ok",)]:
-                    raise StoreDamaged(f"integrity check failed: {rows[0][0]}")
-            self._db.executescript(_SCHEMA)
-        except sqlite3.DatabaseError as err:
-            self._close_quietly()
-            raise StoreDamaged(str(err)) from None
+        # Another process creating the file or switching it to WAL can make these statements fail with "database
+        # is locked" at once (SQLite skips the busy handler there). That is contention, not damage: retry, and
+        # never report it as StoreDamaged (the cache would move a healthy file aside under a live writer).
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                self._open(check)
+                return
+            except sqlite3.OperationalError as err:
+                self._close_quietly()
+                if not _is_busy(err):
+                    raise StoreDamaged(str(err)) from None
+                if time.monotonic() > deadline:
+                    from evolve.errors import StorageError
+
+                    raise StorageError(f"embedding cache {self.path} stayed locked by another process for 120 s") from None
+                time.sleep(0.05 + random.random() * 0.2)
+            except sqlite3.DatabaseError as err:
+                self._close_quietly()
+                raise StoreDamaged(str(err)) from None
+            except StoreDamaged:
+                self._close_quietly()
+                raise
+
+    def _open(self, check: bool) -> None:
+        self._db = sqlite3.connect(self.path, timeout=120, isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA busy_timeout=120000")
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        if check:
+            rows = self._db.execute("PRAGMA quick_check").fetchall()
+            if rows != [("ok",)]:
+                raise StoreDamaged(f"integrity check failed: {rows[0][0]}")
+        self._db.executescript(_SCHEMA)
 
     def _close_quietly(self):
         try:

@@ -1,0 +1,221 @@
+"""Issues 2 and 3: the ``evolve`` command line as a real subprocess: eval, errors, cache maintenance."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO, run_cli
+
+METRICS = {"ndcg@10", "recall@100", "mrr@10", "map@100"}
+
+
+def cli_eval_workspace(tmp_path_factory) -> tuple[Path, dict]:
+    """``evolve eval --dataset scifact --split test --subset 300 --json --out OUT --workspace W``, run once per
+    session (test_wheel.py reuses its cache). Returns the workspace and {rc, stdout, stderr, out}."""
+    base = tmp_path_factory.getbasetemp() / "cli-eval"
+    record = base / "result.json"
+    if not record.exists():
+        base.mkdir(exist_ok=True)
+        ws, out = base / "ws", base / "out"
+        proc = run_cli("eval", "--dataset", "scifact", "--split", "test", "--subset", "300", "--json",
+                       "--workspace", str(ws), "--out", str(out))
+        record.write_text(json.dumps({"rc": proc.returncode, "stdout": proc.stdout, "stderr": proc.stderr,
+                                      "out": str(out)}))
+    return base / "ws", json.loads(record.read_text())
+
+
+@pytest.fixture(scope="module")
+def evaluated(tmp_path_factory):
+    return cli_eval_workspace(tmp_path_factory)
+
+
+def one_error_line(proc, *parts: str) -> str:
+    assert proc.returncode == 2, (proc.returncode, proc.stdout, proc.stderr)
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("error: ")
+    assert "Traceback" not in proc.stderr
+    for p in parts:
+        assert p in lines[0], (p, lines[0])
+    return lines[0]
+
+
+def test_help_and_version(cli):
+    proc = cli("--help")
+    assert proc.returncode == 0
+    for cmd in ("eval", "cache"):
+        assert cmd in proc.stdout
+    assert cli("eval", "--help").returncode == 0
+    assert "--max-size" in cli("cache", "prune", "--help").stdout
+    v = cli("--version")
+    assert v.returncode == 0 and v.stdout.strip() == "evolve 0.1.0"
+
+
+def test_importing_the_cli_is_light():
+    code = textwrap.dedent("""
+        import json, sys
+        import evolve.cli
+        heavy = ["torch", "faiss", "vllm", "sentence_transformers", "transformers", "mlflow", "optuna", "ranx"]
+        print(json.dumps({m: m in sys.modules for m in heavy}))
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    loaded = json.loads(out.stdout.strip().splitlines()[-1])
+    assert not loaded["torch"] and not loaded["faiss"] and not loaded["vllm"]
+    assert not loaded["sentence_transformers"] and not loaded["transformers"]
+
+
+def test_eval_json(evaluated):
+    ws, res = evaluated
+    assert res["rc"] == 0, res["stderr"]
+    last = res["stdout"].strip().splitlines()[-1]
+    summary = json.loads(last)
+    assert isinstance(summary, dict)
+    assert set(summary["metrics"]) == METRICS
+    assert all(0.0 <= v <= 1.0 for v in summary["metrics"].values())
+    assert 0.7 < summary["metrics"]["ndcg@10"] < 0.98  # MiniLM over 300 SciFact abstracts
+    assert summary["n_queries"] == 300
+    assert summary["n_docs"] == 300
+    from evolve.datasets import load_dataset
+
+    assert summary["dataset_fingerprint"] == load_dataset("scifact").subset(300, "test").fingerprint
+    assert summary["n_embedded"] == 600  # 300 documents + 300 queries, cold
+    assert summary["cache_hit_rate"] == 0.0
+    assert summary["embed_seconds"] > 0
+    assert "Traceback" not in res["stderr"]
+
+
+def test_eval_out_dir(evaluated):
+    _, res = evaluated
+    out = Path(res["out"])
+    assert sorted(p.name for p in out.iterdir()) == ["config.yaml", "metrics.json", "per_query.tsv", "run.trec"]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics == json.loads(res["stdout"].strip().splitlines()[-1])
+    rows = (out / "per_query.tsv").read_text().splitlines()
+    assert rows[0].split("\t")[0] == "query_id" and set(rows[0].split("\t")[1:]) == METRICS
+    assert len(rows) == 301
+    trec = (out / "run.trec").read_text().splitlines()
+    assert len(trec) == 300 * 100 and len(trec[0].split()) == 6
+    from evolve.config import PipelineConfig, load_config
+
+    assert load_config(out / "config.yaml") == PipelineConfig()
+
+
+def test_cache_stats_after_eval(evaluated, cli):
+    ws, _ = evaluated
+    proc = cli("cache", "stats", "--workspace", str(ws))
+    assert proc.returncode == 0, proc.stderr
+    assert "entries        600" in proc.stdout
+    assert "last run       hit rate 0.0% (0/600 texts, 600 embedded in" in proc.stdout
+    data = json.loads(cli("cache", "stats", "--workspace", str(ws), "--json").stdout.strip().splitlines()[-1])
+    assert set(data) == {"entries", "size_bytes", "location", "last_run"}
+    assert data["entries"] == 600 and data["size_bytes"] > 600 * 384 * 4
+    assert data["location"] == str(ws.absolute() / "cache" / "embeddings.sqlite")
+    last = data["last_run"]
+    assert last["command"] == "eval"
+    assert {k: last[k] for k in ("n_texts", "n_hits", "n_embedded", "n_damaged", "cache_hit_rate")} == {
+        "n_texts": 600, "n_hits": 0, "n_embedded": 600, "n_damaged": 0, "cache_hit_rate": 0.0}
+
+
+def test_cached_rerun_and_cache_maintenance(evaluated, cli, tmp_path):
+    src, _ = evaluated
+    ws = tmp_path / "ws"
+    shutil.copytree(src / "cache", ws / "cache")
+    # a second eval that changes only the index is fully cached
+    proc = cli("eval", "--subset", "300", "--json", "--workspace", str(ws), "--set", "index.type=hnsw")
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert summary["n_embedded"] == 0 and summary["cache_hit_rate"] == 1.0
+    stats = json.loads(cli("cache", "stats", "--json", "--workspace", str(ws)).stdout.strip().splitlines()[-1])
+    assert stats["last_run"]["cache_hit_rate"] == 1.0 and stats["entries"] == 600
+    assert "hit rate 100.0% (600/600" in cli("cache", "stats", "--workspace", str(ws)).stdout
+
+    proc = cli("cache", "prune", "--max-size", "1KB", "--workspace", str(ws))
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("removed 600 entries; 0 left")
+    assert json.loads(cli("cache", "stats", "--json", "--workspace", str(ws)).stdout.splitlines()[-1])["entries"] == 0
+
+    ws2 = tmp_path / "ws2"
+    shutil.copytree(src / "cache", ws2 / "cache")
+    proc = cli("cache", "prune", "--max-size", "500MB", "--workspace", str(ws2))
+    assert proc.returncode == 0 and proc.stdout.startswith("removed 0 entries; 600 left")
+    proc = cli("cache", "invalidate", "--model", "all-mpnet-base-v2", "--workspace", str(ws2))
+    assert proc.returncode == 0 and "removed 0 entries of model 'all-mpnet-base-v2'" in proc.stdout
+    proc = cli("cache", "invalidate", "--model", "all-MiniLM-L6-v2", "--workspace", str(ws2))
+    assert proc.returncode == 0, proc.stderr
+    assert "removed 600 entries of model 'all-MiniLM-L6-v2'" in proc.stdout
+    assert json.loads(cli("cache", "stats", "--json", "--workspace", str(ws2)).stdout.splitlines()[-1])["entries"] == 0
+
+
+def test_bad_max_size(cli, tmp_path):
+    proc = cli("cache", "prune", "--max-size", "abc", "--workspace", str(tmp_path / "ws"))
+    one_error_line(proc, "expected a size like 500MB or 2GiB, got 'abc'")
+
+
+def test_unknown_config_key(cli, tmp_path):
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text("chunking:\n  strategy: tokens\n  sise: 64\n")
+    line = one_error_line(cli("eval", "--config", str(cfg), "--workspace", str(tmp_path / "ws")),
+                          str(cfg), "unknown config key 'chunking.sise'", "did you mean 'size'")
+    assert line == f"error: {cfg}: unknown config key 'chunking.sise' in section 'chunking' (did you mean 'size'?)"
+    one_error_line(cli("eval", "--set", "embedding.modle=x", "--workspace", str(tmp_path / "ws")),
+                   "unknown config key 'embedding.modle'", "did you mean 'model'")
+
+
+def test_malformed_yaml(cli, tmp_path):
+    cfg = tmp_path / "broken.yaml"
+    cfg.write_text("chunking:\n  strategy: tokens\n bad: indent\n")
+    line = one_error_line(cli("eval", "--config", str(cfg), "--workspace", str(tmp_path / "ws")))
+    assert line.startswith(f"error: {cfg}:3: expected valid YAML")
+
+
+def test_debug_shows_traceback(cli, tmp_path):
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text("chunking:\n  sise: 64\n")
+    for args in (["--debug", "eval"], ["eval", "--debug"]):
+        proc = cli(*args, "--config", str(cfg), "--workspace", str(tmp_path / "ws"))
+        assert proc.returncode != 0
+        assert "Traceback (most recent call last)" in proc.stderr
+        assert "ConfigError" in proc.stderr
+
+
+def test_bad_dataset_path(cli, tmp_path):
+    one_error_line(cli("eval", "--dataset", str(tmp_path / "nowhere"), "--workspace", str(tmp_path / "ws")),
+                   "expected a bundled dataset name (scifact) or an existing path")
+    one_error_line(cli("eval", "--dataset", "scifakt", "--workspace", str(tmp_path / "ws")), "did you mean 'scifact'")
+    bad = tmp_path / "beir"
+    bad.mkdir()
+    (bad / "corpus.jsonl").write_text('{"_id": "d1", "text": "x"}\n{"_id": "d1", "text": "y"}\n')
+    (bad / "queries.jsonl").write_text('{"_id": "q1", "text": "x"}\n')
+    (bad / "qrels.tsv").write_text("q1\td1\t1\n")
+    one_error_line(cli("eval", "--dataset", str(bad), "--workspace", str(tmp_path / "ws")),
+                   f"{bad / 'corpus.jsonl'}:2:", "duplicate document id 'd1'")
+
+
+def test_unknown_split(cli, tmp_path):
+    one_error_line(cli("eval", "--split", "tset", "--workspace", str(tmp_path / "ws")),
+                   "unknown split 'tset'", "did you mean 'test'")
+
+
+def test_model_not_installed(cli, tmp_path):
+    one_error_line(cli("eval", "--subset", "100", "--set", "embedding.model=all-MiniLM-L12-v2",
+                       "--workspace", str(tmp_path / "ws")),
+                   "model 'all-MiniLM-L12-v2' not found", "local folder", "nothing is downloaded")
+
+
+def test_unwritable_workspace(cli, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    one_error_line(cli("cache", "stats", "--workspace", str(blocker / "ws")), "is not writable")
+
+
+def test_python_dash_m(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "evolve", "--version"], capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 0 and proc.stdout.strip() == "evolve 0.1.0"
+    assert REPO.is_dir()
