@@ -18,8 +18,13 @@ def _open(workspace):
     from evolve.cache import EmbeddingCache
     from evolve.workspace import Workspace
 
+    from evolve.errors import StorageError
+
     ws = Workspace(workspace).ensure()
-    return ws, EmbeddingCache(ws.cache_path)
+    cache = EmbeddingCache(ws.cache_path)
+    if cache.store is None:
+        raise StorageError(f"embedding cache {ws.cache_path} could not be opened: expected a readable SQLite file")
+    return ws, cache
 
 
 def _human(n: float) -> str:
