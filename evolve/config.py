@@ -12,7 +12,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from evolve.errors import ConfigError, did_you_mean
 
@@ -101,11 +108,30 @@ class RetrievalConfig(_Section):
 
 
 class SparseConfig(_Section):
-    """BM25 (bm25s)."""
+    """BM25 (bm25s). Tokenizers: english, korean, regex, auto (see :mod:`evolve.sparse`)."""
 
-    tokenizer: Literal["english", "korean", "regex", "auto"] = "english"
+    tokenizer: str = "english"
     k1: float = Field(0.9, ge=0.0, le=5.0)
-    b: float = Field(0.4, ge=0.0, le=1.0)
+    b: float = Field(0.4, description="length normalisation in [0, 1]", json_schema_extra={"minimum": 0.0, "maximum": 1.0})
+
+    @field_validator("tokenizer")
+    @classmethod
+    def _known_tokenizer(cls, v: str) -> str:
+        names = ("english", "korean", "regex", "auto")
+        if v not in names:
+            raise ValueError(f"expected one of {', '.join(names)}, got '{v}'{did_you_mean(v, names)}")
+        return v
+
+    @field_validator("b")
+    @classmethod
+    def _b_unit(cls, v: float) -> float:
+        return _unit_interval(v)
+
+
+def _unit_interval(v: float) -> float:
+    if not 0.0 <= v <= 1.0:
+        raise ValueError(f"expected a number in [0, 1], got {v:g}")
+    return v
 
 
 class FusionConfig(_Section):
@@ -113,19 +139,26 @@ class FusionConfig(_Section):
 
     method: Literal["rrf", "wsum", "mnz"] = "rrf"
     rrf_k: int = Field(60, ge=1, le=1000)
-    weight: float = Field(0.5, ge=0.0, le=1.0, description="weight of the dense run in wsum; sparse gets 1 - weight")
+    weight: float = Field(0.5, description="weight of the dense run in wsum; sparse gets 1 - weight",
+                          json_schema_extra={"minimum": 0.0, "maximum": 1.0})
     norm: Literal["min-max", "zmuv"] = "min-max"
     optimize: bool = Field(False, description="tune the fusion parameters on the tune queries (ranx.optimize_fusion)")
 
+    @field_validator("weight")
+    @classmethod
+    def _weight_unit(cls, v: float) -> float:
+        return _unit_interval(v)
+
 
 class RerankConfig(_Section):
-    """Second stage: rerank the head of the fused list."""
+    """Second stage: rerank the head of the fused list (see :mod:`evolve.rerankers`)."""
 
-    transport: Literal["none", "cross-encoder", "vllm", "openai-rerank", "bi-encoder"] = "none"
+    transport: str = Field("none", description="none, cross-encoder, vllm, openai-rerank or bi-encoder")
     model: str | None = None
     depth: int = Field(50, ge=1, le=10000)
     combine: Literal["replace", "fuse"] = "replace"
-    weight: float = Field(0.5, ge=0.0, le=1.0, description="weight of the rerank score when combine=fuse")
+    weight: float = Field(0.5, description="weight of the rerank score when combine=fuse",
+                          json_schema_extra={"minimum": 0.0, "maximum": 1.0})
     batch_size: int = Field(32, ge=1)
     max_length: int = Field(512, ge=8)
     base_url: str | None = None
@@ -135,6 +168,29 @@ class RerankConfig(_Section):
     dtype: str | None = None
     timeout: float = Field(60.0, gt=0)
     max_retries: int = Field(5, ge=0, le=50)
+
+    @field_validator("transport")
+    @classmethod
+    def _known_transport(cls, v: str) -> str:
+        from evolve.rerankers._registry import transport_names
+
+        names = transport_names()
+        if v not in names:
+            raise ValueError(f"expected one of {', '.join(names)}, got '{v}'{did_you_mean(v, names)}")
+        return v
+
+    @field_validator("weight")
+    @classmethod
+    def _weight_unit(cls, v: float) -> float:
+        return _unit_interval(v)
+
+    @model_validator(mode="after")
+    def _needs_model(self):
+        if self.transport != "none" and not self.model:
+            raise ValueError(f"rerank.model: expected a model name or path for rerank.transport '{self.transport}', got nothing")
+        if self.transport == "openai-rerank" and not self.base_url:
+            raise ValueError("rerank.base_url: expected an http(s) URL for rerank.transport 'openai-rerank', got nothing")
+        return self
 
 
 class TrackingConfig(_Section):
@@ -159,7 +215,7 @@ class PipelineConfig(_Section):
     def _cross_checks(self):
         if self.rerank.transport != "none" and self.rerank.depth > self.retrieval.top_k:
             raise ValueError(
-                f"rerank.depth must be at most retrieval.top_k ({self.retrieval.top_k}), got {self.rerank.depth}"
+                f"rerank.depth: expected at most retrieval.top_k ({self.retrieval.top_k}), got {self.rerank.depth}"
             )
         if self.embedding.dim is not None and self.embedding.dim > 65536:
             raise ValueError(f"embedding.dim must be at most 65536, got {self.embedding.dim}")

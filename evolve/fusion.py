@@ -15,6 +15,7 @@ A query that only one run answers keeps that run's list. ranx is imported on fir
 
 from __future__ import annotations
 
+import warnings
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -58,7 +59,9 @@ def fuse_runs(dense: Run, sparse: Run, cfg: FusionConfig, *, k: int | None = Non
     if both:
         from ranx import fuse
 
-        fused = fuse([_ranx_run(dense, both), _ranx_run(sparse, both)], norm=norm, method=method, params=params)
+        with warnings.catch_warnings():  # numba's type-safety notes on first compilation
+            warnings.simplefilter("ignore")
+            fused = fuse([_ranx_run(dense, both), _ranx_run(sparse, both)], norm=norm, method=method, params=params)
         for q, docs in fused.to_dict().items():
             out[q] = _top({d: float(s) for d, s in docs.items()}, k)
     for q in set(dense) | set(sparse):
@@ -89,7 +92,9 @@ def optimize_fusion(qrels: dict[str, dict[str, int]], dense: Run, sparse: Run, c
 
     q = Qrels.from_dict({qid: {d: int(r) for d, r in qrels[qid].items()} for qid in qids})
     runs = [_ranx_run(dense, qids), _ranx_run(sparse, qids)]
-    best = ranx_optimize(q, runs, norm=norm, method=method, metric=metric, show_progress=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        best = ranx_optimize(q, runs, norm=norm, method=method, metric=metric, show_progress=False)
     if method == "rrf":
         return cfg.model_copy(update={"rrf_k": int(best["k"])})
     w = float(best["weights"][0]) / max(1e-12, float(sum(best["weights"])))

@@ -251,7 +251,7 @@ class Pipeline:
             return self.sparse_run(qids)
         from evolve.fusion import fuse_runs
 
-        return fuse_runs(self.dense_run(qids), self.sparse_run(qids), self.config.fusion)
+        return fuse_runs(self.dense_run(qids), self.sparse_run(qids), self.config.fusion, k=self.config.retrieval.top_k)
 
     def second_stage(self, qids: list[str], run: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
         if self.config.rerank.transport == "none":

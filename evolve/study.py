@@ -641,8 +641,12 @@ def _engine_starts() -> int | None:
 
 
 def _shutdown_engines() -> None:
+    """Stop the process-wide vLLM engines and pooled rerankers (only if they were ever loaded)."""
     import sys
 
+    rer = sys.modules.get("evolve.rerankers")
+    if rer is not None and hasattr(rer, "close_rerankers"):
+        rer.close_rerankers()
     mod = sys.modules.get("evolve.embedders._vllm")
     if mod is not None and hasattr(mod, "shutdown_engines"):
         mod.shutdown_engines()

@@ -59,6 +59,7 @@ __all__ = [
     "pooling_type",
     "shutdown_engines",
     "vllm_platform",
+    "guard_vllm_kernel_scan",
 ]
 
 log = logging.getLogger("evolve.vllm")
@@ -378,6 +379,7 @@ def get_engine(
         platform = vllm_platform()
         _ensure_env(platform)
         vllm = _import_vllm()
+        guard_vllm_kernel_scan()  # numba (ranx, bm25s) in this process would break vLLM's kernel scan
         if platform == "cuda":
             _make_room(device, gpu_memory_utilization)
         kwargs: dict[str, Any] = {"model": str(path), "runner": "pooling", "dtype": dtype, "seed": 0}
@@ -675,3 +677,51 @@ class VLLMEmbedder(Embedder):
     def close(self) -> None:
         """Drop the tokenizer; pooled engines stay up for other embedders (see :func:`shutdown_engines`)."""
         self._tokenizer = None
+
+
+def guard_vllm_kernel_scan() -> None:
+    """Work around a vLLM engine-start crash in processes that imported numba (ranx, bm25s do).
+
+    At engine start vLLM (``vllm.triton_utils.dispatcher._rebind_kernels``) scans every module namespace and calls
+    ``vars(value).get(...)`` on each value that has a ``__dict__``; llvmlite's lazy C-symbol wrappers answer
+    ``__dict__`` with a function wrapper, and the start fails with ``'_lib_fn_wrapper' object has no attribute
+    'get'``. The guard hides such values from module namespaces for the duration of the scan only. Idempotent;
+    a no-op when vllm's internals differ.
+    """
+    import sys
+
+    mod = sys.modules.get("vllm.triton_utils.dispatcher")
+    if mod is None:
+        try:
+            import vllm.triton_utils.dispatcher as mod
+        except Exception:  # noqa: BLE001 - another vllm layout: nothing to guard
+            return
+    orig = getattr(mod, "_rebind_kernels", None)
+    if orig is None or getattr(orig, "_evolve_guard", False):
+        return
+
+    def _rebind(*args, **kwargs):
+        hidden = []
+        for m in list(sys.modules.values()):
+            ns = getattr(m, "__dict__", None)
+            if not isinstance(ns, dict):
+                continue
+            for k, v in list(ns.items()):
+                owner = getattr(type(v), "__module__", None)
+                if isinstance(owner, str) and owner.startswith("llvmlite"):
+                    try:
+                        bad = hasattr(v, "__dict__") and not isinstance(vars(v), dict)
+                    except Exception:  # noqa: BLE001 - it would break vLLM's own scan too
+                        bad = True
+                    if bad:
+                        hidden.append((ns, k, v))
+        for ns, k, _ in hidden:
+            del ns[k]
+        try:
+            return orig(*args, **kwargs)
+        finally:
+            for ns, k, v in hidden:
+                ns[k] = v
+
+    _rebind._evolve_guard = True
+    mod._rebind_kernels = _rebind

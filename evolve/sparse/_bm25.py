@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from evolve.cache import EmbeddingCache
     from evolve.config import SparseConfig
 
-__all__ = ["BM25Index", "build_bm25", "bm25_key", "STATS", "clear_memory", "BM25_VERSION"]
+__all__ = ["BM25_VERSION", "STATS", "BM25Index", "bm25_key", "build_bm25", "clear_memory"]
 
 log = logging.getLogger("evolve.sparse")
 

@@ -24,7 +24,7 @@ from collections.abc import Callable
 
 from evolve.errors import ConfigError, did_you_mean
 
-__all__ = ["TOKENIZERS", "get_tokenizer", "tokenize", "is_korean", "KOREAN_TAGS"]
+__all__ = ["KOREAN_TAGS", "TOKENIZERS", "get_tokenizer", "is_korean", "tokenize"]
 
 #: kiwipiepy part-of-speech tags kept by the ``korean`` tokenizer (prefix before any ``-R``/``-I`` suffix)
 KOREAN_TAGS = frozenset({"NNG", "NNP", "NNB", "NR", "NP", "VV", "VA", "XR", "SL", "SN", "SH"})

