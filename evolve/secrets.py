@@ -23,8 +23,8 @@ def has_inline_password(url: str | None) -> bool:
 
 def redact_url(url: str | None) -> str | None:
     """``postgresql://u:secret@h/db?password=x`` -> ``postgresql://u:***@h/db?password=***``."""
-    if not url or "://" not in url:
-        return url
+    if not url or "://" not in url or not has_inline_password(url):
+        return url  # untouched: urlunsplit would turn sqlite:////abs/path into sqlite://abs/path
     parts = urlsplit(url)
     netloc = parts.netloc
     if parts.password:

@@ -59,9 +59,8 @@ def open_storage(url: str, *, heartbeat_interval: int = 10, grace_period: int = 
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
             except OSError as err:
                 raise StorageError(f"storage {url}: expected a writable folder, got '{err.strerror}'") from None
-    import warnings
-
     import inspect
+    import warnings
 
     # Optuna 4.9 renamed failed_trial_callback (the old name warns); pass whichever this Optuna knows
     cb_arg = ("heartbeat_stale_trial_callback"

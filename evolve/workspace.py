@@ -34,6 +34,12 @@ class Workspace:
         return self.path / "cache" / "embeddings.sqlite"
 
     @property
+    def cache_url(self) -> str | None:
+        """A shared embedding cache behind the local one (``EVOLVE_CACHE_URL``, e.g. postgresql://evolve@db/evolve);
+        ``None``: the local SQLite cache only. Passwords go in PGPASSWORD or a libpq passfile, not here."""
+        return os.environ.get("EVOLVE_CACHE_URL") or None
+
+    @property
     def last_run_path(self) -> Path:
         return self.path / "cache" / "last_run.json"
 

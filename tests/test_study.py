@@ -288,7 +288,12 @@ def promo(tmp_path_factory):
     ws.mkdir(parents=True)
     weak = apply_overrides(load_config(), ["embedding.dim=16"])
     (ws / "champion.yaml").write_text(config_to_yaml(weak))
-    _run(ws, "--trials", "5", "--seed", "0", "--no-prune", "--report-top", "0", space=PROMOTE_SPACE, subset="300")
+    args = ("--no-prune", "--report-top", "0")
+    _run(ws, "--trials", "1", *args, space=PROMOTE_SPACE, subset="300")  # the champion, (16, flat)
+    study = _study(ws, "s")
+    for dim, index in ((16, "hnsw"), (384, "flat"), (384, "hnsw")):
+        study.enqueue_trial({"embedding.dim": dim, "index.type": index})
+    _run(ws, "--trials", "3", *args, space=PROMOTE_SPACE, subset="300")
     study = _study(ws, "s")
     by = {(t.params["embedding.dim"], t.params["index.type"]): t.number for t in study.trials}
     return ws, by, weak
@@ -372,6 +377,22 @@ def _states(ws: Path, name: str):
         return []
 
 
+def _running_with_mlflow_run(ws: Path, name: str) -> bool:
+    """A RUNNING trial that already has its MLflow child run (so the kill hits both stores)."""
+    import sqlite3
+
+    try:
+        con = sqlite3.connect(ws / "optuna.db", timeout=30)
+        rows = con.execute(
+            "SELECT COUNT(*) FROM trials t JOIN studies s ON s.study_id = t.study_id "
+            "JOIN trial_user_attributes a ON a.trial_id = t.trial_id "
+            "WHERE s.study_name = ? AND t.state = 'RUNNING' AND a.key = 'evolve.mlflow_run_id'", (name,)).fetchone()
+        con.close()
+        return rows[0] > 0
+    except sqlite3.Error:
+        return False
+
+
 def _start_run(ws: Path, *args, study="crash"):
     exe = Path(sys.executable).with_name("evolve")
     cmd = [str(exe), "run", "--workspace", str(ws), "--study", study, "--dataset", "scifact", "--subset", SUBSET,
@@ -385,8 +406,7 @@ def test_sigkill_mid_trial_loses_nothing_completed_and_recovers(tmp_path):
     ws = tmp_path / "ws"
     proc = _start_run(ws, "--trials", "3", "--seed", "1")
     # wait for one completed trial and a second one in flight, then kill the whole process group
-    _wait(lambda: [s for _, s in _states(ws, "crash")].count("COMPLETE") >= 1
-          and "RUNNING" in [s for _, s in _states(ws, "crash")])
+    _wait(lambda: [s for _, s in _states(ws, "crash")].count("COMPLETE") >= 1 and _running_with_mlflow_run(ws, "crash"))
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     before = dict(_states(ws, "crash"))
@@ -417,7 +437,7 @@ def test_a_trial_owned_by_a_live_process_is_untouched(tmp_path):
 
     ws = tmp_path / "ws"
     proc = _start_run(ws, "--trials", "1", study="live")
-    _wait(lambda: "RUNNING" in [s for _, s in _states(ws, "live")])
+    _wait(lambda: _running_with_mlflow_run(ws, "live"))
     time.sleep(6)  # longer than the grace period: only the heartbeat says the owner is alive
     import optuna
 

@@ -71,24 +71,70 @@ class CacheStats:
         }
 
 
+def _open_url(url: str) -> VectorStore | None:
+    """``postgresql://…`` -> :class:`PostgresStore`; an unreachable store is a warning, never an error."""
+    from evolve.cache._postgres import PostgresStore, is_postgres_url
+    from evolve.errors import ConfigError
+    from evolve.secrets import redact_url
+
+    if not is_postgres_url(url):
+        raise ConfigError(f"cache URL: expected postgresql://USER@HOST[:PORT]/DB, got '{redact_url(url)}'")
+    try:
+        return PostgresStore(url)
+    except StoreDamaged as err:
+        log.warning("shared embedding cache unusable (%s); going on without it", err)
+        return None
+
+
 class EmbeddingCache:
     """Full-dimension vectors keyed by :func:`cache_key`, verified on every read.
 
-    ``store`` is a :class:`VectorStore`, or a path to a SQLite file, or ``None`` to disable caching (every
-    text is embedded). A store found damaged is moved aside and rebuilt with a one-line warning; a damaged
+    ``store`` is a :class:`VectorStore`, or a path to a SQLite file, or a ``postgresql://`` URL (a cache shared
+    across machines), or ``None`` to disable caching (every text is embedded). ``remote`` (a store or a URL)
+    puts a shared store behind ``store`` (tiered: read local, then remote; write both); see :meth:`open`. A store found damaged is moved aside and rebuilt with a one-line warning; a damaged
     entry is dropped and recomputed. Neither ever raises.
     """
 
-    def __init__(self, store: VectorStore | str | os.PathLike | None):
+    #: texts embedded (and stored) per block; the embedder batches inside a block
+    block_size: int = 4096
+
+    def __init__(self, store: VectorStore | str | os.PathLike | None, *, remote: VectorStore | str | None = None):
         self._path: Path | None = None
         self._store: VectorStore | None = None
+        self._remote: VectorStore | None = None  # tiered mode: the shared store behind the local one
         if store is None:
             return
+        if remote is not None:
+            self._remote = remote if isinstance(remote, VectorStore) else _open_url(remote)
         if isinstance(store, VectorStore):
-            self._store = store
+            self._store = self._tier(store)
+        elif isinstance(store, str) and "://" in store:
+            self._store = self._tier(_open_url(store))
         else:
             self._path = Path(store)
-            self._store = self._open_sqlite()
+            self._store = self._tier(self._open_sqlite())
+
+    @classmethod
+    def open(cls, workspace, cache_url: str | None = None, *, tiered: bool = True) -> EmbeddingCache:
+        """The cache a command uses: the workspace's SQLite file, unless ``cache_url`` (else the workspace's
+        ``EVOLVE_CACHE_URL``) names a shared store (``postgresql://USER@HOST/DB``). With ``tiered`` (the
+        default) the local SQLite cache stays in front of the shared one: read local, then shared; write both.
+        """
+        url = cache_url or getattr(workspace, "cache_url", None)
+        if not url:
+            return cls(workspace.cache_path)
+        if tiered:
+            return cls(workspace.cache_path, remote=url)
+        return cls(url)
+
+    def _tier(self, local: VectorStore | None) -> VectorStore | None:
+        if self._remote is None:
+            return local
+        if local is None:
+            return self._remote
+        from evolve.cache._tiered import TieredStore
+
+        return TieredStore(local, self._remote)
 
     # ------------------------------------------------------------------ store lifecycle
     def _open_sqlite(self) -> VectorStore | None:
@@ -119,10 +165,17 @@ class EmbeddingCache:
 
     def _on_damage(self, err: Exception) -> None:
         if self._store is not None:
-            self._store.close()
+            local = getattr(self._store, "local", None)  # tiered: the local tier is damaged, the shared one lives on
+            if local is not None:
+                local.close()
+                self._remote = self._store.remote
+            else:
+                self._store.close()
+                if self._store is self._remote:
+                    self._remote = None
         if self._path is not None:
             self._quarantine(str(err))
-            self._store = self._open_sqlite()
+            self._store = self._tier(self._open_sqlite())
         else:
             log.warning("embedding cache %s failed (%s); continuing without it", getattr(self._store, "location", "?"), err)
             self._store = None
@@ -202,14 +255,20 @@ class EmbeddingCache:
         if progress is not None and stats.n_hits:
             progress(stats.n_hits)
         if missing:
-            t0 = time.perf_counter()
-            new = embedder.embed(list(missing.values()), progress=progress)
-            stats.embed_seconds = time.perf_counter() - t0
+            # embed and store in blocks: a run killed mid-corpus keeps what it already paid for
+            todo = list(missing.items())
+            model = model_name or getattr(embedder.config, "model", "?")
+            for start in range(0, len(todo), self.block_size):
+                block = todo[start : start + self.block_size]
+                t0 = time.perf_counter()
+                new = embedder.embed([text for _, text in block], progress=progress)
+                stats.embed_seconds += time.perf_counter() - t0
+                new = np.ascontiguousarray(new, dtype=np.float32)
+                keys_block = [key for key, _ in block]
+                self.store_vectors(keys_block, new, model)
+                for key, vec in zip(keys_block, new):
+                    found[key] = vec
             stats.n_embedded = len(missing)
-            new = np.ascontiguousarray(new, dtype=np.float32)
-            self.store_vectors(list(missing), new, model_name or getattr(embedder.config, "model", "?"))
-            for key, vec in zip(missing, new):
-                found[key] = vec
         dim = len(next(iter(found.values())))
         out = np.empty((len(texts), dim), dtype=np.float32)
         for i, key in enumerate(keys):

@@ -75,12 +75,16 @@ def start_mlflow_server(backend_uri: str, artifacts: str, host: str = "127.0.0.1
     import httpx
 
     from evolve.errors import BackendError
+    from evolve.secrets import warn_inline_password
 
+    warn_inline_password(backend_uri, "MLflow backend store URI")
     port = port or _free_port()
-    cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", backend_uri,
-           "--artifacts-destination", artifacts, "--host", host, "--port", str(port), "--workers", "1"]
+    # the backend URI travels in the environment, not argv (`ps` shows argv to every user of the machine)
+    cmd = [sys.executable, "-m", "mlflow", "server", "--artifacts-destination", artifacts, "--host", host,
+           "--port", str(port), "--workers", "1"]
+    env = {**os.environ, "MLFLOW_BACKEND_STORE_URI": backend_uri}
     log = open(log_path, "ab") if log_path else subprocess.DEVNULL
-    proc = subprocess.Popen(cmd, stdout=log, stderr=log, start_new_session=True)
+    proc = subprocess.Popen(cmd, stdout=log, stderr=log, env=env, start_new_session=True)
     url = f"http://{host}:{port}"
     deadline = time.time() + 120
     while time.time() < deadline:
@@ -130,11 +134,13 @@ def run_workers(*, n: int, trials: int | None, timeout: float | None, gpus: str 
         err_console.print(f"started a local MLflow server for the workers at {uri}", highlight=False)
     deadline = time.time() + timeout if timeout else None
     base = [sys.executable, "-m", "evolve", "worker", "--dataset", dataset, "--study", st.study_name,
-            "--workspace", str(opts.workspace.path), "--tracking-uri", uri, "--split-seed", str(split_seed),
+            "--workspace", str(opts.workspace.path), "--split-seed", str(split_seed),
             "--heartbeat-interval", str(heartbeat_interval), "--grace-period", str(grace_period),
             "--max-retry", str(max_retry)]
+    # storage and tracking URIs reach the workers through their environment, never argv (`ps` shows argv)
+    uri_env = {"EVOLVE_TRACKING_URI": uri}
     if storage:
-        base += ["--storage", storage]
+        uri_env["EVOLVE_STORAGE"] = storage
     if trials is not None:
         base += ["--trials", str(trials)]
     if deadline is not None:
@@ -149,7 +155,7 @@ def run_workers(*, n: int, trials: int | None, timeout: float | None, gpus: str 
     procs = []
     try:
         for i in range(n):
-            env = dict(os.environ)
+            env = {**os.environ, **uri_env}
             if gpu_list:
                 env["CUDA_VISIBLE_DEVICES"] = gpu_list[i]
             cmd = base + (["--seed", str(seed + i)] if seed is not None else [])

@@ -1,0 +1,88 @@
+"""A local store in front of a shared one: read local, then remote; write both.
+
+Each node keeps its SQLite cache (fast, no network) and shares what it embeds through the remote store
+(PostgreSQL): a vector embedded on any node is embedded nowhere else. A remote that fails (server down,
+network gone) is dropped with one warning and the node goes on with its local cache; damage to the local
+store is raised as :class:`StoreDamaged` for :class:`~evolve.cache.EmbeddingCache` to repair.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+
+from evolve.cache._base import Entry, StoreDamaged, StoreStats, VectorStore
+
+__all__ = ["TieredStore"]
+
+log = logging.getLogger("evolve.cache")
+
+
+class TieredStore(VectorStore):
+    def __init__(self, local: VectorStore, remote: VectorStore | None):
+        self.local = local
+        self.remote = remote
+        self.location = local.location + (f" in front of {remote.location}" if remote is not None else "")
+
+    def _remote_failed(self, err: Exception) -> None:
+        log.warning("shared embedding cache %s failed (%s); going on with the local cache only",
+                    getattr(self.remote, "location", "?"), err)
+        try:
+            self.remote.close()
+        except Exception:
+            pass
+        self.remote = None
+
+    def get(self, keys: list[bytes]) -> dict[bytes, Entry]:
+        found = self.local.get(keys)
+        missing = [k for k in keys if k not in found]
+        if missing and self.remote is not None:
+            try:
+                fetched = self.remote.get(missing)
+            except StoreDamaged as err:
+                self._remote_failed(err)
+                fetched = {}
+            if fetched:
+                self.local.put(fetched.values())  # the cache verifies checksums; a bad one is deleted from both
+                found.update(fetched)
+        return found
+
+    def put(self, entries: Iterable[Entry]) -> None:
+        entries = list(entries)
+        self.local.put(entries)
+        if self.remote is not None and entries:
+            try:
+                self.remote.put(entries)
+            except StoreDamaged as err:
+                self._remote_failed(err)
+
+    def delete(self, keys: list[bytes]) -> None:
+        self.local.delete(keys)
+        if self.remote is not None:
+            try:
+                self.remote.delete(keys)
+            except StoreDamaged as err:
+                self._remote_failed(err)
+
+    def stats(self) -> StoreStats:
+        """The local tier's numbers; ``self.remote.stats()`` has the shared store's."""
+        s = self.local.stats()
+        return StoreStats(entries=s.entries, size_bytes=s.size_bytes, location=self.location)
+
+    def prune(self, max_bytes: int) -> int:
+        """Prunes the local tier only: the shared store is pruned where it is addressed on its own."""
+        return self.local.prune(max_bytes)
+
+    def invalidate(self, model: str) -> int:
+        n = self.local.invalidate(model)
+        if self.remote is not None:
+            try:
+                n = max(n, self.remote.invalidate(model))
+            except StoreDamaged as err:
+                self._remote_failed(err)
+        return n
+
+    def close(self) -> None:
+        self.local.close()
+        if self.remote is not None:
+            self.remote.close()
