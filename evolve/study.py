@@ -256,18 +256,18 @@ class Objective:
         trial.set_user_attr(ATTR + "mlflow_run_id", run_id)
         try:
             self.tracker.log_params(run_id, params)
-            repeat = None if retried is not None else self._find_repeat(trial.study, params, trial.number)
-            if repeat is not None:
-                trial.set_user_attr(ATTR + "repeat_of", repeat.number)
-                trial.set_user_attr(ATTR + "config", repeat.user_attrs.get(ATTR + "config"))
-                trial.set_user_attr(ATTR + "metrics", repeat.user_attrs.get(ATTR + "metrics"))
-                self.tracker.set_tags(run_id, {"evolve.repeat_of_trial": repeat.number, "evolve.state": "COMPLETE"})
-                self.tracker.log_metrics(run_id, repeat.user_attrs.get(ATTR + "metrics") or {}, prefix="tune_")
-                self.tracker.end_run(run_id, "FINISHED")
-                return repeat.values if len(self.opts.objectives) > 1 else repeat.value
             config = self.opts.space.config_for(params)
             trial.set_user_attr(ATTR + "config", config.to_dict())
             self.tracker.log_params(run_id, {k: v for k, v in flatten(config.to_dict()).items() if k not in params})
+            repeat = None if retried is not None else self._find_repeat(trial.study, params, trial.number)
+            if repeat is not None:
+                recorded = repeat.user_attrs.get(ATTR + "metrics") or {}
+                trial.set_user_attr(ATTR + "repeat_of", repeat.number)
+                trial.set_user_attr(ATTR + "metrics", recorded)
+                self.tracker.set_tags(run_id, {"evolve.repeat_of_trial": repeat.number, "evolve.state": "COMPLETE"})
+                self.tracker.log_metrics(run_id, {k: v for k, v in recorded.items() if "@" in k}, prefix="tune_")
+                self.tracker.end_run(run_id, "FINISHED")
+                return repeat.values if len(self.opts.objectives) > 1 else repeat.value
             values, metrics = self._evaluate(trial, config, run_id)
             duration = time.perf_counter() - t0
             self.durations.append(duration)

@@ -15,8 +15,9 @@ DEFAULT_WORKSPACE = ".evolve"
 class Workspace:
     """A folder (``--workspace``, ``EVOLVE_HOME``, default ``./.evolve``), created on first use."""
 
-    def __init__(self, path: str | os.PathLike | None = None):
+    def __init__(self, path: str | os.PathLike | None = None, cache_url: str | None = None):
         self.path = Path(path or os.environ.get("EVOLVE_HOME") or DEFAULT_WORKSPACE).expanduser().absolute()
+        self._cache_url = cache_url
 
     def ensure(self) -> Workspace:
         try:
@@ -37,7 +38,7 @@ class Workspace:
     def cache_url(self) -> str | None:
         """A shared embedding cache behind the local one (``EVOLVE_CACHE_URL``, e.g. postgresql://evolve@db/evolve);
         ``None``: the local SQLite cache only. Passwords go in PGPASSWORD or a libpq passfile, not here."""
-        return os.environ.get("EVOLVE_CACHE_URL") or None
+        return self._cache_url or os.environ.get("EVOLVE_CACHE_URL") or None
 
     @property
     def last_run_path(self) -> Path:

@@ -17,6 +17,7 @@ __all__ = [
     "StorageOpt",
     "TrackingOpt",
     "DatasetOpt",
+    "CacheUrlOpt",
     "ConfigOpt",
     "SetOpt",
     "StrictOpt",
@@ -47,6 +48,11 @@ StorageOpt = Annotated[
 TrackingOpt = Annotated[
     str | None,
     typer.Option("--tracking-uri", envvar="EVOLVE_TRACKING_URI", help="MLflow tracking URI.", show_default="sqlite:///<workspace>/mlflow.db"),
+]
+CacheUrlOpt = Annotated[
+    str | None,
+    typer.Option("--cache-url", envvar="EVOLVE_CACHE_URL",
+                 help="A shared embedding cache behind the local one, e.g. postgresql://evolve@db/evolve (password: PGPASSWORD or a passfile)."),
 ]
 DatasetOpt = Annotated[
     str, typer.Option("--dataset", envvar="EVOLVE_DATASET", help="Bundled dataset name (scifact) or a path (BEIR folder, .md/.txt folder, SQuAD JSON).")

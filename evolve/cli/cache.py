@@ -7,21 +7,21 @@ from typing import Annotated
 
 import typer
 
-from evolve.cli._common import DEFAULT_STUDY, StorageOpt, StudyOpt, TrackingOpt, WorkspaceOpt
+from evolve.cli._common import DEFAULT_STUDY, CacheUrlOpt, StorageOpt, StudyOpt, TrackingOpt, WorkspaceOpt
 
 __all__ = ["register", "cache_app"]
 
 cache_app = typer.Typer(help="Inspect and maintain the embedding cache.", no_args_is_help=True)
 
 
-def _open(workspace):
+def _open(workspace, cache_url=None):
     from evolve.cache import EmbeddingCache
     from evolve.workspace import Workspace
 
     from evolve.errors import StorageError
 
-    ws = Workspace(workspace).ensure()
-    cache = EmbeddingCache(ws.cache_path)
+    ws = Workspace(workspace, cache_url).ensure()
+    cache = EmbeddingCache.open(ws)
     if cache.store is None:
         raise StorageError(f"embedding cache {ws.cache_path} could not be opened: expected a readable SQLite file")
     return ws, cache
@@ -41,12 +41,13 @@ def stats(
     study: StudyOpt = DEFAULT_STUDY,
     storage: StorageOpt = None,
     tracking_uri: TrackingOpt = None,
+    cache_url: CacheUrlOpt = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ):
     """Entries, size on disk and the hit rate of the last run."""
     from evolve.cli._common import emit_json, out_console
 
-    ws, cache = _open(workspace)
+    ws, cache = _open(workspace, cache_url)
     try:
         st = cache.store.stats()
     finally:
@@ -76,12 +77,13 @@ def prune(
     study: StudyOpt = DEFAULT_STUDY,
     storage: StorageOpt = None,
     tracking_uri: TrackingOpt = None,
+    cache_url: CacheUrlOpt = None,
 ):
     """Remove least-recently-used entries until the cache fits ``--max-size``."""
     from evolve.cli._common import out_console, parse_size
 
     limit = parse_size(max_size)
-    _, cache = _open(workspace)
+    _, cache = _open(workspace, cache_url)
     try:
         removed = cache.store.prune(limit)
         st = cache.store.stats()
@@ -97,11 +99,12 @@ def invalidate(
     study: StudyOpt = DEFAULT_STUDY,
     storage: StorageOpt = None,
     tracking_uri: TrackingOpt = None,
+    cache_url: CacheUrlOpt = None,
 ):
     """Drop every vector of a model (e.g. one that changed behind an HTTP endpoint)."""
     from evolve.cli._common import out_console
 
-    _, cache = _open(workspace)
+    _, cache = _open(workspace, cache_url)
     try:
         removed = cache.store.invalidate(model)
     finally:

@@ -8,6 +8,7 @@ import typer
 
 from evolve.cli._common import (
     DEFAULT_STUDY,
+    CacheUrlOpt,
     ConfigOpt,
     DatasetOpt,
     JsonOpt,
@@ -36,6 +37,7 @@ def eval_command(
     study: StudyOpt = DEFAULT_STUDY,
     storage: StorageOpt = None,
     tracking_uri: TrackingOpt = None,
+    cache_url: CacheUrlOpt = None,
 ):
     """Evaluate one pipeline config end to end and print its metrics."""
     from evolve._io import atomic_write_json
@@ -45,14 +47,14 @@ def eval_command(
     from evolve.pipeline import evaluate_config
     from evolve.workspace import Workspace
 
-    ws = Workspace(workspace).ensure()
+    ws = Workspace(workspace, cache_url).ensure()
     cfg = pipeline_config(ws, config, set_)
     ds = load_dataset(dataset, strict=strict)
     warn_dataset(ds)
     ds.split_qrels(split)
     if subset:
         ds = ds.subset(subset, split)
-    cache = EmbeddingCache(None if no_cache else ws.cache_path)
+    cache = EmbeddingCache(None) if no_cache else EmbeddingCache.open(ws)
     try:
         result = evaluate_config(cfg, ds, split, cache=cache, progress=rich_progress)
     finally:

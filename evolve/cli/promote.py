@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from evolve.cli._common import DEFAULT_STUDY, StorageOpt, StudyOpt, TrackingOpt, WorkspaceOpt
+from evolve.cli._common import DEFAULT_STUDY, CacheUrlOpt, StorageOpt, StudyOpt, TrackingOpt, WorkspaceOpt
 
 __all__ = ["register"]
 
@@ -34,6 +34,7 @@ def promote_command(
     study: StudyOpt = DEFAULT_STUDY,
     storage: StorageOpt = None,
     tracking_uri: TrackingOpt = None,
+    cache_url: CacheUrlOpt = None,
 ):
     """Promote a trial's config to champion only if it beats the champion on holdout queries, significantly."""
     from optuna.trial import TrialState
@@ -51,7 +52,7 @@ def promote_command(
         raise ConfigError("expected exactly one of --trial N or --best")
     if not 0 < max_p < 1:
         raise ConfigError(f"--max-p: expected a number in (0, 1), got {max_p}")
-    ws = Workspace(workspace).ensure()
+    ws = Workspace(workspace, cache_url).ensure()
     st, dataset = load_workspace_study(ws, study, storage)
     splits = QuerySplits.from_dict(st.user_attrs[ATTR + "splits"])
     corpus_fp = dataset.corpus_fingerprint()
@@ -72,7 +73,7 @@ def promote_command(
         cfg_dict = st.trials[frozen.user_attrs[ATTR + "repeat_of"]].user_attrs.get(ATTR + "config")
     candidate = PipelineConfig.model_validate(cfg_dict)
     champion, source = current_champion(ws)
-    cache = EmbeddingCache(ws.cache_path)
+    cache = EmbeddingCache.open(ws)
     try:
         verdict = decide(candidate, champion, dataset, splits.qrels(dataset, "holdout"), cache=cache,
                          progress=rich_progress, max_p=max_p, seed=splits.seed)

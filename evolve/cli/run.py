@@ -8,6 +8,7 @@ import typer
 
 from evolve.cli._common import (
     DEFAULT_STUDY,
+    CacheUrlOpt,
     DatasetOpt,
     SetOpt,
     StorageOpt,
@@ -28,7 +29,7 @@ def _options(**kw):
     from evolve.study import StudyOptions, parse_objectives
     from evolve.workspace import Workspace
 
-    ws = Workspace(kw.pop("workspace")).ensure()
+    ws = Workspace(kw.pop("workspace"), kw.pop("cache_url", None)).ensure()
     space = load_search_space(kw.pop("search_space"), kw.pop("overrides", None))
     objectives = parse_objectives(kw.pop("objectives"))
     return StudyOptions(workspace=ws, space=space, objectives=objectives, **kw)
@@ -93,6 +94,7 @@ def run_command(
     study: StudyOpt = DEFAULT_STUDY,
     storage: StorageOpt = None,
     tracking_uri: TrackingOpt = None,
+    cache_url: CacheUrlOpt = None,
 ):
     """Search pipeline configs with Optuna on tune queries; record every trial in MLflow."""
     if worker or workers:
@@ -103,12 +105,13 @@ def run_command(
                                   set_=set_,
                                   objectives=objectives, split_seed=split_seed, no_prune=no_prune, subset=subset,
                                   heartbeat_interval=heartbeat_interval, grace_period=grace_period, max_retry=max_retry,
-                                  workspace=workspace, study=study, storage=storage, tracking_uri=tracking_uri)
+                                  workspace=workspace, study=study, storage=storage, tracking_uri=tracking_uri,
+                                  cache_url=cache_url)
         return run_workers(n=workers, trials=trials, timeout=timeout, gpus=gpus, dataset=dataset, seed=seed, set_=set_,
                            search_space=search_space, objectives=objectives, split_seed=split_seed, no_prune=no_prune,
                            subset=subset, heartbeat_interval=heartbeat_interval, grace_period=grace_period,
                            max_retry=max_retry, report_top=report_top, workspace=workspace, study=study,
-                           storage=storage, tracking_uri=tracking_uri)
+                           storage=storage, tracking_uri=tracking_uri, cache_url=cache_url)
     from evolve.cli._common import rich_progress
     from evolve.study import run_study
 
@@ -116,7 +119,7 @@ def run_command(
                     overrides=set_, objectives=objectives, continue_stale=continue_stale, split_seed=split_seed, prune=not no_prune,
                     heartbeat_interval=heartbeat_interval, grace_period=grace_period, report_top=report_top,
                     subset=subset, strict=strict, workspace=workspace, study_name=study, storage_url=storage,
-                    tracking_uri=tracking_uri)
+                    tracking_uri=tracking_uri, cache_url=cache_url)
     if trials is None and timeout is None:
         from evolve.errors import ConfigError
 

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from evolve.cli._common import DEFAULT_STUDY, ConfigOpt, SetOpt, StorageOpt, StudyOpt, TrackingOpt, WorkspaceOpt
+from evolve.cli._common import DEFAULT_STUDY, CacheUrlOpt, ConfigOpt, SetOpt, StorageOpt, StudyOpt, TrackingOpt, WorkspaceOpt
 
 __all__ = ["register"]
 
@@ -22,6 +22,7 @@ def search_command(
     study: StudyOpt = DEFAULT_STUDY,
     storage: StorageOpt = None,
     tracking_uri: TrackingOpt = None,
+    cache_url: CacheUrlOpt = None,
 ):
     """Print the top documents (id, score, title, snippet) the champion pipeline finds for QUERY."""
     from rich.table import Table
@@ -35,7 +36,7 @@ def search_command(
 
     if k < 1:
         raise ConfigError(f"--k: expected at least 1, got {k}")
-    ws = Workspace(workspace).ensure()
+    ws = Workspace(workspace, cache_url).ensure()
     cfg = pipeline_config(ws, config, set_)
     if dataset is not None:
         ds = load_dataset(dataset)
@@ -43,7 +44,7 @@ def search_command(
         _, ds = load_workspace_study(ws, study, storage)
     qid = "__query__"
     view = Dataset(ds.name, ds.source, ds.corpus, {**ds.queries, qid: query}, ds.qrels)
-    cache = EmbeddingCache(ws.cache_path)
+    cache = EmbeddingCache.open(ws)
     pipe = Pipeline(cfg, view, cache=cache, progress=rich_progress)
     try:
         ranked = pipe.retrieve([qid])[qid]

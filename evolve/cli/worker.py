@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from evolve.cli._common import DEFAULT_STUDY, DatasetOpt, StorageOpt, StudyOpt, TrackingOpt, WorkspaceOpt
+from evolve.cli._common import DEFAULT_STUDY, CacheUrlOpt, DatasetOpt, StorageOpt, StudyOpt, TrackingOpt, WorkspaceOpt
 
 __all__ = ["register", "worker_command", "run_workers"]
 
@@ -35,6 +35,7 @@ def worker_command(
     study: StudyOpt = DEFAULT_STUDY,
     storage: StorageOpt = None,
     tracking_uri: TrackingOpt = None,
+    cache_url: CacheUrlOpt = None,
 ):
     """Join an existing study and run trials until its study-wide budget is spent."""
     from evolve.cli._common import rich_progress
@@ -48,6 +49,7 @@ def worker_command(
                     overrides=set_, objectives=objectives, split_seed=split_seed, prune=not no_prune, subset=subset,
                     heartbeat_interval=heartbeat_interval, grace_period=grace_period, workspace=workspace,
                     study_name=study, storage_url=storage, tracking_uri=tracking_uri, study_total=trials,
+                    cache_url=cache_url,
                     deadline=deadline, max_retry=max_retry, worker=not create)
     summary = run_study(opts, progress=rich_progress, on_trial=_trial_printer())
     from evolve.cli._common import out_console
@@ -104,7 +106,7 @@ def run_workers(*, n: int, trials: int | None, timeout: float | None, gpus: str 
                 set_: list[str] | None,
                 search_space: str | None, objectives: str | None, split_seed: int, no_prune: bool, subset: int | None,
                 heartbeat_interval: int, grace_period: int, max_retry: int, report_top: int, workspace: str | None,
-                study: str, storage: str | None, tracking_uri: str | None):
+                study: str, storage: str | None, tracking_uri: str | None, cache_url: str | None = None):
     """Create the study, start ``n`` worker processes (one per GPU when ``gpus`` lists them), wait for them."""
     from evolve.cli._common import err_console, out_console
     from evolve.cli.run import _options
@@ -122,7 +124,7 @@ def run_workers(*, n: int, trials: int | None, timeout: float | None, gpus: str 
     opts = _options(dataset_spec=dataset, n_trials=None, timeout=timeout, seed=seed, search_space=search_space,
                     overrides=set_, objectives=objectives, split_seed=split_seed, prune=not no_prune, subset=subset,
                     heartbeat_interval=heartbeat_interval, grace_period=grace_period, workspace=workspace,
-                    study_name=study, storage_url=storage, tracking_uri=tracking_uri)
+                    study_name=study, storage_url=storage, tracking_uri=tracking_uri, cache_url=cache_url)
     ds = load_study_dataset(opts)
     _, st, _ = prepare_study(opts, ds)  # create it once, so workers only join
     server = None
@@ -139,6 +141,8 @@ def run_workers(*, n: int, trials: int | None, timeout: float | None, gpus: str 
             "--max-retry", str(max_retry)]
     # storage and tracking URIs reach the workers through their environment, never argv (`ps` shows argv)
     uri_env = {"EVOLVE_TRACKING_URI": uri}
+    if cache_url:
+        uri_env["EVOLVE_CACHE_URL"] = cache_url  # by environment, never argv
     if storage:
         uri_env["EVOLVE_STORAGE"] = storage
     if trials is not None:
