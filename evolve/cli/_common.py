@@ -93,7 +93,8 @@ def setup_logging(verbose: bool = False) -> None:
     root.addHandler(handler)
     root.setLevel(logging.WARNING)
     logging.getLogger("evolve").setLevel(logging.INFO if verbose else logging.WARNING)
-    for noisy in ("faiss", "faiss.loader", "sentence_transformers", "httpx", "alembic", "mlflow", "numba"):
+    for noisy in ("faiss", "faiss.loader", "sentence_transformers", "httpx", "alembic", "mlflow", "numba", "bm25s",
+                  "vllm", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
