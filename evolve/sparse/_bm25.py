@@ -107,6 +107,8 @@ def _disk_dir(cache: EmbeddingCache | None) -> Path | None:
 def _load(folder: Path, n_docs: int):
     import bm25s
 
+    logging.getLogger("bm25s").setLevel(logging.WARNING)  # bm25s sets DEBUG on import
+
     meta_f = folder / "evolve.json"
     if not meta_f.is_file():
         return None
@@ -208,6 +210,8 @@ def build_bm25(chunk_texts: list[str], cfg: SparseConfig, cache: EmbeddingCache 
     source = "disk"
     if model is None:
         import bm25s
+
+        logging.getLogger("bm25s").setLevel(logging.WARNING)
 
         source = "built"
         tokens = _corpus_tokens(texts, digest, cfg.tokenizer, root)

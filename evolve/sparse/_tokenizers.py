@@ -18,6 +18,8 @@ queries. Heavy libraries (bm25s, PyStemmer, kiwipiepy) are imported on first use
 
 from __future__ import annotations
 
+import logging
+
 import re
 import threading
 from collections.abc import Callable
@@ -75,6 +77,8 @@ def _english(texts: list[str]) -> list[list[str]]:
     if not texts:
         return []
     import bm25s
+
+    logging.getLogger("bm25s").setLevel(logging.WARNING)  # bm25s sets DEBUG on import
 
     return bm25s.tokenize(
         list(texts), lower=True, stopwords="en", stemmer=_english_stemmer(), return_ids=False, show_progress=False
