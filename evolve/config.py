@@ -41,6 +41,7 @@ __all__ = [
     "unflatten",
     "shipped_path",
     "validation_message",
+    "read_yaml",
 ]
 
 
@@ -284,11 +285,12 @@ def parse_config(data: Any, *, source: str | None = None) -> PipelineConfig:
         raise ConfigError(validation_message(err), path=source) from None
 
 
-def _read_yaml(path: Path) -> Any:
+def read_yaml(path: Path, what: str = "config file") -> Any:
+    """Parse a YAML file; a missing file or a syntax error is a one-line :class:`ConfigError` (file:line)."""
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise ConfigError(f"config file not found: expected a YAML file at {path}") from None
+        raise ConfigError(f"{what} not found: expected a YAML file at {path}") from None
     except IsADirectoryError:
         raise ConfigError(f"expected a YAML file, got a directory: {path}") from None
     try:
@@ -320,7 +322,7 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[str] | No
         shipped = shipped_path("configs", f"{path}.yaml")
         if shipped.exists():
             p = shipped
-    data = _read_yaml(p)
+    data = read_yaml(p)
     cfg = parse_config(data, source=str(p))
     return apply_overrides(cfg, overrides or [])
 

@@ -58,9 +58,7 @@ def build_index(vectors: np.ndarray, config, *, seed: int = 0, fingerprint: str 
     else:
         quantizer = faiss.IndexFlatIP(dim)
         index = faiss.IndexIVFFlat(quantizer, dim, params[1], faiss.METRIC_INNER_PRODUCT)
-        cp = faiss.ClusteringParameters()
         index.cp.seed = seed
-        del cp
         index.train(vectors)
     if config.use_gpu and kind != "hnsw":
         res = _gpu_resources()

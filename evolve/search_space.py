@@ -24,7 +24,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from evolve.config import PipelineConfig, apply_overrides, flatten, load_config, shipped_path
+from evolve.config import PipelineConfig, apply_overrides, flatten, load_config, read_yaml, shipped_path
 from evolve.errors import ConfigError, did_you_mean
 
 __all__ = ["ParamSpec", "SearchSpace", "load_search_space"]
@@ -199,14 +199,7 @@ def load_search_space(path: str | Path | None = None, overrides: list[str] | Non
         if shipped.exists():
             p = shipped
     source = str(p)
-    try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"search space not found: expected a YAML file at {p}") from None
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        raise ConfigError(f"expected valid YAML, got {getattr(err, 'problem', None) or 'invalid YAML'}",
-                          path=source, line=mark.line + 1 if mark else None) from None
+    data = read_yaml(p, "search space")
     if not isinstance(data, dict):
         raise ConfigError(f"expected a mapping with 'params', got {type(data).__name__}", path=source)
     try:

@@ -46,7 +46,7 @@ def open_storage(url: str, *, heartbeat_interval: int = 10, grace_period: int = 
     warn_inline_password(url, "storage URL")
     if scheme == "postgresql":
         try:
-            import psycopg2  # noqa: F401
+            import psycopg2  # noqa: F401  (probe: fall back to psycopg 3)
         except ImportError:
             url = "postgresql+psycopg://" + url.split("://", 1)[1]
     engine_kwargs = {"connect_args": {"timeout": 120}} if scheme == "sqlite" else {"pool_pre_ping": True}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -61,3 +62,38 @@ def run_cli(*args: str, env: dict | None = None, cwd: str | Path | None = None, 
 @pytest.fixture
 def cli():
     return run_cli
+
+
+def seeded_cache(tmp_path_factory, scifact_small) -> Path:
+    """A SQLite cache holding the small subset's default-config vectors, embedded once per test session.
+    Shared by test_cache.py and test_eval.py: whichever runs first pays for the embedding.
+    """
+    from evolve.cache import EmbeddingCache
+    from evolve.config import PipelineConfig
+    from evolve.pipeline import evaluate_config
+
+    path = tmp_path_factory.getbasetemp() / "seed-scifact-small" / "embeddings.sqlite"
+    if not path.exists():
+        building = path.with_name("building.sqlite")
+        cache = EmbeddingCache(building)
+        try:
+            evaluate_config(PipelineConfig(), scifact_small, "test", cache=cache)
+        finally:
+            cache.close()
+        os.replace(building, path)
+    return path
+
+
+def cli_eval_workspace(tmp_path_factory) -> tuple[Path, dict]:
+    """``evolve eval --dataset scifact --split test --subset 300 --json --out OUT --workspace W``, run once per
+    session (test_cli.py and test_wheel.py share it). Returns the workspace and {rc, stdout, stderr, out}."""
+    base = tmp_path_factory.getbasetemp() / "cli-eval"
+    record = base / "result.json"
+    if not record.exists():
+        base.mkdir(exist_ok=True)
+        ws, out = base / "ws", base / "out"
+        proc = run_cli("eval", "--dataset", "scifact", "--split", "test", "--subset", "300", "--json",
+                       "--workspace", str(ws), "--out", str(out))
+        record.write_text(json.dumps({"rc": proc.returncode, "stdout": proc.stdout, "stderr": proc.stderr,
+                                      "out": str(out)}))
+    return base / "ws", json.loads(record.read_text())

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import seeded_cache
 from evolve.cache import EmbeddingCache, SQLiteStore, cache_key
 from evolve.cache._cache import CacheStats
 from evolve.config import EmbeddingConfig, PipelineConfig, apply_overrides
@@ -25,23 +26,6 @@ from evolve.embedders import create_embedder
 from evolve.pipeline import EmbedderPool, Pipeline, evaluate_config
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def seeded_cache(tmp_path_factory, scifact_small) -> Path:
-    """A SQLite cache holding the small subset's default-config vectors, embedded once per test session.
-
-    (The same helper is in test_eval.py: whichever file runs first pays for the embedding.)
-    """
-    path = tmp_path_factory.getbasetemp() / "seed-scifact-small" / "embeddings.sqlite"
-    if not path.exists():
-        building = path.with_name("building.sqlite")
-        cache = EmbeddingCache(building)
-        try:
-            evaluate_config(PipelineConfig(), scifact_small, "test", cache=cache)
-        finally:
-            cache.close()
-        os.replace(building, path)
-    return path
 
 
 @pytest.fixture(scope="module")

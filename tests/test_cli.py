@@ -11,24 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, run_cli
+from conftest import REPO, cli_eval_workspace
 
 METRICS = {"ndcg@10", "recall@100", "mrr@10", "map@100"}
-
-
-def cli_eval_workspace(tmp_path_factory) -> tuple[Path, dict]:
-    """``evolve eval --dataset scifact --split test --subset 300 --json --out OUT --workspace W``, run once per
-    session (test_wheel.py reuses its cache). Returns the workspace and {rc, stdout, stderr, out}."""
-    base = tmp_path_factory.getbasetemp() / "cli-eval"
-    record = base / "result.json"
-    if not record.exists():
-        base.mkdir(exist_ok=True)
-        ws, out = base / "ws", base / "out"
-        proc = run_cli("eval", "--dataset", "scifact", "--split", "test", "--subset", "300", "--json",
-                       "--workspace", str(ws), "--out", str(out))
-        record.write_text(json.dumps({"rc": proc.returncode, "stdout": proc.stdout, "stderr": proc.stderr,
-                                      "out": str(out)}))
-    return base / "ws", json.loads(record.read_text())
 
 
 @pytest.fixture(scope="module")

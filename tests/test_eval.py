@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import shutil
-from pathlib import Path
 
 import pytest
 
+from conftest import seeded_cache
 from evolve.cache import EmbeddingCache
 from evolve.config import PipelineConfig, load_config
 from evolve.evaluate import (
@@ -26,23 +25,6 @@ SUMMARY_KEYS = {
     "n_docs", "n_chunks", "embed_seconds", "cache_hit_rate", "n_embedded", "retrieve_seconds", "rerank_seconds",
     "latency_ms", "total_seconds", "provenance",
 }
-
-
-def seeded_cache(tmp_path_factory, scifact_small) -> Path:
-    """A SQLite cache holding the small subset's default-config vectors, embedded once per test session.
-
-    (The same helper is in test_cache.py: whichever file runs first pays for the embedding.)
-    """
-    path = tmp_path_factory.getbasetemp() / "seed-scifact-small" / "embeddings.sqlite"
-    if not path.exists():
-        building = path.with_name("building.sqlite")
-        cache = EmbeddingCache(building)
-        try:
-            evaluate_config(PipelineConfig(), scifact_small, "test", cache=cache)
-        finally:
-            cache.close()
-        os.replace(building, path)
-    return path
 
 
 @pytest.fixture(scope="module")

@@ -12,21 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, run_cli
-
-
-def cli_eval_workspace(tmp_path_factory) -> Path:
-    """The workspace of test_cli.py's ``evolve eval --subset 300`` (same helper there): run once per session."""
-    base = tmp_path_factory.getbasetemp() / "cli-eval"
-    record = base / "result.json"
-    if not record.exists():
-        base.mkdir(exist_ok=True)
-        ws, out = base / "ws", base / "out"
-        proc = run_cli("eval", "--dataset", "scifact", "--split", "test", "--subset", "300", "--json",
-                       "--workspace", str(ws), "--out", str(out))
-        record.write_text(json.dumps({"rc": proc.returncode, "stdout": proc.stdout, "stderr": proc.stderr,
-                                      "out": str(out)}))
-    return base / "ws"
+from conftest import REPO, cli_eval_workspace
 
 
 @pytest.fixture(scope="module")
@@ -82,7 +68,7 @@ def test_wheel_runs_from_outside_the_repo(installed, tmp_path, tmp_path_factory)
 
     # vectors embedded by the checkout's CLI are valid for the installed wheel (same model identity): no embedding
     ws = tmp_path / "ws"
-    shutil.copytree(cli_eval_workspace(tmp_path_factory) / "cache", ws / "cache")
+    shutil.copytree(cli_eval_workspace(tmp_path_factory)[0] / "cache", ws / "cache")
     proc = _outside(installed, cwd, "-m", "evolve", "eval", "--dataset", "scifact", "--subset", "200", "--json",
                     "--workspace", str(ws))
     assert proc.returncode == 0, proc.stderr

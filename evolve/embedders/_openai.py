@@ -16,11 +16,11 @@ Imports only numpy and httpx.
 from __future__ import annotations
 
 import json
-import os
 from typing import Any
 
 import numpy as np
 
+from evolve._platform import api_key_from_env
 from evolve._http import HTTPClient, normalize_base_url
 from evolve.embedders._base import Embedder
 from evolve.errors import BackendError, ConfigError
@@ -53,13 +53,7 @@ class OpenAIEmbedder(Embedder):
     # ------------------------------------------------------------------ connection
 
     def _api_key(self) -> str | None:
-        name = self.config.api_key_env
-        if not name:
-            return None
-        key = os.environ.get(name)
-        if not key:
-            raise ConfigError(f"embedding.api_key_env: expected the environment variable {name} to hold the API key, it is not set")
-        return key
+        return api_key_from_env(self.config.api_key_env, "embedding.api_key_env")
 
     @property
     def client(self) -> HTTPClient:

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import json
-import os
 
 import numpy as np
 
+from evolve._platform import cuda_visible, quiet_hf
 from evolve.embedders._base import Embedder
 from evolve.embedders._models import resolve_model_path, weights_hash
 
@@ -41,7 +41,7 @@ class SentenceTransformerEmbedder(Embedder):
         if self.config.dtype:
             return self.config.dtype
         # float32 on CPU; the GPU default (float16) is decided without importing torch when CUDA is hidden.
-        return "float32" if (self.config.device or "cpu").startswith("cpu") and not _cuda_visible() else "auto"
+        return "float32" if (self.config.device or "cpu").startswith("cpu") and not cuda_visible() else "auto"
 
     def identity(self) -> str:
         return json.dumps(
@@ -58,16 +58,7 @@ class SentenceTransformerEmbedder(Embedder):
 
     def _load(self):
         if self._model is None:
-            os.environ.setdefault("HF_HUB_OFFLINE", "1")
-            os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-            os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-            os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-            try:
-                from transformers.utils import logging as hf_logging
-
-                hf_logging.disable_progress_bar()
-            except Exception:  # pragma: no cover - older transformers
-                pass
+            quiet_hf()
             from sentence_transformers import SentenceTransformer
 
             device = self.device
@@ -106,9 +97,3 @@ class SentenceTransformerEmbedder(Embedder):
     def close(self):
         self._model = None
 
-
-def _cuda_visible() -> bool:
-    v = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if v is not None:
-        return v.strip() not in {"", "-1"}
-    return os.path.exists("/dev/nvidia0")

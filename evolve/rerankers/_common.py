@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
+from evolve._platform import cuda_visible
 from evolve.errors import ConfigError
 
 __all__ = ["default_dtype", "max_tokens", "model_folder", "torch_device"]
@@ -39,15 +39,8 @@ def max_tokens(config, path: Path) -> int:
     return int(min(config.max_length, limit)) if isinstance(limit, int) and limit > 0 else int(config.max_length)
 
 
-def _cuda_visible() -> bool:
-    v = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if v is not None:
-        return v.strip() not in {"", "-1"}
-    return os.path.exists("/dev/nvidia0")
-
-
 def torch_device() -> str:
-    if not _cuda_visible():
+    if not cuda_visible():
         return "cpu"
     import torch
 
@@ -58,14 +51,3 @@ def default_dtype(config, device: str) -> str:
     return config.dtype or ("float16" if device.startswith("cuda") else "float32")
 
 
-def quiet_hf() -> None:
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    try:
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.disable_progress_bar()
-    except Exception:  # pragma: no cover
-        pass

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 
+from evolve._platform import quiet_hf
 from evolve.errors import BackendError
 from evolve.rerankers._base import Reranker, split_scores
 from evolve.rerankers._common import (
     default_dtype,
     max_tokens,
     model_folder,
-    quiet_hf,
     torch_device,
 )
 

@@ -9,10 +9,10 @@ and never appears in messages or logs. Retries, backoff and concurrency: :mod:`e
 
 from __future__ import annotations
 
-import os
 
 import numpy as np
 
+from evolve._platform import api_key_from_env
 from evolve.errors import BackendError, ConfigError
 from evolve.rerankers._base import Reranker
 
@@ -31,13 +31,7 @@ class OpenAIReranker(Reranker):
         self._client = None
 
     def _api_key(self) -> str | None:
-        name = self.config.api_key_env
-        if not name:
-            return None
-        key = os.environ.get(name)
-        if not key:
-            raise ConfigError(f"rerank.api_key_env: expected the environment variable {name} to hold an API key, got nothing")
-        return key
+        return api_key_from_env(self.config.api_key_env, "rerank.api_key_env")
 
     def client(self):
         if self._client is None:
