@@ -40,7 +40,7 @@ def _trial_printer():
 
     def on_trial(trial):
         state = trial.state.name
-        value = f"{trial.values[0]:.4f}" if trial.values else "-"
+        value = f"{trial.values[0]:.4f}" if state == "COMPLETE" and trial.values else "-"
         note = ""
         if "evolve.repeat_of" in trial.user_attrs:
             note = f" (same params as trial {trial.user_attrs['evolve.repeat_of']}: recorded value)"
