@@ -419,10 +419,32 @@ def prepare_study(opts: StudyOptions, dataset: Dataset, *, create: bool = True, 
     study, created = open_study(storage, opts.study_name, identity, create_attrs=create_attrs,
                                 continue_stale=opts.continue_stale, objectives=opts.objectives,
                                 sampler=_sampler(opts.seed), pruner=_pruner(opts), create=create)
+    if opts.continue_stale:
+        _check_compatible(study, opts.space)
     stored = study.user_attrs.get(ATTR + "splits")
     if stored:
         splits = QuerySplits.from_dict(stored)  # the split fixed when the study was created
     return storage, study, splits
+
+
+def _check_compatible(study, space: SearchSpace) -> None:
+    """Optuna cannot continue a study whose categorical choices (or a param's kind) changed: say so in one line."""
+    seen = {}
+    for t in study.get_trials(deepcopy=False):
+        seen.update(t.distributions)
+    for name, spec in space.params.items():
+        old = seen.get(name)
+        if old is None:
+            continue
+        kind = type(old).__name__
+        new_kind = {"categorical": "CategoricalDistribution", "int": "IntDistribution", "float": "FloatDistribution"}[spec.kind]
+        changed = kind != new_kind or (spec.kind == "categorical" and tuple(old.choices) != tuple(spec.choices))
+        if changed:
+            raise ConfigError(
+                f"--continue-stale: '{name}' changed its {'choices' if kind == new_kind else 'kind'} "
+                f"({getattr(old, 'choices', kind)} -> {spec.choices if spec.kind == 'categorical' else spec.kind}), "
+                f"which study '{study.study_name}' cannot take; drop --continue-stale to start a new study"
+            )
 
 
 def champion_config(workspace: Workspace, space: SearchSpace | None = None) -> PipelineConfig:

@@ -232,7 +232,7 @@ def test_repeated_parameters_return_the_recorded_value(night):
 def test_changed_search_space_starts_a_new_study_unless_continue_stale(night, tmp_path):
     ws, _ = night
     space = tmp_path / "space.yaml"
-    space.write_text(Path(SPACE).read_text().replace("[null, 256, 128]", "[null, 256]"))
+    space.write_text(Path(SPACE).read_text() + "fixed:\n  retrieval.top_k: 150\n")
     res = _run(ws, "--trials", "1", "--report-top", "0", space=str(space))
     import optuna
 
@@ -243,6 +243,12 @@ def test_changed_search_space_starts_a_new_study_unless_continue_stale(night, tm
     before = len(_study(ws, "s").trials)
     _run(ws, "--trials", "1", "--report-top", "0", "--continue-stale", space=str(space))
     assert len(_study(ws, "s").trials) == before + 1
+    # a space whose categorical choices changed cannot continue the old study: one line, exit 2
+    narrowed = tmp_path / "narrowed.yaml"
+    narrowed.write_text(Path(SPACE).read_text().replace("[null, 256, 128]", "[null, 256]"))
+    res = _run(ws, "--trials", "1", "--continue-stale", space=str(narrowed), check=False)
+    assert res.returncode == 2
+    assert res.stderr.strip().splitlines()[-1].startswith("error: --continue-stale: 'embedding.dim' changed its choices")
 
 
 def test_failed_trials_are_recorded_and_an_all_failed_night_exits_nonzero(tmp_path):
