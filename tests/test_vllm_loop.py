@@ -17,8 +17,13 @@ def test_vllm_backend_scores_like_sentence_transformers(scifact_small):
     from evolve.config import apply_overrides, load_config
     from evolve.pipeline import evaluate_config
 
+    from evolve.embedders import _vllm
+
     st = evaluate_config(load_config(), scifact_small, "test")
-    vl = evaluate_config(apply_overrides(load_config(), ["embedding.backend=vllm"]), scifact_small, "test")
+    try:
+        vl = evaluate_config(apply_overrides(load_config(), ["embedding.backend=vllm"]), scifact_small, "test")
+    finally:
+        _vllm.shutdown_engines()  # the pool outlives evaluations by design: leave none running for later tests
     assert st.n_queries == vl.n_queries == 60
     assert abs(st.metrics["ndcg@10"] - vl.metrics["ndcg@10"]) <= 0.002, (st.metrics, vl.metrics)
 

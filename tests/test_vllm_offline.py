@@ -124,6 +124,7 @@ def engine_run(texts):
     require_vllm()
     from evolve.embedders import _vllm
 
+    _vllm.shutdown_engines()  # start from an empty pool whatever earlier test modules left running
     before = _vllm.ENGINE_STARTS
     emb = _vllm.VLLMEmbedder(EmbeddingConfig(backend="vllm", model="all-MiniLM-L6-v2", max_length=256))
     vecs = emb.embed(texts)
