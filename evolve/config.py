@@ -42,6 +42,7 @@ __all__ = [
     "shipped_path",
     "validation_message",
     "read_yaml",
+    "config_path",
 ]
 
 
@@ -118,15 +119,18 @@ class SparseConfig(_Section):
     @field_validator("tokenizer")
     @classmethod
     def _known_tokenizer(cls, v: str) -> str:
-        names = ("english", "korean", "regex", "auto")
-        if v not in names:
-            raise ValueError(f"expected one of {', '.join(names)}, got '{v}'{did_you_mean(v, names)}")
-        return v
+        return _one_of(v, ("english", "korean", "regex", "auto"))
 
     @field_validator("b")
     @classmethod
     def _b_unit(cls, v: float) -> float:
         return _unit_interval(v)
+
+
+def _one_of(v: str, names) -> str:
+    if v not in names:
+        raise ValueError(f"expected one of {', '.join(names)}, got '{v}'{did_you_mean(v, names)}")
+    return v
 
 
 def _unit_interval(v: float) -> float:
@@ -175,10 +179,7 @@ class RerankConfig(_Section):
     def _known_transport(cls, v: str) -> str:
         from evolve.rerankers._registry import transport_names
 
-        names = transport_names()
-        if v not in names:
-            raise ValueError(f"expected one of {', '.join(names)}, got '{v}'{did_you_mean(v, names)}")
-        return v
+        return _one_of(v, transport_names())
 
     @field_validator("weight")
     @classmethod
@@ -315,13 +316,21 @@ def shipped_path(kind: str, name: str) -> Path:
     return pkg / "_data" / kind / name
 
 
-def load_config(path: str | os.PathLike | None = None, overrides: list[str] | None = None) -> PipelineConfig:
-    """Read a config from YAML (default: the shipped ``configs/default.yaml``) and apply overrides."""
-    p = Path(path) if path is not None else shipped_path("configs", "default.yaml")
-    if path is not None and not p.exists() and not str(path).endswith((".yaml", ".yml")):
+def config_path(path: str | os.PathLike | None, default: str) -> Path:
+    """``path`` itself, or a shipped config by bare name (``hybrid`` -> ``configs/hybrid.yaml``), or ``default``."""
+    if path is None:
+        return shipped_path("configs", default)
+    p = Path(path)
+    if not p.exists() and not str(path).endswith((".yaml", ".yml")):
         shipped = shipped_path("configs", f"{path}.yaml")
         if shipped.exists():
-            p = shipped
+            return shipped
+    return p
+
+
+def load_config(path: str | os.PathLike | None = None, overrides: list[str] | None = None) -> PipelineConfig:
+    """Read a config from YAML (default: the shipped ``configs/default.yaml``) and apply overrides."""
+    p = config_path(path, "default.yaml")
     data = read_yaml(p)
     cfg = parse_config(data, source=str(p))
     return apply_overrides(cfg, overrides or [])

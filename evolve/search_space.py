@@ -24,7 +24,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from evolve.config import PipelineConfig, apply_overrides, flatten, load_config, read_yaml, shipped_path
+from evolve.config import PipelineConfig, apply_overrides, config_path, flatten, load_config, read_yaml
 from evolve.errors import ConfigError, did_you_mean
 
 __all__ = ["ParamSpec", "SearchSpace", "load_search_space"]
@@ -193,11 +193,7 @@ def load_search_space(path: str | Path | None = None, overrides: list[str] | Non
     """Read and validate a search space (default: the shipped ``configs/search_space.yaml``).
 
     ``overrides`` (``KEY=VALUE``, as ``--set``) are added to its fixed values (and so to its hash)."""
-    p = Path(path) if path is not None else shipped_path("configs", "search_space.yaml")
-    if path is not None and not p.exists() and not str(path).endswith((".yaml", ".yml")):
-        shipped = shipped_path("configs", f"{path}.yaml")
-        if shipped.exists():
-            p = shipped
+    p = config_path(path, "search_space.yaml")
     source = str(p)
     data = read_yaml(p, "search space")
     if not isinstance(data, dict):
