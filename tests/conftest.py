@@ -97,3 +97,14 @@ def cli_eval_workspace(tmp_path_factory) -> tuple[Path, dict]:
         record.write_text(json.dumps({"rc": proc.returncode, "stdout": proc.stdout, "stderr": proc.stderr,
                                       "out": str(out)}))
     return base / "ws", json.loads(record.read_text())
+
+
+def expect_one_line(fn, *parts: str, exc: type[Exception] = Exception) -> str:
+    """Call ``fn``, expect ``exc`` with a one-line message containing every part; return the message."""
+    with pytest.raises(exc) as info:
+        fn()
+    msg = str(info.value)
+    assert "\n" not in msg
+    for p in parts:
+        assert p in msg, f"{p!r} not in {msg!r}"
+    return msg

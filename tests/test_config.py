@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from conftest import expect_one_line
 from evolve.config import (
     PipelineConfig,
     apply_overrides,
@@ -19,13 +20,7 @@ from evolve.errors import ConfigError, ModelNotFoundError
 
 
 def expect(fn, *parts: str, exc=ConfigError) -> str:
-    with pytest.raises(exc) as info:
-        fn()
-    msg = str(info.value)
-    assert "\n" not in msg
-    for p in parts:
-        assert p in msg, f"{p!r} not in {msg!r}"
-    return msg
+    return expect_one_line(fn, *parts, exc=exc)
 
 
 def test_defaults_load():

@@ -8,7 +8,7 @@ import unicodedata
 from pathlib import Path
 
 import pytest
-from conftest import shared_dataset
+from conftest import expect_one_line, shared_dataset
 
 from evolve.datasets import Document, load_beir, load_dataset, load_folder, load_squad
 from evolve.errors import DatasetError
@@ -22,14 +22,7 @@ QUERIES = [{"_id": "q1", "text": "what is alpha"}, {"_id": "q2", "text": "what i
 
 
 def _jsonl(path: Path, rows, *, gz: bool = False) -> Path:
-    text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
-    if gz:
-        path = path.with_name(path.name + ".gz")
-        with gzip.open(path, "wt", encoding="utf-8") as fh:
-            fh.write(text)
-    else:
-        path.write_text(text, encoding="utf-8")
-    return path
+    return _write(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), gz=gz)
 
 
 def _write(path: Path, text: str, *, gz: bool = False) -> Path:
@@ -59,13 +52,7 @@ def beir(tmp_path: Path, *, corpus=CORPUS, queries=QUERIES, qrels: dict[str, str
 
 
 def expect_error(fn, *parts: str) -> str:
-    with pytest.raises(DatasetError) as info:
-        fn()
-    msg = str(info.value)
-    assert "\n" not in msg
-    for p in parts:
-        assert p in msg, f"{p!r} not in {msg!r}"
-    return msg
+    return expect_one_line(fn, *parts, exc=DatasetError)
 
 
 # ----------------------------------------------------------------------------- BEIR
