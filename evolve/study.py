@@ -497,9 +497,8 @@ def run_study(opts: StudyOptions, *, progress: ProgressFactory = null_progress, 
 
     from evolve.provenance import provenance
     from evolve.secrets import redact_url
-    from evolve.tracking import Tracker
-
     from evolve.storage import quiet_optuna
+    from evolve.tracking import Tracker
 
     quiet_optuna()  # failures are reported once, by evolve, in one line
     t_start = time.perf_counter()

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import seeded_cache
+
 from evolve.cache import EmbeddingCache, SQLiteStore, cache_key
 from evolve.cache._cache import CacheStats
 from evolve.config import EmbeddingConfig, PipelineConfig, apply_overrides

@@ -10,7 +10,6 @@ import textwrap
 from pathlib import Path
 
 import pytest
-
 from conftest import REPO, cli_eval_workspace
 
 METRICS = {"ndcg@10", "recall@100", "mrr@10", "map@100"}

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-
 from conftest import expect_one_line
+
 from evolve.config import (
     PipelineConfig,
     apply_overrides,

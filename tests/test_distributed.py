@@ -426,7 +426,7 @@ def test_shared_cache_two_writers(pg, tmp_path):
     procs = [subprocess.Popen([sys.executable, str(script), url, who, f"{start}"], stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True) for who in ("a", "b")]
     outs = [p.communicate(timeout=180) for p in procs]
-    for p, (out, err) in zip(procs, outs):
+    for p, (_out, err) in zip(procs, outs):
         assert p.returncode == 0, err[-3000:]
     store = PostgresStore(url)
     assert store.stats().entries == 3000 + 2 * 3000

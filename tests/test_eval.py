@@ -7,8 +7,8 @@ import math
 import shutil
 
 import pytest
-
 from conftest import seeded_cache
+
 from evolve.cache import EmbeddingCache
 from evolve.config import PipelineConfig, load_config
 from evolve.evaluate import (

@@ -237,10 +237,15 @@ def memo_ce(ce_model):
     return _Memo(get_reranker(RerankConfig(transport="cross-encoder", model=str(ce_model), max_length=128)))
 
 
+def _text_of(ds):
+    """The ``text_of`` callable that ``rerank_lists`` takes: a document id -> its full text."""
+    return lambda d: ds.corpus[d].full_text
+
+
 def test_depth_semantics_head_reranked_tail_kept(bm25_run, memo_ce, scifact_small):
     queries, run = bm25_run
     cfg = RerankConfig(transport="cross-encoder", model="x", depth=10, combine="replace")
-    text = lambda d: scifact_small.corpus[d].full_text
+    text = _text_of(scifact_small)
     out = rerank_lists(memo_ce, cfg, queries, run, text)
     for q in run:
         before = sorted(run[q], key=lambda d: (-run[q][d], d))
@@ -257,7 +262,7 @@ def test_fuse_keeps_a_strong_first_stage(bm25_run, memo_ce, scifact_small):
     """A random-ish reranker: replace hurts, fuse with a small weight stays within noise of the first stage."""
     queries, run = bm25_run
     qrels = scifact_small.qrels["test"]
-    text = lambda d: scifact_small.corpus[d].full_text
+    text = _text_of(scifact_small)
     base = _ndcg(qrels, run)
     replace = _ndcg(qrels, rerank_lists(memo_ce, RerankConfig(depth=10, combine="replace"), queries, run, text))
     fuse = _ndcg(qrels, rerank_lists(memo_ce, RerankConfig(depth=10, combine="fuse", weight=0.1), queries, run, text))

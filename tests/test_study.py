@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import REPO, run_cli
 
 SPACE = str(REPO / "tests" / "data" / "space_small.yaml")

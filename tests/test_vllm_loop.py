@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from conftest import REPO, run_cli
 from conftest_vllm import check_vllm_installed, require_vllm
 
@@ -15,9 +14,8 @@ def test_vllm_backend_scores_like_sentence_transformers(scifact_small):
     """Same weights, same truncation, same pooling: nDCG@10 within 0.002 of sentence-transformers."""
     require_vllm()
     from evolve.config import apply_overrides, load_config
-    from evolve.pipeline import evaluate_config
-
     from evolve.embedders import _vllm
+    from evolve.pipeline import evaluate_config
 
     st = evaluate_config(load_config(), scifact_small, "test")
     try:

@@ -46,7 +46,8 @@ def _root(
 
 
 def _register() -> None:
-    from evolve.cli import cache, eval as eval_cmd
+    from evolve.cli import cache
+    from evolve.cli import eval as eval_cmd
 
     eval_cmd.register(app)
     cache.register(app)

@@ -101,7 +101,14 @@ def setup_logging(verbose: bool = False) -> None:
 @contextlib.contextmanager
 def rich_progress(description: str, total: int):
     """A rich progress bar on stderr (the library's ProgressFactory)."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     if total <= 0 or not err_console.is_terminal:
         yield lambda n: None  # no bars in logs (CI, systemd journal): they would only add noise

@@ -16,9 +16,8 @@ cache_app = typer.Typer(help="Inspect and maintain the embedding cache.", no_arg
 
 def _open(workspace, cache_url=None):
     from evolve.cache import EmbeddingCache
-    from evolve.workspace import Workspace
-
     from evolve.errors import StorageError
+    from evolve.workspace import Workspace
 
     ws = Workspace(workspace, cache_url).ensure()
     cache = EmbeddingCache.open(ws)

@@ -42,7 +42,15 @@ def eval_command(
     """Evaluate one pipeline config end to end and print its metrics."""
     from evolve._io import atomic_write_json
     from evolve.cache import EmbeddingCache
-    from evolve.cli._common import emit_json, err_console, metrics_table, out_console, pipeline_config, rich_progress, warn_dataset
+    from evolve.cli._common import (
+        emit_json,
+        err_console,
+        metrics_table,
+        out_console,
+        pipeline_config,
+        rich_progress,
+        warn_dataset,
+    )
     from evolve.datasets import load_dataset
     from evolve.pipeline import evaluate_config
     from evolve.workspace import Workspace

@@ -6,7 +6,16 @@ from typing import Annotated
 
 import typer
 
-from evolve.cli._common import DEFAULT_STUDY, CacheUrlOpt, ConfigOpt, SetOpt, StorageOpt, StudyOpt, TrackingOpt, WorkspaceOpt
+from evolve.cli._common import (
+    DEFAULT_STUDY,
+    CacheUrlOpt,
+    ConfigOpt,
+    SetOpt,
+    StorageOpt,
+    StudyOpt,
+    TrackingOpt,
+    WorkspaceOpt,
+)
 
 __all__ = ["register"]
 

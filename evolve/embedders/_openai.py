@@ -20,8 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from evolve._platform import api_key_from_env
 from evolve._http import HTTPClient, normalize_base_url
+from evolve._platform import api_key_from_env
 from evolve.embedders._base import Embedder
 from evolve.errors import BackendError, ConfigError
 from evolve.secrets import redact_url

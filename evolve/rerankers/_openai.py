@@ -9,7 +9,6 @@ and never appears in messages or logs. Retries, backoff and concurrency: :mod:`e
 
 from __future__ import annotations
 
-
 import numpy as np
 
 from evolve._platform import api_key_from_env

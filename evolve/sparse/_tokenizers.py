@@ -19,7 +19,6 @@ queries. Heavy libraries (bm25s, PyStemmer, kiwipiepy) are imported on first use
 from __future__ import annotations
 
 import logging
-
 import re
 import threading
 from collections.abc import Callable
