@@ -10,7 +10,7 @@ cheap settings, 4 change the chunking), run in two arms side by side (each step 
 for the walk) and without it (``EmbeddingCache(None)``, every index built anew). Reports the total embedding time of
 each arm (sum of ``embed_seconds``), its texts per second, and the ratio.
 
-    python benchmarks/trial_cost.py            # the full benchmark (~25+ minutes on a 2-core CPU)
+    python benchmarks/trial_cost.py            # the full benchmark (34 minutes on an idle 2-core CPU)
     python benchmarks/trial_cost.py --quick    # smoke test: 300-document subsets, the first 8 steps of the walk
 
 Targets: warm / cold <= 5%; cached new process / cold <= 10%; walk embedding time without / with cache >= 3x.
