@@ -269,6 +269,33 @@ def test_incremental_edit_add_remove(warm, scifact_small, scifact, pool):
     assert ev3.cache.n_embedded == 0 and ev3.n_docs == 298
 
 
+@pytest.mark.slow
+def test_one_percent_of_full_scifact_edited_embeds_only_those(tmp_path, scifact, pool):
+    """All of SciFact (5,183 documents) embedded once; 1% of its documents edited (every 100th: 52); the next
+    evaluation embeds exactly the edited texts, nothing else, and scores every other query as before."""
+    cache_path = tmp_path / "embeddings.sqlite"
+    first = run_eval(scifact, cache_path, pool)
+    assert first.n_docs == 5183 and first.cache.n_embedded > 5183  # documents and test queries
+    assert first.metrics["ndcg@10"] == pytest.approx(0.6451, abs=5e-4)  # MTEB: 0.64508
+
+    corpus = dict(scifact.corpus)
+    edited_ids = sorted(corpus)[::100]
+    for d in edited_ids:
+        doc = corpus[d]
+        corpus[d] = Document(doc.id, doc.title, doc.text + " (revised)")
+    changed = {corpus[d].full_text for d in edited_ids} - {d.full_text for d in scifact.corpus.values()}
+    assert len(edited_ids) == len(changed) == 52
+
+    ev = run_eval(_edit(scifact, corpus), cache_path, pool)
+    assert ev.cache.n_embedded == 52
+    assert run_eval(_edit(scifact, corpus), cache_path, pool).cache.n_embedded == 0
+    # a query none of whose judged documents was edited keeps its exact score unless an edited text moved into
+    # or out of its top 10; most do
+    untouched = [q for q, docs in scifact.qrels["test"].items() if not set(docs) & set(edited_ids)]
+    same = sum(ev.per_query["ndcg@10"][q] == first.per_query["ndcg@10"][q] for q in untouched)
+    assert same >= 0.9 * len(untouched)
+
+
 def test_incremental_with_chunking_embeds_only_changed_chunks(warm, tiny, pool):
     """Chunked documents: editing the end of one document re-embeds only the chunks whose text changed."""
     from evolve.chunking import chunk_corpus
