@@ -57,16 +57,16 @@ class OpenAIReranker(Reranker):
         for i, body in zip(todo, results):
             items = body.get("results") if isinstance(body, dict) else None
             if not isinstance(items, list):
-                raise BackendError(f"rerank endpoint {client.base_url} answered without a 'results' list")
+                raise BackendError(f"rerank endpoint {client.display_url} answered without a 'results' list")
             scores = np.full(len(docs[i]), np.nan, dtype=np.float32)
             for item in items:
                 try:
                     scores[int(item["index"])] = float(item["relevance_score"])
                 except (KeyError, TypeError, ValueError, IndexError):
-                    raise BackendError(f"rerank endpoint {client.base_url} answered a result without a valid "
+                    raise BackendError(f"rerank endpoint {client.display_url} answered a result without a valid "
                                        "'index' and 'relevance_score'") from None
             if np.isnan(scores).any():
-                raise BackendError(f"rerank endpoint {client.base_url} scored {int((~np.isnan(scores)).sum())} of "
+                raise BackendError(f"rerank endpoint {client.display_url} scored {int((~np.isnan(scores)).sum())} of "
                                    f"{len(docs[i])} documents: expected all of them (top_n)")
             out[i] = scores
         return out
