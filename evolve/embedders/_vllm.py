@@ -302,26 +302,39 @@ class _Engine:
         self.lock = threading.Lock()  # one embed call at a time per engine
         self.last_used = 0
 
-    def embed_ids(self, prompts: list[list[int]]) -> np.ndarray:
-        """Pooled (not normalised) float32 vectors for token-id prompts, in order."""
-        inputs = [{"prompt_token_ids": ids} for ids in prompts]
+    @contextlib.contextmanager
+    def using(self, doing: str):
+        """The live ``vllm.LLM``, held under the engine's lock; any vLLM error inside becomes a one-line
+        :class:`BackendError` saying what the engine was ``doing`` ("embedding", "scoring")."""
         with self.lock:
             if self.llm is None:
                 raise BackendError("vllm engine was shut down while in use")
             try:
-                if "pooling_task" in inspect.signature(self.llm.encode).parameters:
-                    # encode() hands back tensors; embed() would turn every vector into a Python list first
-                    outs = self.llm.encode(inputs, pooling_task="embed", use_tqdm=False)
-                    import torch
-
-                    return torch.stack([o.outputs.data for o in outs]).float().cpu().numpy()
-                outs = self.llm.embed(inputs, use_tqdm=False)
-                return np.asarray([o.outputs.embedding for o in outs], dtype=np.float32)
+                yield self.llm
             except EvolveError:
                 raise
             except Exception as exc:  # noqa: BLE001 - vLLM raises many types; the user gets one line
                 msg = " ".join(str(exc).split())[:300]
-                raise BackendError(f"vllm engine for {self.key[0]} failed while embedding: {type(exc).__name__}: {msg}") from None
+                raise BackendError(f"vllm engine for {self.key[0]} failed while {doing}: {type(exc).__name__}: {msg}") from None
+
+    def embed_ids(self, prompts: list[list[int]]) -> np.ndarray:
+        """Pooled (not normalised) float32 vectors for token-id prompts, in order."""
+        inputs = [{"prompt_token_ids": ids} for ids in prompts]
+        with self.using("embedding") as llm:
+            if "pooling_task" in inspect.signature(llm.encode).parameters:
+                # encode() hands back tensors; embed() would turn every vector into a Python list first
+                outs = llm.encode(inputs, pooling_task="embed", use_tqdm=False)
+                import torch
+
+                return torch.stack([o.outputs.data for o in outs]).float().cpu().numpy()
+            outs = llm.embed(inputs, use_tqdm=False)
+            return np.asarray([o.outputs.embedding for o in outs], dtype=np.float32)
+
+    def score(self, queries: list[str], docs: list[str], **kwargs) -> np.ndarray:
+        """Cross-encoder scores of the (query, doc) pairs ``zip(queries, docs)``, float32, in order."""
+        with self.using("scoring") as llm:
+            res = llm.score(queries, docs, use_tqdm=False, **kwargs)
+        return np.asarray([r.outputs.score for r in res], dtype=np.float32)
 
     def shutdown(self) -> None:
         llm, self.llm = self.llm, None
@@ -595,9 +608,9 @@ class VLLMEmbedder(Embedder):
         texts = list(texts)
         if not texts:
             return np.zeros((0, self.dimension()), dtype=np.float32)
-        engines = self.engines()
-        if len(engines) > 1 or not self.tokenize_ahead:
+        if len(self._devices()) > 1 or not self.tokenize_ahead:
             return self.embed_token_ids(self.tokenize(texts), progress=progress)
+        engine = self.engines()[0]
         # one engine: tokenise chunk k+1 in a helper thread (the tokenizers library releases the GIL) while the
         # engine embeds chunk k; longest texts first, so a chunk holds texts of similar length
         order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
@@ -609,7 +622,7 @@ class VLLMEmbedder(Embedder):
                 ids = ahead.result()
                 if k + 1 < len(chunks):
                     ahead = pool.submit(self.tokenize, [texts[i] for i in chunks[k + 1]])
-                acc.place(idx, engines[0].embed_ids(ids))
+                acc.place(idx, engine.embed_ids(ids))
         return self._finish(acc.out)
 
     def embed_token_ids(self, ids: list[list[int]], *, progress=None) -> np.ndarray:

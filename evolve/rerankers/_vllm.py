@@ -8,11 +8,12 @@ Engines come from the process-wide pool of :mod:`evolve.embedders._vllm` (:func:
 
 from __future__ import annotations
 
+from functools import cached_property
+
 import numpy as np
 
-from evolve.errors import BackendError, EvolveError
 from evolve.rerankers._base import Reranker, split_scores
-from evolve.rerankers._common import max_tokens, model_folder
+from evolve.rerankers._common import default_dtype, max_tokens, model_folder
 
 __all__ = ["VLLMReranker"]
 
@@ -24,13 +25,14 @@ class VLLMReranker(Reranker):
         super().__init__(config, **kw)
         self.path = model_folder(config)
 
-    def _dtype(self, platform: str) -> str:
-        return self.config.dtype or ("float32" if platform == "cpu" else "float16")
+    @cached_property
+    def _max_tokens(self) -> int:
+        return max_tokens(self.config, self.path)
 
     def engine(self):
         from evolve.embedders._vllm import get_engine, vllm_platform
 
-        return get_engine(self.path, dtype=self._dtype(vllm_platform()))
+        return get_engine(self.path, dtype=default_dtype(self.config, vllm_platform()))
 
     def score_batch(self, queries, docs, *, progress=None):
         q_list = [q for q, ds in zip(queries, docs) for _ in ds]
@@ -38,22 +40,13 @@ class VLLMReranker(Reranker):
         if not d_list:
             return [np.zeros(0, dtype=np.float32) for _ in docs]
         eng = self.engine()
-        limit = min(max_tokens(self.config, self.path), int(eng.max_model_len))
+        limit = min(self._max_tokens, int(eng.max_model_len))
         step = max(256, self.config.batch_size * 8)
         out = []
         for i in range(0, len(d_list), step):
-            with eng.lock:
-                if eng.llm is None:
-                    raise BackendError("vllm engine was shut down while in use")
-                try:
-                    res = eng.llm.score(q_list[i : i + step], d_list[i : i + step], use_tqdm=False,
-                                        tokenization_kwargs={"truncation": True, "max_length": limit})
-                except EvolveError:
-                    raise
-                except Exception as exc:
-                    msg = " ".join(str(exc).split())[:300]
-                    raise BackendError(f"vllm engine for {self.path} failed while scoring: {type(exc).__name__}: {msg}") from None
-            out.append(np.asarray([r.outputs.score for r in res], dtype=np.float32))
+            scores = eng.score(q_list[i : i + step], d_list[i : i + step],
+                               tokenization_kwargs={"truncation": True, "max_length": limit})
+            out.append(scores)
             if progress is not None:
-                progress(len(res))
+                progress(len(scores))
         return split_scores(np.concatenate(out), docs)
