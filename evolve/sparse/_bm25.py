@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from evolve.sparse._tokenizers import get_tokenizer
+from evolve.sparse._tokenizers import bm25s_module, get_tokenizer
 
 if TYPE_CHECKING:
     from evolve.cache import EmbeddingCache
@@ -105,9 +105,7 @@ def _disk_dir(cache: EmbeddingCache | None) -> Path | None:
 
 
 def _load(folder: Path, n_docs: int):
-    import bm25s
-
-    logging.getLogger("bm25s").setLevel(logging.WARNING)  # bm25s sets DEBUG on import
+    bm25s = bm25s_module()
 
     meta_f = folder / "evolve.json"
     if not meta_f.is_file():
@@ -209,10 +207,7 @@ def build_bm25(chunk_texts: list[str], cfg: SparseConfig, cache: EmbeddingCache 
     model = _load(root / key, len(texts)) if root is not None and (root / key).is_dir() else None
     source = "disk"
     if model is None:
-        import bm25s
-
-        logging.getLogger("bm25s").setLevel(logging.WARNING)
-
+        bm25s = bm25s_module()
         source = "built"
         tokens = _corpus_tokens(texts, digest, cfg.tokenizer, root)
         model = bm25s.BM25(k1=float(cfg.k1), b=float(cfg.b), method=METHOD)

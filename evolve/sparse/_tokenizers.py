@@ -37,6 +37,19 @@ _lock = threading.Lock()
 _stemmer = None
 _kiwi = None
 _stopwords: frozenset[str] | None = None
+_bm25s = None
+
+
+def bm25s_module():
+    """``bm25s``, imported on first use and quietened once (it sets its logger to DEBUG on import)."""
+    global _bm25s
+    with _lock:
+        if _bm25s is None:
+            import bm25s
+
+            logging.getLogger("bm25s").setLevel(logging.WARNING)
+            _bm25s = bm25s
+        return _bm25s
 
 
 def _english_stemmer():
@@ -75,11 +88,7 @@ def _get_kiwi():
 def _english(texts: list[str]) -> list[list[str]]:
     if not texts:
         return []
-    import bm25s
-
-    logging.getLogger("bm25s").setLevel(logging.WARNING)  # bm25s sets DEBUG on import
-
-    return bm25s.tokenize(
+    return bm25s_module().tokenize(
         list(texts), lower=True, stopwords="en", stemmer=_english_stemmer(), return_ids=False, show_progress=False
     )
 
