@@ -53,8 +53,8 @@ class PostgresStore(VectorStore):
             raise ValueError(f"table: expected a lower-case SQL identifier, got {table!r}")
         warn_inline_password(url, "cache URL")
         self.table = table
-        self.location = redact_url(libpq_url(url))
         self._conninfo = libpq_url(url)
+        self.location = redact_url(self._conninfo)
         self._timeout = connect_timeout
         self._lock = threading.RLock()
         self._conn = None
@@ -100,21 +100,26 @@ class PostgresStore(VectorStore):
                     # a dropped connection (server restart, network) or a table dropped under us: one more try
                     self._drop_connection()
                     if reconnected:
-                        raise StoreDamaged(f"{self.location}: {' '.join(str(err).split())}") from None
+                        raise self._damaged(err) from None
                     reconnected = True
                     if isinstance(err, errors.UndefinedTable):
                         try:
                             self._ensure_schema(self._connect())
                         except psycopg.Error as err2:
-                            raise StoreDamaged(f"{self.location}: {' '.join(str(err2).split())}") from None
+                            raise self._damaged(err2) from None
                 except psycopg.Error as err:
-                    raise StoreDamaged(f"{self.location}: {' '.join(str(err).split())}") from None
+                    raise self._damaged(err) from None
+
+    def _damaged(self, err: Exception) -> StoreDamaged:
+        return StoreDamaged(f"{self.location}: {' '.join(str(err).split())}")
 
     def _ensure_schema(self, conn) -> None:
         t = self.table
         with conn.transaction():
             # concurrent CREATE TABLE IF NOT EXISTS can still collide in the catalog: serialise the DDL
             conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"evolve-cache-schema:{t}",))
+            if conn.execute("SELECT to_regclass(%s)", (t,)).fetchone()[0] is not None:
+                return  # made by an earlier open, indexes and storage setting included: take no DDL locks
             conn.execute(
                 f"""CREATE TABLE IF NOT EXISTS {t} (
                     key bytea PRIMARY KEY,

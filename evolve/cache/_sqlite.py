@@ -44,20 +44,15 @@ class SQLiteStore(VectorStore):
         deadline = time.monotonic() + 120
         while True:
             try:
-                self._open(check)
+                self._run(lambda: self._open(check))
                 return
-            except sqlite3.OperationalError as err:
+            except sqlite3.OperationalError:  # _run lets only "locked"/"busy" through
                 self._close_quietly()
-                if not _is_busy(err):
-                    raise StoreDamaged(str(err)) from None
                 if time.monotonic() > deadline:
                     from evolve.errors import StorageError
 
                     raise StorageError(f"embedding cache {self.path} stayed locked by another process for 120 s") from None
                 time.sleep(0.05 + random.random() * 0.2)
-            except sqlite3.DatabaseError as err:
-                self._close_quietly()
-                raise StoreDamaged(str(err)) from None
             except StoreDamaged:
                 self._close_quietly()
                 raise
@@ -83,7 +78,7 @@ class SQLiteStore(VectorStore):
         try:
             return fn()
         except sqlite3.OperationalError as err:
-            if "locked" in str(err) or "busy" in str(err):
+            if _is_busy(err):
                 raise
             raise StoreDamaged(str(err)) from None
         except sqlite3.DatabaseError as err:

@@ -33,36 +33,34 @@ class TieredStore(VectorStore):
             pass
         self.remote = None
 
+    def _on_remote(self, method: str, *args, default=None):
+        """``self.remote.<method>(*args)``; ``default`` when there is no shared store or it just failed."""
+        if self.remote is None:
+            return default
+        try:
+            return getattr(self.remote, method)(*args)
+        except StoreDamaged as err:
+            self._remote_failed(err)
+            return default
+
     def get(self, keys: list[bytes]) -> dict[bytes, Entry]:
         found = self.local.get(keys)
         missing = [k for k in keys if k not in found]
-        if missing and self.remote is not None:
-            try:
-                fetched = self.remote.get(missing)
-            except StoreDamaged as err:
-                self._remote_failed(err)
-                fetched = {}
-            if fetched:
-                self.local.put(fetched.values())  # the cache verifies checksums; a bad one is deleted from both
-                found.update(fetched)
+        fetched = self._on_remote("get", missing, default={}) if missing else {}
+        if fetched:
+            self.local.put(fetched.values())  # the cache verifies checksums; a bad one is deleted from both
+            found.update(fetched)
         return found
 
     def put(self, entries: Iterable[Entry]) -> None:
         entries = list(entries)
         self.local.put(entries)
-        if self.remote is not None and entries:
-            try:
-                self.remote.put(entries)
-            except StoreDamaged as err:
-                self._remote_failed(err)
+        if entries:
+            self._on_remote("put", entries)
 
     def delete(self, keys: list[bytes]) -> None:
         self.local.delete(keys)
-        if self.remote is not None:
-            try:
-                self.remote.delete(keys)
-            except StoreDamaged as err:
-                self._remote_failed(err)
+        self._on_remote("delete", keys)
 
     def stats(self) -> StoreStats:
         """The local tier's numbers; ``self.remote.stats()`` has the shared store's."""
@@ -75,12 +73,7 @@ class TieredStore(VectorStore):
 
     def invalidate(self, model: str) -> int:
         n = self.local.invalidate(model)
-        if self.remote is not None:
-            try:
-                n = max(n, self.remote.invalidate(model))
-            except StoreDamaged as err:
-                self._remote_failed(err)
-        return n
+        return max(n, self._on_remote("invalidate", model, default=0))
 
     def close(self) -> None:
         self.local.close()
