@@ -119,7 +119,9 @@ class SparseConfig(_Section):
     @field_validator("tokenizer")
     @classmethod
     def _known_tokenizer(cls, v: str) -> str:
-        return _one_of(v, ("english", "korean", "regex", "auto"))
+        from evolve.sparse._tokenizers import TOKENIZERS
+
+        return _one_of(v, tuple(TOKENIZERS))
 
     @field_validator("b")
     @classmethod

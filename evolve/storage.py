@@ -60,22 +60,19 @@ def open_storage(url: str, *, heartbeat_interval: int = 10, grace_period: int = 
             except OSError as err:
                 raise StorageError(f"storage {url}: expected a writable folder, got '{err.strerror}'") from None
     import inspect
-    import warnings
 
     # Optuna 4.9 renamed failed_trial_callback (the old name warns); pass whichever this Optuna knows
     cb_arg = ("heartbeat_stale_trial_callback"
               if "heartbeat_stale_trial_callback" in inspect.signature(optuna.storages.RDBStorage).parameters
               else "failed_trial_callback")
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.storages.RDBStorage(
-                url,
-                engine_kwargs=engine_kwargs,
-                heartbeat_interval=heartbeat_interval,
-                grace_period=grace_period,
-                **{cb_arg: failed_trial_callback},
-            )
+        return optuna.storages.RDBStorage(
+            url,
+            engine_kwargs=engine_kwargs,
+            heartbeat_interval=heartbeat_interval,
+            grace_period=grace_period,
+            **{cb_arg: failed_trial_callback},
+        )
     except Exception as err:  # sqlalchemy raises many kinds; all mean "cannot use this storage"
         reason = " ".join(str(err).split())
         if len(reason) > 200:

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from evolve.cache import EmbeddingCache
+from evolve.cache import CacheStats, EmbeddingCache
 from evolve.config import PipelineConfig, config_to_yaml, flatten, load_config
 from evolve.datasets import Dataset
 from evolve.errors import ConfigError, EvolveError
@@ -203,7 +203,6 @@ class Objective:
         self.tune_order = order  # fixed across trials: the pruner compares the same query at the same step
         self.primary = opts.objectives[0]
         self.durations: list[float] = []
-        from evolve.cache import CacheStats
 
         self.cache_stats = CacheStats()  # the night's cache use, for `evolve cache stats`
 
@@ -497,13 +496,11 @@ def run_study(opts: StudyOptions, *, progress: ProgressFactory = null_progress, 
 
     from evolve.provenance import provenance
     from evolve.secrets import redact_url
-    from evolve.storage import quiet_optuna
+    from evolve.storage import check_storage_url, quiet_optuna
     from evolve.tracking import Tracker
 
     quiet_optuna()  # failures are reported once, by evolve, in one line
     t_start = time.perf_counter()
-    from evolve.storage import check_storage_url
-
     check_storage_url(opts.storage_url or opts.workspace.default_storage)
     ws = opts.workspace.ensure()
     dataset = load_study_dataset(opts)
@@ -658,7 +655,7 @@ def _engine_starts() -> int | None:
     import sys
 
     mod = sys.modules.get("evolve.embedders._vllm")
-    return getattr(mod, "ENGINE_STARTS", None) if mod is not None else None
+    return getattr(mod, "ENGINE_STARTS", None)
 
 
 def _shutdown_engines() -> None:

@@ -180,7 +180,6 @@ def load_workspace_study(ws, study_name: str, storage: str | None, *, with_datas
     from evolve.storage import open_storage
     from evolve.study import ATTR
 
-    optuna.logging.set_verbosity(optuna.logging.ERROR)
     st_storage = open_storage(storage or ws.default_storage)
     names = [s.study_name for s in st_storage.get_all_studies()]
     if study_name not in names:
