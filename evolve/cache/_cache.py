@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from evolve.cache._base import Entry, StoreDamaged, VectorStore
+from evolve.cache._tiered import TieredStore
 
 __all__ = ["EmbeddingCache", "CacheStats", "cache_key"]
 
@@ -86,6 +87,15 @@ def _open_url(url: str) -> VectorStore | None:
         return None
 
 
+def _tier(local: VectorStore | None, remote: VectorStore | None) -> VectorStore | None:
+    """``local`` with ``remote`` behind it (either may be missing)."""
+    if remote is None:
+        return local
+    if local is None:
+        return remote
+    return TieredStore(local, remote)
+
+
 class EmbeddingCache:
     """Full-dimension vectors keyed by :func:`cache_key`, verified on every read.
 
@@ -101,40 +111,25 @@ class EmbeddingCache:
     def __init__(self, store: VectorStore | str | os.PathLike | None, *, remote: VectorStore | str | None = None):
         self._path: Path | None = None
         self._store: VectorStore | None = None
-        self._remote: VectorStore | None = None  # tiered mode: the shared store behind the local one
         if store is None:
             return
-        if remote is not None:
-            self._remote = remote if isinstance(remote, VectorStore) else _open_url(remote)
+        if remote is not None and not isinstance(remote, VectorStore):
+            remote = _open_url(remote)
         if isinstance(store, VectorStore):
-            self._store = self._tier(store)
+            self._store = _tier(store, remote)
         elif isinstance(store, str) and "://" in store:
-            self._store = self._tier(_open_url(store))
+            self._store = _tier(_open_url(store), remote)
         else:
             self._path = Path(store)
-            self._store = self._tier(self._open_sqlite())
+            self._store = _tier(self._open_sqlite(), remote)
 
     @classmethod
-    def open(cls, workspace, cache_url: str | None = None, *, tiered: bool = True) -> EmbeddingCache:
-        """The cache a command uses: the workspace's SQLite file, unless ``cache_url`` (else the workspace's
-        ``EVOLVE_CACHE_URL``) names a shared store (``postgresql://USER@HOST/DB``). With ``tiered`` (the
-        default) the local SQLite cache stays in front of the shared one: read local, then shared; write both.
-        """
-        url = cache_url or getattr(workspace, "cache_url", None)
-        if not url:
-            return cls(workspace.cache_path)
-        if tiered:
-            return cls(workspace.cache_path, remote=url)
-        return cls(url)
-
-    def _tier(self, local: VectorStore | None) -> VectorStore | None:
-        if self._remote is None:
-            return local
-        if local is None:
-            return self._remote
-        from evolve.cache._tiered import TieredStore
-
-        return TieredStore(local, self._remote)
+    def open(cls, workspace, cache_url: str | None = None) -> EmbeddingCache:
+        """The cache a command uses: the workspace's SQLite file, with a shared store behind it when
+        ``cache_url`` (else the workspace's ``EVOLVE_CACHE_URL``) names one (``postgresql://USER@HOST/DB``): the
+        local cache stays in front (read local, then shared; write both)."""
+        url = cache_url or workspace.cache_url
+        return cls(workspace.cache_path, remote=url) if url else cls(workspace.cache_path)
 
     # ------------------------------------------------------------------ store lifecycle
     def _open_sqlite(self) -> VectorStore | None:
@@ -164,18 +159,15 @@ class EmbeddingCache:
         log.warning("embedding cache %s was damaged (%s); moved aside to %s and rebuilt", self._path, reason, aside.name)
 
     def _on_damage(self, err: Exception) -> None:
-        if self._store is not None:
-            local = getattr(self._store, "local", None)  # tiered: the local tier is damaged, the shared one lives on
-            if local is not None:
-                local.close()
-                self._remote = self._store.remote
-            else:
-                self._store.close()
-                if self._store is self._remote:
-                    self._remote = None
+        remote = None
+        if isinstance(self._store, TieredStore):  # the local tier is damaged, the shared one lives on
+            remote = self._store.remote
+            self._store.local.close()
+        elif self._store is not None:
+            self._store.close()
         if self._path is not None:
             self._quarantine(str(err))
-            self._store = self._tier(self._open_sqlite())
+            self._store = _tier(self._open_sqlite(), remote)
         else:
             log.warning("embedding cache %s failed (%s); continuing without it", getattr(self._store, "location", "?"), err)
             self._store = None
