@@ -111,7 +111,7 @@ def run_arm(n: int, *, trials: int, subset: int, space: Path, warm: Path, root: 
         loop = last - first
         repeats = sum("evolve.repeat_of" in t.user_attrs for t in done)
         durations = [t.duration.total_seconds() for t in done if "evolve.repeat_of" not in t.user_attrs]
-        study._storage.engine.dispose() if hasattr(study._storage, "engine") else None
+        study._storage.engine.dispose()  # PostgreSQL storage: let the database be dropped below
         return {"workers": n, "complete": len(done), "repeats": repeats, "loop_s": loop,
                 "startup_s": first - t0, "wall_s": wall, "trial_s": statistics.median(durations),
                 "per_hour": 3600 * len(done) / loop}

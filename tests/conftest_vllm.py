@@ -11,11 +11,12 @@ import gzip
 import importlib.util
 import json
 import os
-import socket
 from functools import lru_cache
 from pathlib import Path
 
 import pytest
+
+from evolve.cli.worker import _free_port
 
 REPO = Path(__file__).resolve().parents[1]
 CORPUS = REPO / "datasets" / "scifact" / "corpus.jsonl.gz"
@@ -65,7 +66,5 @@ def st_reference(n: int = N_DOCS, max_length: int = 256):
     return vecs
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+#: a free TCP port on 127.0.0.1 (the package's own helper, which `evolve run --workers` uses)
+free_port = _free_port

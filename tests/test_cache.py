@@ -391,8 +391,8 @@ _WRITER = textwrap.dedent("""
 
 
 def _vec(i: int, dim: int) -> np.ndarray:
-    key = i.to_bytes(8, "little")
-    return np.random.default_rng(int.from_bytes(key, "little")).standard_normal(dim).astype(np.float32)
+    """The writer script's ``vec(key(i), dim)``: its seed, the key's first 8 bytes, is ``i``."""
+    return np.random.default_rng(i).standard_normal(dim).astype(np.float32)
 
 
 def _key(i: int) -> bytes:

