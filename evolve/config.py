@@ -9,10 +9,11 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -109,12 +110,22 @@ class RetrievalConfig(_Section):
     aggregation: Literal["max", "sum", "mean"] = "max"
 
 
+def _unit_interval(v: float) -> float:
+    if not 0.0 <= v <= 1.0:
+        raise ValueError(f"expected a number in [0, 1], got {v:g}")
+    return v
+
+
+#: a number in [0, 1]; anything else is refused with "expected a number in [0, 1], got X"
+UnitFloat = Annotated[float, AfterValidator(_unit_interval), Field(json_schema_extra={"minimum": 0.0, "maximum": 1.0})]
+
+
 class SparseConfig(_Section):
     """BM25 (bm25s). Tokenizers: english, korean, regex, auto (see :mod:`evolve.sparse`)."""
 
     tokenizer: str = "english"
     k1: float = Field(0.9, ge=0.0, le=5.0)
-    b: float = Field(0.4, description="length normalisation in [0, 1]", json_schema_extra={"minimum": 0.0, "maximum": 1.0})
+    b: UnitFloat = Field(0.4, description="length normalisation in [0, 1]")
 
     @field_validator("tokenizer")
     @classmethod
@@ -123,21 +134,10 @@ class SparseConfig(_Section):
 
         return _one_of(v, tuple(TOKENIZERS))
 
-    @field_validator("b")
-    @classmethod
-    def _b_unit(cls, v: float) -> float:
-        return _unit_interval(v)
-
 
 def _one_of(v: str, names) -> str:
     if v not in names:
         raise ValueError(f"expected one of {', '.join(names)}, got '{v}'{did_you_mean(v, names)}")
-    return v
-
-
-def _unit_interval(v: float) -> float:
-    if not 0.0 <= v <= 1.0:
-        raise ValueError(f"expected a number in [0, 1], got {v:g}")
     return v
 
 
@@ -146,15 +146,9 @@ class FusionConfig(_Section):
 
     method: Literal["rrf", "wsum", "mnz"] = "rrf"
     rrf_k: int = Field(60, ge=1, le=1000)
-    weight: float = Field(0.5, description="weight of the dense run in wsum; sparse gets 1 - weight",
-                          json_schema_extra={"minimum": 0.0, "maximum": 1.0})
+    weight: UnitFloat = Field(0.5, description="weight of the dense run in wsum; sparse gets 1 - weight")
     norm: Literal["min-max", "zmuv"] = "min-max"
     optimize: bool = Field(False, description="tune the fusion parameters on the tune queries (ranx.optimize_fusion)")
-
-    @field_validator("weight")
-    @classmethod
-    def _weight_unit(cls, v: float) -> float:
-        return _unit_interval(v)
 
 
 class RerankConfig(_Section):
@@ -164,8 +158,7 @@ class RerankConfig(_Section):
     model: str | None = None
     depth: int = Field(50, ge=1, le=10000)
     combine: Literal["replace", "fuse"] = "replace"
-    weight: float = Field(0.5, description="weight of the rerank score when combine=fuse",
-                          json_schema_extra={"minimum": 0.0, "maximum": 1.0})
+    weight: UnitFloat = Field(0.5, description="weight of the rerank score when combine=fuse")
     batch_size: int = Field(32, ge=1)
     max_length: int = Field(512, ge=8)
     base_url: str | None = None
@@ -182,11 +175,6 @@ class RerankConfig(_Section):
         from evolve.rerankers._registry import transport_names
 
         return _one_of(v, transport_names())
-
-    @field_validator("weight")
-    @classmethod
-    def _weight_unit(cls, v: float) -> float:
-        return _unit_interval(v)
 
     @model_validator(mode="after")
     def _needs_model(self):
