@@ -19,7 +19,6 @@ import argparse
 import os
 import secrets
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -131,7 +130,7 @@ def main() -> None:
 
     import psycopg
 
-    from evolve.cli.worker import start_mlflow_server
+    from evolve.cli.worker import start_mlflow_server, stop_server
 
     root = REPO / ".evolve-bench" / "workers"
     root.mkdir(parents=True, exist_ok=True)
@@ -150,11 +149,7 @@ def main() -> None:
                            admin=admin, pg=args.pg, tracking=tracking) for n in args.arms.split(",")]
     finally:
         if server is not None:
-            os.killpg(server.pid, signal.SIGTERM)
-            try:
-                server.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(server.pid, signal.SIGKILL)
+            stop_server(server, grace=10)
         admin.execute(f"DROP DATABASE IF EXISTS {mlflow_db} WITH (FORCE)")
         admin.close()
 

@@ -193,18 +193,13 @@ def worker_args(ws: Path, study: str, trials: int) -> list[str]:
 @pytest.fixture(scope="module")
 def mlflow_pg(pg, tmp_path_factory):
     """An MLflow tracking server on PostgreSQL, bound to 127.0.0.1 on a free port: the shared record."""
-    from evolve.cli.worker import start_mlflow_server
+    from evolve.cli.worker import start_mlflow_server, stop_server
 
     db = pg.create()
     root = tmp_path_factory.mktemp("mlflow")
     proc, url = start_mlflow_server(pg_url(db), str(root / "artifacts"), log_path=root / "server.log")
     yield {"url": url, "db": db, "artifacts": root / "artifacts", "log": root / "server.log"}
-    os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=5)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=10)
+    stop_server(proc, grace=5)
 
 
 def mlflow_trial_runs(tracking_uri: str, study: str) -> dict[int, list]:

@@ -21,7 +21,7 @@ def dashboard_command(
 ):
     """Start the MLflow UI on the workspace store and print its URL; Ctrl-C stops it."""
     from evolve.cli._common import err_console, out_console
-    from evolve.cli.worker import _free_port, start_mlflow_server
+    from evolve.cli.worker import _free_port, start_mlflow_server, stop_server
     from evolve.errors import ConfigError
     from evolve.secrets import warn_inline_password
     from evolve.workspace import Workspace
@@ -44,11 +44,7 @@ def dashboard_command(
     except KeyboardInterrupt:
         pass
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except Exception:
-            proc.kill()
+        stop_server(proc)
 
 
 def register(app: typer.Typer) -> None:

@@ -98,8 +98,28 @@ def start_mlflow_server(backend_uri: str, artifacts: str, host: str = "127.0.0.1
         except httpx.HTTPError:
             pass
         time.sleep(0.5)
-    proc.terminate()
+    stop_server(proc)
     raise BackendError(f"mlflow server did not answer at {url} within 120 s")
+
+
+def stop_server(proc: subprocess.Popen, grace: float = 20.0) -> None:
+    """Stop a server started in its own session (:func:`start_mlflow_server`) with every process it forked
+    (``mlflow server`` runs its app in child processes): SIGTERM to the group, SIGKILL after ``grace`` seconds."""
+    import signal
+
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+    except ProcessLookupError:  # the whole group is gone already
+        proc.wait()
+        return
+    try:
+        proc.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait(timeout=10)
 
 
 def run_workers(*, n: int, trials: int | None, timeout: float | None, gpus: str | None, dataset: str, seed: int | None,
@@ -171,11 +191,7 @@ def run_workers(*, n: int, trials: int | None, timeout: float | None, gpus: str 
         raise
     finally:
         if server is not None:
-            server.terminate()
-            try:
-                server.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                server.kill()
+            stop_server(server)
     out_console.print(f"{n} worker(s) finished with exit codes {codes}", highlight=False)
     if all(c != 0 for c in codes):
         raise typer.Exit(1)
