@@ -349,7 +349,7 @@ def main() -> None:
         path = mini or build_random_model(shape, work / f"{shape}-random", tok, args.max_length)
         r = results["models"].setdefault(shape, {})
         r["model"] = "all-MiniLM-L6-v2" if mini else f"random {shape}"
-        from evolve.embedders._vllm import load_tokenizer
+        from evolve.embedders._folder import load_tokenizer
 
         lengths = [len(e.ids) for e in load_tokenizer(path, args.max_length).encode_batch(texts)]
         r["docs"], r["tokens"] = len(texts), int(sum(lengths))

@@ -24,8 +24,9 @@ sys.path.insert(0, str(REPO))
 from evolve.cache import EmbeddingCache
 from evolve.config import parse_config
 from evolve.datasets import load_dataset
+from evolve.embedders import EmbedderPool
 from evolve.fusion import optimize_fusion
-from evolve.pipeline import EmbedderPool, Pipeline, evaluate_config
+from evolve.pipeline import Pipeline, evaluate_config
 
 ROWS: list[dict] = []
 

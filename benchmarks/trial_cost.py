@@ -34,8 +34,9 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 from evolve.cache import EmbeddingCache
 from evolve.config import PipelineConfig, apply_overrides
 from evolve.datasets import Dataset, Document, load_dataset
+from evolve.embedders import EmbedderPool
 from evolve.index import _INDEXES, clear_index_cache
-from evolve.pipeline import EmbedderPool, evaluate_config
+from evolve.pipeline import evaluate_config
 from evolve.workspace import Workspace
 
 #: The walk: each step's overrides are applied on top of the previous step's config (the first on the default).

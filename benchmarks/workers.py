@@ -55,7 +55,8 @@ def warm_cache(path: Path, subset: int) -> None:
         from evolve.cache import EmbeddingCache
         from evolve.config import load_config
         from evolve.datasets import load_dataset
-        from evolve.pipeline import EmbedderPool, Pipeline
+        from evolve.embedders import EmbedderPool
+        from evolve.pipeline import Pipeline
 
         ds = load_dataset("scifact").subset({subset}, None)
         cache, pool = EmbeddingCache({str(path) + '.tmp'!r}), EmbedderPool()
@@ -75,7 +76,7 @@ def run_arm(n: int, *, trials: int, subset: int, space: Path, warm: Path, root: 
     import optuna
     from optuna.trial import TrialState
 
-    from evolve.cli.run import _options
+    from evolve.cli._common import study_options
     from evolve.study import load_study_dataset, prepare_study
 
     db = f"evolve_bench_{secrets.token_hex(4)}"
@@ -87,7 +88,7 @@ def run_arm(n: int, *, trials: int, subset: int, space: Path, warm: Path, root: 
     shutil.copy(warm, ws / "cache" / "embeddings.sqlite")
     name = f"bench-{n}w-{db[-8:]}"
     try:
-        opts = _options(dataset_spec="scifact", n_trials=None, timeout=None, seed=None, search_space=str(space),
+        opts = study_options(dataset_spec="scifact", n_trials=None, timeout=None, seed=None, search_space=str(space),
                         overrides=None, objectives=None, split_seed=0, prune=False, subset=subset,
                         heartbeat_interval=10, grace_period=60, workspace=str(ws), study_name=name,
                         storage_url=storage, tracking_uri=None)
@@ -130,7 +131,7 @@ def main() -> None:
 
     import psycopg
 
-    from evolve.cli.worker import start_mlflow_server, stop_server
+    from evolve._servers import start_mlflow_server, stop_server
 
     root = REPO / ".evolve-bench" / "workers"
     root.mkdir(parents=True, exist_ok=True)

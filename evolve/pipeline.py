@@ -13,38 +13,13 @@ from evolve.cache import CacheStats, EmbeddingCache
 from evolve.chunking import Chunk, chunk_corpus
 from evolve.config import PipelineConfig, config_to_yaml
 from evolve.datasets import Dataset
-from evolve.embedders import Embedder, create_embedder
+from evolve.embedders import Embedder, EmbedderPool
 from evolve.evaluate import DEFAULT_METRICS, evaluate_run, write_trec_run
 from evolve.progress import ProgressFactory, null_progress
 
-__all__ = ["Pipeline", "Evaluation", "EmbedderPool", "evaluate_config"]
+__all__ = ["Pipeline", "Evaluation", "evaluate_config"]
 
 log = logging.getLogger("evolve.pipeline")
-
-#: embedding fields that decide which model instance is needed (prefixes, dim and batch size do not)
-_MODEL_FIELDS = ("backend", "model", "dtype", "device", "max_length", "normalize", "gpu_memory_utilization",
-                 "max_model_len", "devices", "base_url", "api_key_env")
-
-
-class EmbedderPool:
-    """Embedders kept alive across evaluations (one model load per process, shared by trials)."""
-
-    def __init__(self):
-        self._items: dict[tuple, Embedder] = {}
-
-    def get(self, config) -> Embedder:
-        key = tuple((f, repr(getattr(config, f))) for f in _MODEL_FIELDS)
-        emb = self._items.get(key)
-        if emb is None:
-            emb = self._items[key] = create_embedder(config)
-        emb.config = config  # batch size and similar per-call settings follow the current trial
-        return emb
-
-    def close(self) -> None:
-        for emb in self._items.values():
-            emb.close()
-        self._items.clear()
-
 
 @dataclass
 class Evaluation:

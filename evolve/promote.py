@@ -90,7 +90,8 @@ class Verdict:
 def decide(candidate: PipelineConfig, champion: PipelineConfig, dataset, holdout_qrels: dict, *, cache=None,
            embedders=None, progress=None, metric: str = PRIMARY_METRIC, max_p: float = 0.05, seed: int = 0) -> Verdict:
     """Evaluate both configs on the holdout queries and run ranx's paired Fisher randomization test."""
-    from evolve.pipeline import EmbedderPool, Pipeline
+    from evolve.embedders import EmbedderPool
+    from evolve.pipeline import Pipeline
     from evolve.progress import null_progress
 
     if not holdout_qrels:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from evolve.cli.worker import _free_port
+from evolve._servers import free_port  # noqa: F401  (the package's own helper, which `evolve run --workers` uses)
 
 REPO = Path(__file__).resolve().parents[1]
 CORPUS = REPO / "datasets" / "scifact" / "corpus.jsonl.gz"
@@ -65,6 +65,3 @@ def st_reference(n: int = N_DOCS, max_length: int = 256):
     vecs.setflags(write=False)
     return vecs
 
-
-#: a free TCP port on 127.0.0.1 (the package's own helper, which `evolve run --workers` uses)
-free_port = _free_port

@@ -22,8 +22,8 @@ from evolve.cache import EmbeddingCache, SQLiteStore, cache_key
 from evolve.cache._cache import CacheStats
 from evolve.config import EmbeddingConfig, PipelineConfig, apply_overrides
 from evolve.datasets import Dataset, Document
-from evolve.embedders import create_embedder
-from evolve.pipeline import EmbedderPool, Pipeline, evaluate_config
+from evolve.embedders import EmbedderPool, create_embedder
+from evolve.pipeline import Pipeline, evaluate_config
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -135,7 +135,8 @@ def build_warm_cache(root: Path) -> Path:
             from evolve.cache import EmbeddingCache
             from evolve.config import load_config
             from evolve.datasets import load_dataset
-            from evolve.pipeline import EmbedderPool, Pipeline
+            from evolve.embedders import EmbedderPool
+            from evolve.pipeline import Pipeline
 
             ds = load_dataset("scifact").subset({SUBSET}, None)
             cache, pool = EmbeddingCache({str(path)!r}), EmbedderPool()
@@ -166,10 +167,10 @@ def make_workspace(root: Path, warm_cache: Path) -> Path:
 
 def create_study(ws: Path, name: str, storage: str, *, heartbeat_interval: int = 10, grace_period: int = 60):
     """What ``evolve run --workers`` does before it starts workers: create the study once."""
-    from evolve.cli.run import _options
+    from evolve.cli._common import study_options
     from evolve.study import load_study_dataset, prepare_study
 
-    opts = _options(dataset_spec="scifact", n_trials=None, timeout=None, seed=None, search_space=str(SPACE),
+    opts = study_options(dataset_spec="scifact", n_trials=None, timeout=None, seed=None, search_space=str(SPACE),
                     overrides=None, objectives=None, split_seed=0, prune=False, subset=SUBSET,
                     heartbeat_interval=heartbeat_interval, grace_period=grace_period, workspace=str(ws),
                     study_name=name, storage_url=storage, tracking_uri=None)
@@ -193,7 +194,7 @@ def worker_args(ws: Path, study: str, trials: int) -> list[str]:
 @pytest.fixture(scope="module")
 def mlflow_pg(pg, tmp_path_factory):
     """An MLflow tracking server on PostgreSQL, bound to 127.0.0.1 on a free port: the shared record."""
-    from evolve.cli.worker import start_mlflow_server, stop_server
+    from evolve._servers import start_mlflow_server, stop_server
 
     db = pg.create()
     root = tmp_path_factory.mktemp("mlflow")

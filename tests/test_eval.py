@@ -11,6 +11,7 @@ from conftest import seeded_cache
 
 from evolve.cache import EmbeddingCache
 from evolve.config import PipelineConfig, load_config
+from evolve.embedders import EmbedderPool
 from evolve.evaluate import (
     DEFAULT_METRICS,
     PRIMARY_METRIC,
@@ -18,7 +19,7 @@ from evolve.evaluate import (
     mlflow_name,
     write_trec_run,
 )
-from evolve.pipeline import EmbedderPool, evaluate_config
+from evolve.pipeline import evaluate_config
 
 SUMMARY_KEYS = {
     "metrics", "n_queries", "dataset", "split", "dataset_fingerprint", "corpus_fingerprint", "config_fingerprint",

@@ -64,7 +64,7 @@ def test_every_entry_point_warns(caplog, tmp_path, monkeypatch):
 
         import subprocess as sp
 
-        from evolve.cli import worker
+        from evolve import _servers
 
         class NoServer:  # start nothing: only the warning and the argv are under test here
             def __init__(self, cmd, **kw):
@@ -78,7 +78,7 @@ def test_every_entry_point_warns(caplog, tmp_path, monkeypatch):
         from evolve.errors import BackendError
 
         with pytest.raises(BackendError):
-            worker.start_mlflow_server(bad, str(tmp_path / "art"))
+            _servers.start_mlflow_server(bad, str(tmp_path / "art"))
     assert "S3cret" not in " ".join(NoServer.cmd) and NoServer.env["MLFLOW_BACKEND_STORE_URI"] == bad
     messages = [r.getMessage() for r in caplog.records if "inline password" in r.getMessage()]
     assert any(m.startswith("storage URL") for m in messages)
@@ -127,7 +127,7 @@ def test_planted_password_never_leaks(tmp_path, cli, caplog):
         inline = f"postgresql+psycopg://{role}:{password}@{PG_HOST}:{PG_PORT}/{optuna_db}"
 
         # the shared record, given its backend URL with the password inline: it warns, and nothing leaks
-        from evolve.cli.worker import start_mlflow_server
+        from evolve._servers import start_mlflow_server
 
         with caplog.at_level(logging.WARNING, logger="evolve.secrets"):
             server, tracking = start_mlflow_server(

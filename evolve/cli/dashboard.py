@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from evolve.cli._common import DEFAULT_STUDY, StorageOpt, StudyOpt, TrackingOpt, WorkspaceOpt
+from evolve.cli._common import StorageOpt, StudyOpt, TrackingOpt, WorkspaceOpt
 
 __all__ = ["register"]
 
@@ -15,13 +15,13 @@ def dashboard_command(
     host: Annotated[str, typer.Option("--host", help="Address to bind (default: loopback only).")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", help="Port (0: a free one).")] = 5000,
     workspace: WorkspaceOpt = None,
-    study: StudyOpt = DEFAULT_STUDY,
+    study: StudyOpt = None,
     storage: StorageOpt = None,
     tracking_uri: TrackingOpt = None,
 ):
     """Start the MLflow UI on the workspace store and print its URL; Ctrl-C stops it."""
+    from evolve._servers import free_port, start_mlflow_server, stop_server
     from evolve.cli._common import err_console, out_console
-    from evolve.cli.worker import _free_port, start_mlflow_server, stop_server
     from evolve.errors import ConfigError
     from evolve.secrets import warn_inline_password
     from evolve.workspace import Workspace
@@ -36,9 +36,10 @@ def dashboard_command(
     warn_inline_password(backend, "backend store URI")
     if host not in ("127.0.0.1", "localhost", "::1"):
         err_console.print(f"warning: binding to {host}: the dashboard will be reachable from other machines", highlight=False)
-    proc, url = start_mlflow_server(backend, str(ws.artifacts_dir), host=host, port=port or _free_port(),
+    proc, url = start_mlflow_server(backend, str(ws.artifacts_dir), host=host, port=port or free_port(),
                                     log_path=ws.path / "dashboard.log")
-    out_console.print(f"MLflow dashboard: {url}  (experiment '{study}'; Ctrl-C to stop)", highlight=False)
+    which = f"experiment '{study}'" if study else "one experiment per study"
+    out_console.print(f"MLflow dashboard: {url}  ({which}; Ctrl-C to stop)", highlight=False)
     try:
         proc.wait()
     except KeyboardInterrupt:

@@ -7,7 +7,6 @@ from typing import Annotated
 import typer
 
 from evolve.cli._common import (
-    DEFAULT_STUDY,
     CacheUrlOpt,
     ConfigOpt,
     DatasetOpt,
@@ -34,7 +33,7 @@ def eval_command(
     subset: Annotated[int | None, typer.Option("--subset", help="Keep N documents: every judged one of the split, then seeded fillers.")] = None,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Embed everything; neither read nor write the cache.")] = False,
     workspace: WorkspaceOpt = None,
-    study: StudyOpt = DEFAULT_STUDY,
+    study: StudyOpt = None,
     storage: StorageOpt = None,
     tracking_uri: TrackingOpt = None,
     cache_url: CacheUrlOpt = None,

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from evolve.cli._common import DEFAULT_STUDY, CacheUrlOpt, StorageOpt, StudyOpt, TrackingOpt, WorkspaceOpt
+from evolve.cli._common import CacheUrlOpt, StorageOpt, StudyOpt, TrackingOpt, WorkspaceOpt
 
 __all__ = ["register"]
 
@@ -31,7 +31,7 @@ def promote_command(
     max_p: Annotated[float, typer.Option("--max-p", help="Significance level of the paired test.")] = 0.05,
     search_space: Annotated[str | None, typer.Option("--search-space", help="The study's search space.")] = None,
     workspace: WorkspaceOpt = None,
-    study: StudyOpt = DEFAULT_STUDY,
+    study: StudyOpt = None,
     storage: StorageOpt = None,
     tracking_uri: TrackingOpt = None,
     cache_url: CacheUrlOpt = None,
@@ -45,7 +45,8 @@ def promote_command(
     from evolve.errors import ConfigError, EvolveError
     from evolve.promote import HOLDOUT_REUSE_WARN, current_champion, decide, holdout_uses, mark_mlflow_champion, promote
     from evolve.provenance import provenance
-    from evolve.study import ATTR, QuerySplits, best_trial_info
+    from evolve.splits import QuerySplits
+    from evolve.study import ATTR, best_trial_info
     from evolve.workspace import Workspace
 
     if (trial is None) == (not best):
@@ -108,7 +109,7 @@ def promote_command(
 
 def rollback_command(
     workspace: WorkspaceOpt = None,
-    study: StudyOpt = DEFAULT_STUDY,
+    study: StudyOpt = None,
     storage: StorageOpt = None,
     tracking_uri: TrackingOpt = None,
 ):

@@ -7,7 +7,6 @@ from typing import Annotated
 import typer
 
 from evolve.cli._common import (
-    DEFAULT_STUDY,
     CacheUrlOpt,
     DatasetOpt,
     SetOpt,
@@ -22,35 +21,6 @@ __all__ = ["register"]
 
 SpaceOpt = Annotated[str | None, typer.Option("--search-space", help="Search space YAML.", show_default="configs/search_space.yaml")]
 SubsetOpt = Annotated[int | None, typer.Option("--subset", help="Keep N documents (every judged one first, then seeded fillers).")]
-
-
-def _options(**kw):
-    from evolve.search_space import load_search_space
-    from evolve.study import StudyOptions, parse_objectives
-    from evolve.workspace import Workspace
-
-    ws = Workspace(kw.pop("workspace"), kw.pop("cache_url", None)).ensure()
-    space = load_search_space(kw.pop("search_space"), kw.pop("overrides", None))
-    objectives = parse_objectives(kw.pop("objectives"))
-    return StudyOptions(workspace=ws, space=space, objectives=objectives, **kw)
-
-
-def _trial_printer():
-    from evolve.cli._common import err_console
-
-    def on_trial(trial):
-        state = trial.state.name
-        value = f"{trial.values[0]:.4f}" if state == "COMPLETE" and trial.values else "-"
-        note = ""
-        if "evolve.repeat_of" in trial.user_attrs:
-            note = f" (same params as trial {trial.user_attrs['evolve.repeat_of']}: recorded value)"
-        elif "evolve.error" in trial.user_attrs:
-            note = f": {trial.user_attrs['evolve.error']}"
-        elif state == "PRUNED":
-            note = f" after {trial.user_attrs.get('evolve.pruned_at_query', '?')} queries"
-        err_console.print(f"trial {trial.number:>3} {state:<8} {value}{note}", highlight=False, markup=False)
-
-    return on_trial
 
 
 def _print_summary(summary, tracking_uri: str | None, workspace) -> None:
@@ -91,7 +61,7 @@ def run_command(
     worker: Annotated[bool, typer.Option("--worker", help="Join an existing study as one worker (same as `evolve worker`).")] = False,
     max_retry: Annotated[int, typer.Option("--max-retry", help="Retries of a trial whose worker died (worker mode).")] = 2,
     workspace: WorkspaceOpt = None,
-    study: StudyOpt = DEFAULT_STUDY,
+    study: StudyOpt = None,
     storage: StorageOpt = None,
     tracking_uri: TrackingOpt = None,
     cache_url: CacheUrlOpt = None,
@@ -112,10 +82,10 @@ def run_command(
                            subset=subset, heartbeat_interval=heartbeat_interval, grace_period=grace_period,
                            max_retry=max_retry, report_top=report_top, workspace=workspace, study=study,
                            storage=storage, tracking_uri=tracking_uri, cache_url=cache_url)
-    from evolve.cli._common import rich_progress
+    from evolve.cli._common import rich_progress, study_options, trial_printer
     from evolve.study import run_study
 
-    opts = _options(dataset_spec=dataset, n_trials=trials, timeout=timeout, seed=seed, search_space=search_space,
+    opts = study_options(dataset_spec=dataset, n_trials=trials, timeout=timeout, seed=seed, search_space=search_space,
                     overrides=set_, objectives=objectives, continue_stale=continue_stale, split_seed=split_seed, prune=not no_prune,
                     heartbeat_interval=heartbeat_interval, grace_period=grace_period, report_top=report_top,
                     subset=subset, strict=strict, workspace=workspace, study_name=study, storage_url=storage,
@@ -124,7 +94,7 @@ def run_command(
         from evolve.errors import ConfigError
 
         raise ConfigError("expected a budget: --trials N and/or --timeout SECONDS, got neither")
-    summary = run_study(opts, progress=rich_progress, on_trial=_trial_printer())
+    summary = run_study(opts, progress=rich_progress, on_trial=trial_printer())
     _print_summary(summary, tracking_uri, opts.workspace)
     if summary.all_failed:
         raise typer.Exit(1)

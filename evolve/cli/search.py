@@ -7,7 +7,6 @@ from typing import Annotated
 import typer
 
 from evolve.cli._common import (
-    DEFAULT_STUDY,
     CacheUrlOpt,
     ConfigOpt,
     SetOpt,
@@ -28,7 +27,7 @@ def search_command(
     dataset: Annotated[str | None, typer.Option("--dataset", help="Dataset to search (default: the study's).")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
     workspace: WorkspaceOpt = None,
-    study: StudyOpt = DEFAULT_STUDY,
+    study: StudyOpt = None,
     storage: StorageOpt = None,
     tracking_uri: TrackingOpt = None,
     cache_url: CacheUrlOpt = None,

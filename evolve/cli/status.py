@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from evolve.cli._common import DEFAULT_STUDY, StorageOpt, StudyOpt, TrackingOpt, WorkspaceOpt
+from evolve.cli._common import StorageOpt, StudyOpt, TrackingOpt, WorkspaceOpt
 
 __all__ = ["register"]
 
@@ -15,7 +15,7 @@ def status_command(
     top: Annotated[int, typer.Option("--top", help="Rows of the leaderboard.")] = 10,
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
     workspace: WorkspaceOpt = None,
-    study: StudyOpt = DEFAULT_STUDY,
+    study: StudyOpt = None,
     storage: StorageOpt = None,
     tracking_uri: TrackingOpt = None,
 ):

@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from evolve.cli._common import DEFAULT_STUDY, CacheUrlOpt, DatasetOpt, StorageOpt, StudyOpt, TrackingOpt, WorkspaceOpt
+from evolve.cli._common import CacheUrlOpt, DatasetOpt, StorageOpt, StudyOpt, TrackingOpt, WorkspaceOpt
 
 __all__ = ["register", "worker_command", "run_workers"]
 
@@ -32,26 +32,25 @@ def worker_command(
     max_retry: Annotated[int, typer.Option("--max-retry", help="Retries of a trial whose worker died.")] = 2,
     create: Annotated[bool, typer.Option("--create", help="Create the study when it does not exist yet.")] = False,
     workspace: WorkspaceOpt = None,
-    study: StudyOpt = DEFAULT_STUDY,
+    study: StudyOpt = None,
     storage: StorageOpt = None,
     tracking_uri: TrackingOpt = None,
     cache_url: CacheUrlOpt = None,
 ):
     """Join an existing study and run trials until its study-wide budget is spent."""
-    from evolve.cli._common import rich_progress
-    from evolve.cli.run import _options, _trial_printer
+    from evolve.cli._common import rich_progress, study_options, trial_printer
     from evolve.errors import ConfigError
     from evolve.study import run_study
 
     if trials is None and timeout is None and deadline is None:
         raise ConfigError("expected a study-wide budget: --trials N, --timeout SECONDS and/or --deadline, got none")
-    opts = _options(dataset_spec=dataset, n_trials=None, timeout=timeout, seed=seed, search_space=search_space,
+    opts = study_options(dataset_spec=dataset, n_trials=None, timeout=timeout, seed=seed, search_space=search_space,
                     overrides=set_, objectives=objectives, split_seed=split_seed, prune=not no_prune, subset=subset,
                     heartbeat_interval=heartbeat_interval, grace_period=grace_period, workspace=workspace,
                     study_name=study, storage_url=storage, tracking_uri=tracking_uri, study_total=trials,
                     cache_url=cache_url,
                     deadline=deadline, max_retry=max_retry, worker=not create)
-    summary = run_study(opts, progress=rich_progress, on_trial=_trial_printer())
+    summary = run_study(opts, progress=rich_progress, on_trial=trial_printer())
     from evolve.cli._common import out_console
 
     out_console.print(
@@ -63,73 +62,14 @@ def worker_command(
         raise typer.Exit(1)
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_mlflow_server(backend_uri: str, artifacts: str, host: str = "127.0.0.1", port: int | None = None,
-                        log_path=None) -> tuple[subprocess.Popen, str]:
-    """``mlflow server`` bound to ``host`` (127.0.0.1 by default); returns the process and its URL."""
-    import httpx
-
-    from evolve.errors import BackendError
-    from evolve.secrets import warn_inline_password
-
-    warn_inline_password(backend_uri, "MLflow backend store URI")
-    port = port or _free_port()
-    # the backend URI travels in the environment, not argv (`ps` shows argv to every user of the machine)
-    cmd = [sys.executable, "-m", "mlflow", "server", "--artifacts-destination", artifacts, "--host", host,
-           "--port", str(port), "--workers", "1"]
-    env = {**os.environ, "MLFLOW_BACKEND_STORE_URI": backend_uri}
-    log = open(log_path, "ab") if log_path else subprocess.DEVNULL
-    proc = subprocess.Popen(cmd, stdout=log, stderr=log, env=env, start_new_session=True)
-    url = f"http://{host}:{port}"
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise BackendError(f"mlflow server exited with code {proc.returncode}: expected it to serve {url}")
-        try:
-            if httpx.get(url + "/health", timeout=2).status_code == 200:
-                return proc, url
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    stop_server(proc)
-    raise BackendError(f"mlflow server did not answer at {url} within 120 s")
-
-
-def stop_server(proc: subprocess.Popen, grace: float = 20.0) -> None:
-    """Stop a server started in its own session (:func:`start_mlflow_server`) with every process it forked
-    (``mlflow server`` runs its app in child processes): SIGTERM to the group, SIGKILL after ``grace`` seconds."""
-    import signal
-
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-    except ProcessLookupError:  # the whole group is gone already
-        proc.wait()
-        return
-    try:
-        proc.wait(timeout=grace)
-    except subprocess.TimeoutExpired:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        proc.wait(timeout=10)
-
-
 def run_workers(*, n: int, trials: int | None, timeout: float | None, gpus: str | None, dataset: str, seed: int | None,
                 set_: list[str] | None,
                 search_space: str | None, objectives: str | None, split_seed: int, no_prune: bool, subset: int | None,
                 heartbeat_interval: int, grace_period: int, max_retry: int, report_top: int, workspace: str | None,
                 study: str, storage: str | None, tracking_uri: str | None, cache_url: str | None = None):
     """Create the study, start ``n`` worker processes (one per GPU when ``gpus`` lists them), wait for them."""
-    from evolve.cli._common import err_console, out_console
-    from evolve.cli.run import _options
+    from evolve._servers import start_mlflow_server, stop_server
+    from evolve.cli._common import err_console, out_console, study_options
     from evolve.errors import ConfigError
     from evolve.study import load_study_dataset, prepare_study
 
@@ -141,7 +81,7 @@ def run_workers(*, n: int, trials: int | None, timeout: float | None, gpus: str 
         raise ConfigError(f"--workers: expected at least 1, got {n}")
     if trials is None and timeout is None:
         raise ConfigError("expected a budget: --trials T (study-wide) and/or --timeout SECONDS, got neither")
-    opts = _options(dataset_spec=dataset, n_trials=None, timeout=timeout, seed=seed, search_space=search_space,
+    opts = study_options(dataset_spec=dataset, n_trials=None, timeout=timeout, seed=seed, search_space=search_space,
                     overrides=set_, objectives=objectives, split_seed=split_seed, prune=not no_prune, subset=subset,
                     heartbeat_interval=heartbeat_interval, grace_period=grace_period, workspace=workspace,
                     study_name=study, storage_url=storage, tracking_uri=tracking_uri, cache_url=cache_url)

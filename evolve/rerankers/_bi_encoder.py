@@ -34,7 +34,7 @@ class BiEncoderReranker(Reranker):
 
     def _embedder(self):
         if self.embedders is None:
-            from evolve.pipeline import EmbedderPool
+            from evolve.embedders import EmbedderPool
 
             self.embedders = EmbedderPool()
         return self.embedders.get(self.emb_config)

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from evolve._platform import cuda_visible
-from evolve.errors import ConfigError
+from evolve.errors import ConfigError, ModelNotFoundError
 
 __all__ = ["default_dtype", "max_tokens", "model_folder", "torch_device"]
 
@@ -20,21 +19,16 @@ def model_folder(config) -> Path:
     return resolve_model_path(config.model)
 
 
-def _read_json(path: Path) -> dict:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
 def max_tokens(config, path: Path) -> int:
     """``rerank.max_length`` capped at what the model allows (sentence-transformers' max_seq_length when the folder
     says one, else the position table)."""
-    limit = _read_json(path / "sentence_bert_config.json").get("max_seq_length")
-    if not isinstance(limit, int):
-        from evolve.embedders._vllm import model_position_limit
+    from evolve.embedders._folder import model_position_limit, read_json
 
+    try:
+        limit = read_json(path / "sentence_bert_config.json").get("max_seq_length")
+    except ModelNotFoundError:
+        limit = None
+    if not isinstance(limit, int):
         limit = model_position_limit(path)
     return int(min(config.max_length, limit)) if isinstance(limit, int) and limit > 0 else int(config.max_length)
 

@@ -1,0 +1,36 @@
+"""The nightly loop: Optuna proposes, the pipeline evaluates on tune queries, MLflow records.
+
+One :func:`run_study` call is one ``evolve run`` invocation (a "night"): one MLflow parent run, one child run
+per trial. The study lives in persistent Optuna storage and is continued night after night.
+
+Modules, one concern each: ``_options`` (what a night is asked), ``_identity`` (which study, its splits),
+``_sampling`` (sampler and pruner), ``_objective`` (one trial), ``_champion`` (the champion as a trial),
+``_recovery`` (dead workers, engines), ``_report`` (best trial, report metrics, artifacts), ``_night``
+(the night itself).
+"""
+
+from evolve.study._champion import champion_config, enqueue_champion
+from evolve.study._identity import current_trials, load_study_dataset, open_study, prepare_study, study_identity
+from evolve.study._night import run_study
+from evolve.study._objective import Objective
+from evolve.study._options import ATTR, LATENCY, NightSummary, StudyOptions, parse_objectives
+from evolve.study._report import best_trial_info, report_best
+
+__all__ = [
+    "ATTR",
+    "LATENCY",
+    "NightSummary",
+    "Objective",
+    "StudyOptions",
+    "best_trial_info",
+    "champion_config",
+    "current_trials",
+    "enqueue_champion",
+    "load_study_dataset",
+    "open_study",
+    "parse_objectives",
+    "prepare_study",
+    "report_best",
+    "run_study",
+    "study_identity",
+]
