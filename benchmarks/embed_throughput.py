@@ -208,7 +208,7 @@ def bench_st(path: Path, texts: list[str], device: str, dtype: str, batch_sizes:
 
 
 def bench_vllm(path: Path, texts: list[str], device: str, dtype: str, variant: str, runs: int, max_len: int,
-               mem: float):
+               mem: float, devices: list[int] | None = None):
     from evolve.embedders import _vllm
 
     knobs = dict(VARIANTS[variant])
@@ -218,14 +218,14 @@ def bench_vllm(path: Path, texts: list[str], device: str, dtype: str, variant: s
     if mp:
         os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "1"
     cfg = SimpleNamespace(model=str(path), dtype=dtype, max_length=max_len, batch_size=256, normalize=True,
-                          max_model_len=None, devices=None, device="cpu" if device == "cpu" else None,
+                          max_model_len=None, devices=devices, device="cpu" if device == "cpu" else None,
                           gpu_memory_utilization=mem)
     emb = _vllm.VLLMEmbedder(cfg, tokenize_ahead=not serial, **knobs)
     try:
         t = time.perf_counter()
-        emb.engines()
+        engines = emb.engines()
         start_s = time.perf_counter() - t
-        say(f"  vLLM [{variant}] engine started in {start_s:.1f}s")
+        say(f"  vLLM [{variant}] {len(engines)} engine(s) started in {start_s:.1f}s")
         emb.embed(texts[: min(len(texts), 1024)])  # warm-up
         t = statistics.median(timed(lambda: emb.embed(texts), runs, device))
         vecs = emb.embed(texts)
@@ -244,6 +244,91 @@ def bench_vllm(path: Path, texts: list[str], device: str, dtype: str, variant: s
             os.environ.pop("VLLM_ENABLE_V1_MULTIPROCESSING", None)
         else:
             os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = saved
+
+
+# ----------------------------------------------------------------------------- data parallelism (issue 15)
+
+
+def repeated(texts: list[str], n: int) -> list[str]:
+    """``texts`` repeated until there are at least ``n``; each copy gets a leading copy number, so no two texts are
+    identical (an engine must not serve a repeat from a prefix cache)."""
+    out, copy = [], 0
+    while len(out) < n:
+        out.extend(texts if copy == 0 else [f"{copy} {t}" for t in texts])
+        copy += 1
+    return out
+
+
+def scaling_arms(devices: list[int], proxy: int) -> list[tuple[str, list[int] | None, str | None]]:
+    """(label, embedding.devices, CUDA_VISIBLE_DEVICES override) per arm, in the order they run."""
+    arms = [("shipped (devices: null)", None, None), ("devices: [0]", [0], None)]
+    if len(devices) > 1:
+        arms.append((f"devices: {devices}", devices, None))
+    if proxy > 1:
+        # a stand-in for several GPUs on a one-GPU machine: `proxy` engines that all see GPU 0, through the same
+        # data-parallel path (one feeding thread per engine) that several GPUs take; it measures the host side
+        # (tokenisation, feeding) and one GPU shared, not scaling across GPUs
+        arms.append((f"{proxy} engines on GPU 0 (stand-in for {proxy} GPUs)", list(range(proxy)), ",".join(["0"] * proxy)))
+    return arms
+
+
+def bench_scaling(path: Path, texts: list[str], dtype: str, runs: int, max_len: int, mem: float,
+                  devices: list[int], proxy: int) -> list[dict]:
+    """docs/s of each arm on the same texts, in one process; min cosine of every arm's vectors vs the shipped arm's."""
+    import numpy as np
+    import torch
+
+    rows, reference = [], None
+    n_gpus = torch.cuda.device_count()
+    for label, devs, visible in scaling_arms(devices, proxy):
+        if devs is not None and visible is None and max(devs) >= n_gpus:
+            say(f"  arm [{label}] not run: only {n_gpus} GPU(s) visible")
+            rows.append({"arm": label, "failed": f"not run: only {n_gpus} GPU(s) visible"})
+            continue
+        saved = os.environ.get("CUDA_VISIBLE_DEVICES")
+        if visible is not None:
+            os.environ["CUDA_VISIBLE_DEVICES"] = visible  # read by evolve when it starts each engine's child
+        per_engine = mem if devs is None or visible is None else min(mem, 0.9 / len(devs))
+        try:
+            res, vecs = bench_vllm(path, texts, "cuda", dtype, "default", runs, max_len, per_engine, devices=devs)
+        except Exception as exc:  # noqa: BLE001 - report the arm and go on
+            say(f"  arm [{label}] FAILED: {type(exc).__name__}: {exc}")
+            rows.append({"arm": label, "failed": f"{type(exc).__name__}: {exc}"[:500]})
+            continue
+        finally:
+            if visible is not None:
+                if saved is None:
+                    os.environ.pop("CUDA_VISIBLE_DEVICES", None)
+                else:
+                    os.environ["CUDA_VISIBLE_DEVICES"] = saved
+        res.update({"arm": label, "engines": 1 if devs is None else len(devs), "docs": len(texts)})
+        if reference is None:
+            reference = vecs
+        else:
+            res["min_cosine_vs_shipped"] = float(np.min((vecs * reference).sum(axis=1)))
+        say(f"  arm [{label}]: {len(texts) / res['seconds']:,.0f} docs/s"
+            + (f", min cosine vs shipped {res['min_cosine_vs_shipped']:.5f}" if "min_cosine_vs_shipped" in res else ""))
+        rows.append(res)
+    return rows
+
+
+def scaling_table(rows: list[dict]) -> str:
+    ok = [r for r in rows if "seconds" in r]
+    if not ok:
+        return "no scaling arm ran"
+    base = ok[0]["seconds"]
+    one = next((r["seconds"] for r in ok if r["arm"] == "devices: [0]"), None)
+    lines = ["| arm | engines | docs/s | vs shipped | vs devices: [0] | min cosine vs shipped | engine start (s) |",
+             "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        if "seconds" not in r:
+            lines.append(f"| {r['arm']} | - | failed: {r['failed'][:80]} | - | - | - | - |")
+            continue
+        cos = f"{r['min_cosine_vs_shipped']:.5f}" if "min_cosine_vs_shipped" in r else "(reference)"
+        vs_one = f"{one / r['seconds']:.2f}x" if one else "-"
+        lines.append(f"| {r['arm']} | {r['engines']} | {fmt(r['docs'] / r['seconds'])} | {base / r['seconds']:.2f}x "
+                     f"| {vs_one} | {cos} | {r['engine_start_s']:.0f} |")
+    return "\n".join(lines)
 
 
 # ----------------------------------------------------------------------------- report
@@ -306,6 +391,14 @@ def main() -> None:
     ap.add_argument("--work", default=None, help="folder for built models and phase results (default: a temp folder)")
     ap.add_argument("--out", default=None, help="write results.json and results.md here")
     ap.add_argument("--deadline", type=float, default=None, help="skip remaining vLLM variants after this many seconds")
+    ap.add_argument("--devices", default=None,
+                    help="GPU ids, e.g. 0,1: after the table, the data-parallel arms on the repeated corpus (MiniLM shape): "
+                         "the shipped one-GPU path, devices: [0] and devices: [these]")
+    ap.add_argument("--repeat-to", type=int, default=50000, help="with --devices: repeat the corpus to this many documents")
+    ap.add_argument("--scaling-runs", type=int, default=2, help="with --devices: timed runs per arm")
+    ap.add_argument("--proxy-engines", type=int, default=0,
+                    help="with --devices: also N engines sharing GPU 0 (a stand-in exercising the data-parallel path)")
+    ap.add_argument("--skip-table", action="store_true", help="with --devices: only the data-parallel arms")
     args = ap.parse_args()
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -337,14 +430,15 @@ def main() -> None:
         state_file.write_text(json.dumps(results, indent=2))
         if out:
             (out / "results.json").write_text(json.dumps(results, indent=2))
-            (out / "results.md").write_text(table(results) + "\n\n" + variant_table(results) + "\n")
+            extra = "\n\n" + scaling_table(results["scaling"]["rows"]) if "scaling" in results else ""
+            (out / "results.md").write_text(table(results) + "\n\n" + variant_table(results) + extra + "\n")
 
     if args.phase in ("all", "st") or "matmul_tflops" not in results:
         results["matmul_tflops"] = matmul_tflops(device)
         say(f"matmul rate: {results['matmul_tflops']:.3g} TFLOP/s ({'fp16' if gpu else 'fp32'})")
 
     first_best = None
-    for i, shape in enumerate(shapes):
+    for i, shape in enumerate([] if args.skip_table else shapes):
         mini = real_minilm() if shape == "minilm" and not args.random_weights else None
         path = mini or build_random_model(shape, work / f"{shape}-random", tok, args.max_length)
         r = results["models"].setdefault(shape, {})
@@ -394,10 +488,27 @@ def main() -> None:
             first_best = r["vllm_best"]["variant"]
         save()
 
+    if args.devices and gpu and args.phase in ("all", "vllm"):
+        devs = [int(d) for d in args.devices.split(",") if d.strip()]
+        big = repeated(texts, args.repeat_to)
+        mini = real_minilm() if not args.random_weights else None
+        path = mini or build_random_model("minilm", work / "minilm-random", tok, args.max_length)
+        say(f"data-parallel arms: {len(big):,} docs ({len(texts):,} repeated), MiniLM shape, devices {devs}, "
+            f"{torch.cuda.device_count()} GPU(s) visible")
+        results["scaling"] = {"docs": len(big), "devices": devs, "gpus_visible": torch.cuda.device_count(),
+                              "rows": bench_scaling(path, big, dtype, args.scaling_runs, args.max_length,
+                                                    args.gpu_memory_utilization, devs, args.proxy_engines)}
+        save()
+
     print()
     print(table(results))
     print()
     print(variant_table(results))
+    if "scaling" in results:
+        print()
+        print(f"data parallelism: {results['scaling']['docs']:,} docs, {results['scaling']['gpus_visible']} GPU(s) visible, "
+              f"median of {args.scaling_runs} runs after a warm-up")
+        print(scaling_table(results["scaling"]["rows"]))
     print(f"\nmatmul rate {results['matmul_tflops']:.3g} TFLOP/s; {results['gpu']}; torch {results['torch']}; "
           f"{len(texts)} docs, cap {args.max_length} tokens; median of {args.runs} runs after a warm-up")
     save()

@@ -11,11 +11,16 @@ __all__ = ["cuda_visible", "quiet_hf", "api_key_from_env"]
 
 
 def cuda_visible() -> bool:
-    """Whether a CUDA GPU is visible, judged from ``CUDA_VISIBLE_DEVICES`` and the device nodes (no torch)."""
+    """Whether a CUDA GPU is visible, judged from the device nodes and ``CUDA_VISIBLE_DEVICES`` (no torch).
+
+    A machine without ``/dev/nvidia*`` has no GPU whatever ``CUDA_VISIBLE_DEVICES`` says (`evolve run --gpus`
+    sets it for every worker, also where the workers end up on the CPU)."""
+    import glob
+
+    if not glob.glob("/dev/nvidia[0-9]*"):
+        return False
     v = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if v is not None:
-        return v.strip() not in {"", "-1"}
-    return os.path.exists("/dev/nvidia0")
+    return v is None or v.strip() not in {"", "-1"}
 
 
 def quiet_hf() -> None:

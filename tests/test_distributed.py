@@ -256,13 +256,15 @@ def assert_no_double_runs(study) -> None:
 
 @pytest.mark.slow
 def test_three_workers_one_study_shared_record(pg, mlflow_pg, warm_cache, tmp_path, cli):
-    """`evolve run --workers 3 --trials 12` on PostgreSQL, recorded by an MLflow server on PostgreSQL."""
+    """`evolve run --gpus 0,1,2 --trials 12` (one worker per GPU id) on PostgreSQL, recorded by an MLflow server on
+    PostgreSQL. On this CPU machine the workers embed on the CPU; what is under test is that each worker sees
+    exactly one GPU id in CUDA_VISIBLE_DEVICES."""
     from optuna.trial import TrialState
 
     ws = make_workspace(tmp_path, warm_cache)
     storage = pg_url(pg.create())
     study_name = "three"
-    proc = cli("run", *worker_args(ws, study_name, 12), "--workers", "3", "--seed", "1", "--storage", storage,
+    proc = cli("run", *worker_args(ws, study_name, 12), "--gpus", "0,1,2", "--seed", "1", "--storage", storage,
                "--tracking-uri", mlflow_pg["url"], timeout=420)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
     assert "3 worker(s) finished with exit codes [0, 0, 0]" in proc.stdout
@@ -278,6 +280,12 @@ def test_three_workers_one_study_shared_record(pg, mlflow_pg, warm_cache, tmp_pa
     assert_no_double_runs(st)
     pids = {t.user_attrs["evolve.pid"] for t in trials}
     assert len(pids) >= 2, f"expected the workers to share the study, got trials from pids {pids}"
+    # one GPU per worker: every trial ran where CUDA_VISIBLE_DEVICES named a single id, the same id per process
+    gpu_of = {}
+    for t in trials:
+        gpu_of.setdefault(t.user_attrs["evolve.pid"], set()).add(t.user_attrs["evolve.cuda_visible_devices"])
+    assert all(len(ids) == 1 and next(iter(ids)) in {"0", "1", "2"} for ids in gpu_of.values()), gpu_of
+    assert len({next(iter(ids)) for ids in gpu_of.values()}) == len(gpu_of), f"two workers shared a GPU: {gpu_of}"
 
     # 3: the MLflow server on PostgreSQL holds every run, and agrees with Optuna
     runs = assert_optuna_matches_mlflow(st, mlflow_pg["url"])

@@ -432,6 +432,70 @@ class _Collector:
             self.progress(len(idx))
 
 
+def _feed(engine: _Engine, chunks: list[list[int]], load, place) -> None:
+    """Embed ``chunks`` on one engine, loading (tokenising) chunk k+1 in a helper thread while the engine embeds
+    chunk k (the tokenizers library releases the GIL). ``place(idx, vecs)`` receives each chunk's vectors."""
+    if not chunks:
+        return
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="evolve-tokenize") as pool:
+        ahead = pool.submit(load, chunks[0])
+        for k, idx in enumerate(chunks):
+            ids = ahead.result()
+            if k + 1 < len(chunks):
+                ahead = pool.submit(load, chunks[k + 1])
+            place(idx, engine.embed_ids(ids))
+
+
+def _spread(engines: list[_Engine], chunks: list[list[int]], load, place) -> None:
+    """Data parallelism: one feeding thread per engine pulls chunks from a shared queue and loads (tokenises)
+    its next chunk while its engine embeds the current one, so tokenisation runs on as many host threads as
+    there are engines and overlaps every engine's work. Vectors land in the caller's thread, in any order."""
+    todo: queue.Queue = queue.Queue()
+    for idx in chunks:
+        todo.put(idx)
+    done: queue.Queue = queue.Queue()
+    stop = threading.Event()
+
+    def pulled():
+        while not stop.is_set():
+            try:
+                yield todo.get_nowait()
+            except queue.Empty:
+                return
+
+    def worker(eng):
+        # one chunk ahead per engine: the next chunk is taken (and tokenised) while the current one embeds
+        try:
+            source = pulled()
+            with ThreadPoolExecutor(max_workers=1, thread_name_prefix="evolve-tokenize") as pool:
+                cur = next(source, None)
+                ahead = pool.submit(load, cur) if cur is not None else None
+                while cur is not None and not stop.is_set():
+                    ids = ahead.result()
+                    nxt = next(source, None)
+                    ahead = pool.submit(load, nxt) if nxt is not None else None
+                    done.put((cur, eng.embed_ids(ids), None))
+                    cur = nxt
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
+            done.put((None, None, exc))
+
+    threads = [threading.Thread(target=worker, args=(e,), daemon=True, name="evolve-vllm") for e in engines]
+    for t in threads:
+        t.start()
+    try:
+        for _ in range(len(chunks)):
+            idx, vecs, exc = done.get()
+            if exc is not None:
+                if isinstance(exc, EvolveError):
+                    raise exc
+                raise BackendError(f"vllm engine failed while embedding: {type(exc).__name__}: {exc}") from None
+            place(idx, vecs)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+
+
 class VLLMEmbedder(Embedder):
     name = "vllm"
 
@@ -523,21 +587,22 @@ class VLLMEmbedder(Embedder):
         texts = list(texts)
         if not texts:
             return np.zeros((0, self.dimension()), dtype=np.float32)
-        if len(self._devices()) > 1 or not self.tokenize_ahead:
-            return self.embed_token_ids(self.tokenize(texts), progress=progress)
-        engine = self.engines()[0]
-        # one engine: tokenise chunk k+1 in a helper thread (the tokenizers library releases the GIL) while the
-        # engine embeds chunk k; longest texts first, so a chunk holds texts of similar length
-        order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
+        engines = self.engines()
+        order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))  # longest first: a chunk holds similar lengths
         chunks = _chunked(order, self.config.batch_size)
         acc = _Collector(len(texts), progress)
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="evolve-tokenize") as pool:
-            ahead = pool.submit(self.tokenize, [texts[i] for i in chunks[0]])
-            for k, idx in enumerate(chunks):
-                ids = ahead.result()
-                if k + 1 < len(chunks):
-                    ahead = pool.submit(self.tokenize, [texts[i] for i in chunks[k + 1]])
-                acc.place(idx, engine.embed_ids(ids))
+        self.tokenize([])  # build the tokenizer once, before any thread uses it
+
+        def load(idx):
+            return self.tokenize([texts[i] for i in idx])
+
+        if len(engines) > 1:
+            _spread(engines, chunks, load, acc.place)
+        elif not self.tokenize_ahead:
+            for idx in chunks:
+                acc.place(idx, engines[0].embed_ids(load(idx)))
+        else:
+            _feed(engines[0], chunks, load, acc.place)
         return self._finish(acc.out)
 
     def embed_token_ids(self, ids: list[list[int]], *, progress=None) -> np.ndarray:
@@ -546,11 +611,15 @@ class VLLMEmbedder(Embedder):
         order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
         chunks = _chunked(order, self.config.batch_size)
         acc = _Collector(len(ids), progress)
+
+        def load(idx):
+            return [ids[i] for i in idx]
+
         if len(engines) == 1:
             for idx in chunks:
-                acc.place(idx, engines[0].embed_ids([ids[i] for i in idx]))
+                acc.place(idx, engines[0].embed_ids(load(idx)))
         else:
-            self._spread(engines, ids, chunks, acc.place)
+            _spread(engines, chunks, load, acc.place)
         return self._finish(acc.out)
 
     def _finish(self, out: np.ndarray | None) -> np.ndarray:
@@ -558,43 +627,6 @@ class VLLMEmbedder(Embedder):
         if self.config.normalize or self._model_normalizes:
             out /= np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
         return np.ascontiguousarray(out, dtype=np.float32)
-
-    @staticmethod
-    def _spread(engines, ids, chunks, place) -> None:
-        """Data parallelism: one thread per engine pulls chunks from a shared queue; results land here."""
-        todo: queue.Queue = queue.Queue()
-        for idx in chunks:
-            todo.put(idx)
-        done: queue.Queue = queue.Queue()
-        stop = threading.Event()
-
-        def worker(eng):
-            while not stop.is_set():
-                try:
-                    idx = todo.get_nowait()
-                except queue.Empty:
-                    return
-                try:
-                    done.put((idx, eng.embed_ids([ids[i] for i in idx]), None))
-                except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
-                    done.put((idx, None, exc))
-                    return
-
-        threads = [threading.Thread(target=worker, args=(e,), daemon=True, name="evolve-vllm") for e in engines]
-        for t in threads:
-            t.start()
-        try:
-            for _ in range(len(chunks)):
-                idx, vecs, exc = done.get()
-                if exc is not None:
-                    if isinstance(exc, EvolveError):
-                        raise exc
-                    raise BackendError(f"vllm engine failed while embedding: {type(exc).__name__}: {exc}") from None
-                place(idx, vecs)
-        finally:
-            stop.set()
-            for t in threads:
-                t.join()
 
     def close(self) -> None:
         """Drop the tokenizer; pooled engines stay up for other embedders (see :func:`shutdown_engines`)."""

@@ -86,6 +86,7 @@ class Objective:
         params = self.opts.space.sample(trial)
         trial.set_user_attr(ATTR + "pid", os.getpid())  # which worker runs it (distributed mode, tests)
         trial.set_user_attr(ATTR + "host", socket.gethostname())
+        trial.set_user_attr(ATTR + "cuda_visible_devices", os.environ.get("CUDA_VISIBLE_DEVICES"))  # --gpus: one each
         trial.set_user_attr(ATTR + "corpus_fingerprint", self.corpus_fp)  # last: marks the params as final
         trial.set_user_attr(ATTR + "parent_run_id", self.parent_id)
         retried = trial.study._storage.get_trial(trial._trial_id).system_attrs.get("failed_trial")
