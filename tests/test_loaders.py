@@ -95,7 +95,7 @@ def test_notion_zip_pages_become_documents(notion, notion_zip):
     assert sum(d.title == "노트북 교체 요청" for d in ds.corpus.values()) == 1
     all_csv = unicodedata.normalize("NFD", f"팀 위키 {PAGE['팀 위키']}/요청 DB {DB_ID}_all.csv")
     where = f"{notion_zip}!{all_csv}"
-    assert ds.warnings == [f"{where}: skipped 1 database row(s) without a page file: '모니터 요청'",
+    assert ds.warnings == [f"{where}: skipped 1 database row(s) without a page file (matched by title): '모니터 요청'",
                            f"dropped 1 empty document(s): '{'0' * 32}'"]
     # the zip's names were NFD (made on a Mac): everything is NFC
     for doc in ds.corpus.values():

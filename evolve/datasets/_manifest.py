@@ -74,7 +74,7 @@ class NotionSpec(SourceSpec):
     #: database columns whose values are content (kept in the text), e.g. a FAQ's "Answer" column
     content_properties: list[str] = []
 
-    _as_list = field_validator("content_properties", mode="before")(_as_list)
+    listify = field_validator("content_properties", mode="before")(_as_list)
 
     def read(self, path: Path) -> Parts:
         return read_notion(path, source=self.label, content_properties=tuple(self.content_properties))
@@ -87,7 +87,7 @@ class FieldsSpec(BaseModel):
     text: list[str]
     properties: list[str] = []
 
-    _as_list = field_validator("title", "text", "properties", mode="before")(_as_list)
+    listify = field_validator("title", "text", "properties", mode="before")(_as_list)
 
     def field_map(self) -> FieldMap:
         return FieldMap(self.id, tuple(self.title), tuple(self.text), tuple(self.properties))

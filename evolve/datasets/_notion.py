@@ -153,7 +153,7 @@ def read_notion(path: Path, *, source: str = "notion", content_properties: tuple
     if not pages:
         raise DatasetError("expected a Notion 'Markdown & CSV' export with .md pages, got none", path=str(path))
 
-    parsed: list[tuple[ExportFile, str, str | None, str, str]] = []  # file, doc id, notion id, title, body
+    parsed: list[tuple[ExportFile, str, str, str]] = []  # file, doc id, title, body
     titles: dict[str, str] = {}
     origin: dict[str, str] = {}
     for f in pages:
@@ -164,7 +164,7 @@ def read_notion(path: Path, *, source: str = "notion", content_properties: tuple
         origin[doc_id] = f.where
         heading, body = _heading(_decode(f))
         title = heading if heading is not None else name
-        parsed.append((f, doc_id, nid, title, body))
+        parsed.append((f, doc_id, title, body))
         if nid:
             titles[nid] = title
 
@@ -174,7 +174,7 @@ def read_notion(path: Path, *, source: str = "notion", content_properties: tuple
 
     unmatched_rows = {key: list(range(len(db.rows))) for key, db in databases.items()}
     corpus: dict[str, Document] = {}
-    for f, doc_id, _nid, title, body in parsed:
+    for f, doc_id, title, body in parsed:
         folder, stem = f.parts[:-1], f.parts[-1][: -len(".md")]
         metadata: dict = {"source": source, "path": "/".join(folder_title(c) for c in folder), "file": "/".join(f.parts)}
         db = databases.get(folder)
@@ -195,7 +195,8 @@ def read_notion(path: Path, *, source: str = "notion", content_properties: tuple
         if left:
             db = databases[key]
             titles_left = [db.rows[i].get(db.columns[0], "") if db.columns else "" for i in left]
-            notes.append(f"{db.file.where}: skipped {len(left)} database row(s) without a page file: {_preview(titles_left)}")
+            notes.append(f"{db.file.where}: skipped {len(left)} database row(s) without a page file "
+                         f"(matched by title): {_preview(titles_left)}")
     return Parts(corpus, notes=notes)
 
 
