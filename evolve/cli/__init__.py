@@ -51,7 +51,7 @@ def _register() -> None:
 
     eval_cmd.register(app)
     cache.register(app)
-    for name in ("run", "worker", "status", "promote", "search", "dashboard", "gold", "serve", "feedback"):
+    for name in ("run", "worker", "status", "promote", "search", "dashboard", "gold", "serve", "feedback", "dataset"):
         try:
             module = __import__(f"evolve.cli.{name}", fromlist=["register"])
         except ModuleNotFoundError as err:

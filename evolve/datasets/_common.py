@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import gzip
 import json
-from collections.abc import Iterator
+from collections.abc import Container, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from evolve.datasets._types import Dataset, Document, nfc
@@ -18,7 +19,11 @@ __all__ = [
     "read_queries_tsv",
     "read_qrels_tsv",
     "finalize",
+    "finalize_parts",
     "find_file",
+    "drop_dangling",
+    "nfc_all",
+    "Parts",
 ]
 
 
@@ -28,6 +33,17 @@ def find_file(folder: Path, stem: str) -> Path | None:
         if p.is_file():
             return p
     return None
+
+
+def nfc_all(value):
+    """NFC every string in a JSON value (metadata from exports)."""
+    if isinstance(value, str):
+        return nfc(value)
+    if isinstance(value, list):
+        return [nfc_all(v) for v in value]
+    if isinstance(value, dict):
+        return {nfc(str(k)): nfc_all(v) for k, v in value.items()}
+    return value
 
 
 def open_text(path: Path):
@@ -161,6 +177,37 @@ def _preview(items: list[str], n: int = 3) -> str:
     return shown + (", ..." if len(items) > n else "")
 
 
+@dataclass
+class Parts:
+    """What a reader found before :func:`finalize`: documents, queries, qrels per split, and ``notes`` (one line per
+    kind of input it skipped: warnings, or errors under ``--strict``). Several sources of a manifest merge their
+    parts and are finalised once."""
+
+    corpus: dict[str, Document]
+    queries: dict[str, str] = field(default_factory=dict)
+    qrels: dict[str, dict[str, dict[str, int]]] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+
+def drop_dangling(
+    qrels: dict[str, dict[str, int]], queries: Container[str], corpus: Container[str], *, label: str
+) -> tuple[dict[str, dict[str, int]], list[str]]:
+    """Judgements whose query or document is unknown, dropped: ``(kept, messages)``, one message per kind.
+
+    ``label`` starts each message (``"split 'test'"``, ``"gold folder /x"``). A query left with no judgement is
+    dropped too. Used by :func:`finalize` for a dataset's own qrels, and by gold readers for gold that points at
+    documents deleted since (a page removed from the Notion export)."""
+    unknown_q = sorted(q for q in qrels if q not in queries)
+    unknown_d = sorted({d for q, docs in qrels.items() if q in queries for d in docs if d not in corpus})
+    messages = []
+    if unknown_q:
+        messages.append(f"{label}: dropped qrels of {len(unknown_q)} unknown quer(y/ies): {_preview(unknown_q)}")
+    if unknown_d:
+        messages.append(f"{label}: dropped qrels pointing at {len(unknown_d)} unknown document(s): {_preview(unknown_d)}")
+    kept = {q: {d: r for d, r in docs.items() if d in corpus} for q, docs in qrels.items() if q in queries}
+    return {q: docs for q, docs in kept.items() if docs}, messages
+
+
 def finalize(
     name: str,
     source: str,
@@ -169,8 +216,11 @@ def finalize(
     qrels: dict[str, dict[str, dict[str, int]]],
     *,
     strict: bool = False,
+    notes: list[str] | None = None,
 ) -> Dataset:
-    """Drop empty documents and dangling qrels (warnings; errors with ``strict``)."""
+    """Drop empty documents and dangling qrels (warnings; errors with ``strict``). ``notes`` are the reader's own
+    warnings (rows without a page, ...), reported first. Empty ``qrels`` is a corpus-only dataset (gold comes from
+    ``--gold``); a split that is present must keep at least one judgement."""
     warnings: list[str] = []
 
     def report(msg: str) -> None:
@@ -178,6 +228,8 @@ def finalize(
             raise DatasetError(f"{msg} (--strict makes this an error)", path=source)
         warnings.append(msg)
 
+    for note in notes or []:
+        report(note)
     empty = [d for d, doc in corpus.items() if not doc.full_text.strip()]
     if empty:
         report(f"dropped {len(empty)} empty document(s): {_preview(empty)}")
@@ -189,21 +241,16 @@ def finalize(
 
     clean: dict[str, dict[str, dict[str, int]]] = {}
     for split, sq in qrels.items():
-        unknown_q = sorted(q for q in sq if q not in queries)
-        unknown_d = sorted({d for q, docs in sq.items() if q in queries for d in docs if d not in corpus})
-        if unknown_q:
-            report(f"split '{split}': dropped qrels of {len(unknown_q)} unknown quer(y/ies): {_preview(unknown_q)}")
-        if unknown_d:
-            report(f"split '{split}': dropped qrels pointing at {len(unknown_d)} unknown document(s): {_preview(unknown_d)}")
-        kept = {
-            q: {d: r for d, r in docs.items() if d in corpus}
-            for q, docs in sq.items()
-            if q in queries
-        }
-        kept = {q: docs for q, docs in kept.items() if docs}
+        kept, messages = drop_dangling(sq, queries, corpus, label=f"split '{split}'")
+        for msg in messages:
+            report(msg)
         if not kept:
             raise DatasetError(f"split '{split}' has no usable judgements left: expected at least one", path=source)
         clean[split] = kept
     if not corpus:
         raise DatasetError("expected at least one non-empty document, got none", path=source)
     return Dataset(name, source, corpus, queries, clean, warnings)
+
+
+def finalize_parts(name: str, source: str, parts: Parts, *, strict: bool = False) -> Dataset:
+    return finalize(name, source, parts.corpus, parts.queries, parts.qrels, strict=strict, notes=parts.notes)

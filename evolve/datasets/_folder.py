@@ -4,22 +4,23 @@ Layout::
 
     folder/
       docs/…/*.md|*.txt     documents (or directly in folder/); id = path relative to docs/, without suffix
-      queries.jsonl | queries.tsv
+      queries.jsonl | queries.tsv   (optional: without queries and qrels the folder is a corpus alone)
       qrels.tsv | qrels/<split>.tsv
 
 A Markdown document whose first line is ``# Title`` gets that title; otherwise the title is empty.
+``metadata["path"]`` is the document's folder (relative to docs/).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from evolve.datasets._beir import read_qrels_folder
-from evolve.datasets._common import finalize, find_file, read_queries_jsonl, read_queries_tsv
+from evolve.datasets._beir import has_qrels, read_qrels_folder
+from evolve.datasets._common import Parts, finalize_parts, find_file, read_queries_jsonl, read_queries_tsv
 from evolve.datasets._types import Dataset, Document, nfc
 from evolve.errors import DatasetError
 
-__all__ = ["is_plain_folder", "load_folder"]
+__all__ = ["is_plain_folder", "load_folder", "read_folder"]
 
 _SUFFIXES = {".md", ".txt"}
 _RESERVED = {"readme", "queries", "qrels", "license"}
@@ -42,7 +43,7 @@ def is_plain_folder(folder: Path) -> bool:
     return folder.is_dir() and bool(_doc_files(folder)[1])
 
 
-def load_folder(folder: Path, *, name: str | None = None, strict: bool = False) -> Dataset:
+def read_folder(folder: Path, *, source: str = "folder") -> Parts:
     root, files = _doc_files(folder)
     corpus: dict[str, Document] = {}
     origin: dict[str, Path] = {}
@@ -59,14 +60,22 @@ def load_folder(folder: Path, *, name: str | None = None, strict: bool = False) 
             first, _, rest = text.lstrip().partition("\n")
             if first.startswith("# "):
                 title, text = first[2:].strip(), rest
-        corpus[doc_id] = Document(doc_id, title, text.strip())
+        folder_path = nfc(path.parent.relative_to(root).as_posix())
+        corpus[doc_id] = Document(doc_id, title, text.strip(),
+                                  {"source": source, "path": "" if folder_path == "." else folder_path})
         origin[doc_id] = path
     qpath = find_file(folder, "queries.jsonl")
     if qpath is not None:
         queries = read_queries_jsonl(qpath)
     elif (qpath := find_file(folder, "queries.tsv")) is not None:
         queries = read_queries_tsv(qpath)
+    elif not has_qrels(folder):
+        return Parts(corpus)  # documents alone: gold comes from --gold
     else:
-        raise DatasetError("expected queries.jsonl or queries.tsv beside the documents, got none", path=str(folder))
-    qrels = read_qrels_folder(folder)
-    return finalize(name or folder.name, str(folder), corpus, queries, qrels, strict=strict)
+        raise DatasetError("expected queries.jsonl or queries.tsv beside the documents and qrels, got none",
+                           path=str(folder))
+    return Parts(corpus, queries, read_qrels_folder(folder))
+
+
+def load_folder(folder: Path, *, name: str | None = None, strict: bool = False) -> Dataset:
+    return finalize_parts(name or folder.name, str(folder), read_folder(folder), strict=strict)

@@ -10,25 +10,26 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from evolve.datasets._common import finalize, open_text
+from evolve.datasets._common import Parts, finalize_parts, open_text
 from evolve.datasets._types import Dataset, Document, nfc
 from evolve.errors import DatasetError
 
-__all__ = ["is_squad", "load_squad"]
+__all__ = ["is_squad", "load_squad", "read_squad"]
 
 
 def is_squad(path: Path) -> bool:
     return path.is_file() and path.name.endswith((".json", ".json.gz"))
 
 
-def load_squad(path: Path, *, name: str | None = None, strict: bool = False) -> Dataset:
+def read_squad(path: Path, *, source: str = "squad") -> Parts:
     try:
         with open_text(path) as fh:
             data = json.load(fh)
     except json.JSONDecodeError as err:
         raise DatasetError(f"expected SQuAD-style JSON, got malformed JSON ({err.msg})", path=str(path), line=err.lineno) from None
     if not isinstance(data, dict) or not isinstance(data.get("data"), list):
-        raise DatasetError("expected SQuAD-style JSON with a top-level 'data' list, got something else", path=str(path))
+        raise DatasetError("expected SQuAD-style JSON with a top-level 'data' list, got something else (tickets and "
+                           "Zammad JSON need a dataset manifest: see docs/datasets.md)", path=str(path))
     corpus: dict[str, Document] = {}
     by_pair: dict[tuple[str, str], str] = {}
     queries: dict[str, str] = {}
@@ -48,7 +49,7 @@ def load_squad(path: Path, *, name: str | None = None, strict: bool = False) -> 
                 if doc_id in corpus:
                     raise DatasetError(f"duplicate document id '{doc_id}' (article {a_idx}, paragraph {p_idx})", path=str(path))
                 by_pair[(title, context)] = doc_id
-                corpus[doc_id] = Document(doc_id, title, context)
+                corpus[doc_id] = Document(doc_id, title, context, {"source": source})
             for qa in qas:
                 qid = nfc(str(qa.get("id", "")))
                 if not qid:
@@ -57,5 +58,9 @@ def load_squad(path: Path, *, name: str | None = None, strict: bool = False) -> 
                     raise DatasetError(f"duplicate question id '{qid}'", path=str(path))
                 queries[qid] = nfc(str(qa.get("question") or ""))
                 qrels[qid] = {doc_id: 1}
+    return Parts(corpus, queries, {"test": qrels})
+
+
+def load_squad(path: Path, *, name: str | None = None, strict: bool = False) -> Dataset:
     stem = path.name.split(".json")[0]
-    return finalize(name or stem, str(path), corpus, queries, {"test": qrels}, strict=strict)
+    return finalize_parts(name or stem, str(path), read_squad(path), strict=strict)

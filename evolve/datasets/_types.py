@@ -41,7 +41,8 @@ class Dataset:
     """A retrieval dataset.
 
     ``qrels`` maps split name -> query id -> doc id -> relevance. A dataset with a single qrels set has one
-    split named ``test``. ``warnings`` holds one line per kind of dropped input (empty documents, dangling qrels).
+    split named ``test``; a corpus alone (a Notion export, tickets) has none (``{}``) and gets its gold from
+    ``--gold`` (:meth:`require_gold`). ``warnings`` holds one line per kind of dropped input (empty documents, dangling qrels).
     """
 
     name: str
@@ -55,9 +56,19 @@ class Dataset:
     def splits(self) -> list[str]:
         return sorted(self.qrels)
 
+    def require_gold(self) -> None:
+        """Raise the one-line error of a corpus-only dataset (a Notion export, tickets) wherever judged queries
+        are needed: a split to score, queries to split into tune and holdout."""
+        if not self.qrels:
+            from evolve.errors import DatasetError
+
+            raise DatasetError(f"dataset {self.name} has no judged queries: expected --gold DIR "
+                               "(see `evolve gold generate`)", path=self.source)
+
     def split_qrels(self, split: str) -> dict[str, dict[str, int]]:
         from evolve.errors import DatasetError, did_you_mean
 
+        self.require_gold()
         if split not in self.qrels:
             raise DatasetError(
                 f"unknown split '{split}': expected one of {', '.join(self.splits)}{did_you_mean(split, self.splits)}",
