@@ -429,12 +429,13 @@ def test_mde_formula_against_a_hand_computation():
     assert size_warning(Power(7, None, "")) == (
         "warning: 7 holdout quer(y/ies): too few queries to promote anything (a paired test needs at least 5 to reach "
         "p <= 0.05 at all, and 10 to allow a single loss); add gold")
-    big = Power(30, 0.2, "x")  # 2.4865 * 0.2 / sqrt(30) = 0.0908
+    big = Power(30, 0.2, "x", paired=True)  # 2.4865 * 0.2 / sqrt(30) = 0.0908
     assert big.mde == pytest.approx(0.09079, abs=1e-4) and big.mde > MDE_WARN
     assert size_warning(big) == (
         "warning: 30 holdout queries detect only nDCG@10 gains of 0.091 or more (MDE at alpha 0.05, power 0.8): too few "
         "queries to promote anything but a gain above 0.05; add gold")
-    assert size_warning(Power(400, 0.2, "x")) is None  # MDE 0.0249
+    assert size_warning(Power(400, 0.2, "x", paired=True)) is None  # MDE 0.0249
+    assert size_warning(Power(30, 0.2, "x")) is None  # the sd of scores, not of differences: an upper bound only
 
 
 def test_assess_without_a_corpus_reports_the_folder(tmp_path):
@@ -575,7 +576,10 @@ def test_trials_carry_the_gold_fingerprint_and_the_leaderboard_compares_only_the
     assert best_trial_info(st, view.corpus_fp, view.gold_fp)["number"] in (3, 4)
     rc, out, err = _cli("status", "--workspace", str(tiny["ws"]), "--json")
     assert rc == 0, err
-    assert sorted(r["trial"] for r in json.loads(out.strip().splitlines()[-1])["leaderboard"]) == [3, 4]
+    status = json.loads(out.strip().splitlines()[-1])
+    assert sorted(r["trial"] for r in status["leaderboard"]) == [3, 4]
+    assert status["gold"] == {"folders": [tiny["g1"], tiny["g2"]], "mode": "merge", "n_queries": 26,
+                              "tune_fingerprint": view.gold_fp}
 
 
 @pytest.mark.slow

@@ -106,8 +106,9 @@ def assess_lines(a, splits=None, dataset=None, power=None) -> list[str]:
             lines.append(f"minimum detectable nDCG@10 difference: unknown (n = {power.n} holdout queries; sd: "
                          f"{power.sd_source})")
         else:
-            lines.append(f"minimum detectable nDCG@10 difference: {power.mde:.4f} (n = {power.n} holdout queries, "
-                         f"sd = {power.sd:.4f}: {power.sd_source})")
+            bound = "" if power.paired else " at most (an upper bound: sd of scores, not of paired differences)"
+            lines.append(f"minimum detectable nDCG@10 difference: {power.mde:.4f}{bound} (n = {power.n} holdout "
+                         f"queries, sd = {power.sd:.4f}: {power.sd_source})")
         warning = size_warning(power)
         if warning:
             lines.append(warning)

@@ -50,6 +50,7 @@ def status_command(
             "study": st.study_name, "counts": counts, "mlflow_trial_runs": mlflow_states,
             "leaderboard": frame.to_dict(orient="records"), "champion": {"source": source, "config": champion.to_dict()},
             "promotions": len(promotions),
+            "gold": {**view.gold.spec.to_dict(), "n_queries": view.gold.n_queries, "tune_fingerprint": view.gold_fp},
         })
         return
     table = Table(title=f"study {st.study_name}: top {top} on the current corpus and gold", title_justify="left")
