@@ -18,15 +18,16 @@ def state_counts(study) -> dict[str, int]:
     return counts
 
 
-def leaderboard_frame(study, corpus_fp: str | None, top: int | None = None):
-    """Completed trials on the current corpus, best first: number, tune metrics, duration, params."""
+def leaderboard_frame(study, corpus_fp: str | None, top: int | None = None, *, gold_fp: str | None = None):
+    """Completed trials on the current corpus and tune gold (None: any), best first: number, tune metrics,
+    duration, params."""
     import pandas as pd
     from optuna.trial import TrialState
 
+    from evolve.study._identity import comparable_trials
+
     rows = []
-    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-        if corpus_fp is not None and t.user_attrs.get(ATTR + "corpus_fingerprint") != corpus_fp:
-            continue
+    for t in comparable_trials(study, corpus_fp, gold_fp, states=(TrialState.COMPLETE,)):
         metrics = t.user_attrs.get(ATTR + "metrics") or {}
         row = {"trial": t.number, "state": t.state.name, "objective": t.values[0]}
         for i, v in enumerate(t.values[1:], 1):

@@ -35,6 +35,7 @@ __all__ = [
     "pipeline_config",
     "metrics_table",
     "load_workspace_study",
+    "load_study_view",
     "pick_study",
     "run_study_name",
     "study_names",
@@ -75,10 +76,13 @@ SetOpt = Annotated[
 ]
 GoldOpt = Annotated[
     list[str] | None,
-    typer.Option("--gold", help="A gold folder (queries.jsonl + qrels.tsv/qrels.txt), repeatable; stored with the study."),
+    typer.Option("--gold", help="A gold folder (queries.jsonl + qrels.tsv/qrels.txt), repeatable; stored with the study.",
+                 show_default="the study's stored gold, else none"),
 ]
 GoldModeOpt = Annotated[
-    str, typer.Option("--gold-mode", help="merge: gold joins the dataset's own qrels; replace: gold replaces them.")
+    str | None,
+    typer.Option("--gold-mode", help="merge: gold joins the dataset's own qrels; replace: gold replaces them.",
+                 show_default="the study's stored mode, else merge"),
 ]
 FeedbackUrlOpt = Annotated[
     str | None,
@@ -229,36 +233,48 @@ def run_study_name(ws, study_name: str | None, storage: str | None) -> str:
     return names[0] if len(names) == 1 else DEFAULT_STUDY
 
 
-def load_workspace_study(ws, study_name: str | None, storage: str | None, *, with_dataset: bool = True):
-    """The study (``--study``, or the storage's only one) and optionally its dataset, as recorded when the study
-    was created."""
+def _open_workspace_study(ws, study_name: str | None, storage: str | None):
     import optuna
 
     from evolve.storage import open_storage
-    from evolve.study import ATTR
 
     st_storage = open_storage(storage or ws.default_storage)
     study_name = pick_study(study_names(st_storage), study_name,
                             ws.default_storage if not storage else "the storage")
-    st = optuna.load_study(study_name=study_name, storage=st_storage)
+    return optuna.load_study(study_name=study_name, storage=st_storage)
+
+
+def load_study_view(ws, study_name: str | None, storage: str | None, *, gold: list[str] | None = None,
+                    gold_mode: str | None = None):
+    """The study (``--study``, or the storage's only one) as a :class:`~evolve.study.StudyView`: its dataset with
+    the gold stored with it (or ``--gold`` / ``--gold-mode`` when given), its roles and fingerprints."""
+    from evolve.study import view_study
+
+    return view_study(_open_workspace_study(ws, study_name, storage), gold=gold, gold_mode=gold_mode)
+
+
+def load_workspace_study(ws, study_name: str | None, storage: str | None, *, with_dataset: bool = True,
+                         gold: list[str] | None = None, gold_mode: str | None = None):
+    """The study (``--study``, or the storage's only one) and optionally its dataset, as recorded with the study:
+    ``--dataset``, ``--subset`` and the stored gold (``gold`` / ``gold_mode`` replace the stored ones)."""
+    st = _open_workspace_study(ws, study_name, storage)
     if not with_dataset:
         return st, None
-    from evolve.datasets import load_dataset
+    from evolve.study import view_study
 
-    spec = st.user_attrs.get(ATTR + "dataset")
-    dataset = load_dataset(spec)
-    subset = st.user_attrs.get(ATTR + "subset")
-    if subset:
-        dataset = dataset.subset(int(subset), None)
-    return st, dataset
+    return st, view_study(st, gold=gold, gold_mode=gold_mode).dataset
 
 
 def study_options(**kw):
     """The :class:`~evolve.study.StudyOptions` of `evolve run` / `evolve worker` from their CLI arguments."""
+    from evolve.gold import GoldSpec
     from evolve.search_space import load_search_space
     from evolve.study import StudyOptions, parse_objectives
     from evolve.workspace import Workspace
 
+    GoldSpec.parse((), kw.get("gold_mode"))  # an unknown --gold-mode is one line before anything starts
+    if kw.get("gold") is not None:
+        kw["gold"] = tuple(kw["gold"])
     ws = Workspace(kw.pop("workspace"), kw.pop("cache_url", None)).ensure()
     kw["study_name"] = run_study_name(ws, kw.get("study_name"), kw.get("storage_url"))
     space = load_search_space(kw.pop("search_space"), kw.pop("overrides", None))

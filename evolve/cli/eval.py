@@ -10,6 +10,8 @@ from evolve.cli._common import (
     CacheUrlOpt,
     ConfigOpt,
     DatasetOpt,
+    GoldModeOpt,
+    GoldOpt,
     JsonOpt,
     SetOpt,
     StorageOpt,
@@ -24,7 +26,8 @@ __all__ = ["register", "eval_command"]
 
 def eval_command(
     dataset: DatasetOpt = "scifact",
-    split: Annotated[str, typer.Option("--split", help="Qrels split to score.")] = "test",
+    split: Annotated[str | None, typer.Option("--split", help="Qrels split to score (gold: 'gold', 'gold.tune', ...).",
+                                              show_default="test, else gold")] = None,
     config: ConfigOpt = None,
     set_: SetOpt = None,
     json_out: JsonOpt = False,
@@ -32,6 +35,8 @@ def eval_command(
     strict: StrictOpt = False,
     subset: Annotated[int | None, typer.Option("--subset", help="Keep N documents: every judged one of the split, then seeded fillers.")] = None,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Embed everything; neither read nor write the cache.")] = False,
+    gold: GoldOpt = None,
+    gold_mode: GoldModeOpt = None,
     workspace: WorkspaceOpt = None,
     study: StudyOpt = None,
     storage: StorageOpt = None,
@@ -51,13 +56,19 @@ def eval_command(
         warn_dataset,
     )
     from evolve.datasets import load_dataset
+    from evolve.gold import GoldSpec, apply_gold
     from evolve.pipeline import evaluate_config
+    from evolve.splits import GOLD_SPLIT
     from evolve.workspace import Workspace
 
     ws = Workspace(workspace, cache_url).ensure()
     cfg = pipeline_config(ws, config, set_)
+    spec = GoldSpec.parse(gold, gold_mode)
     ds = load_dataset(dataset, strict=strict)
+    ds, _ = apply_gold(ds, spec, strict=strict)
     warn_dataset(ds)
+    if split is None:
+        split = "test" if "test" in ds.qrels or GOLD_SPLIT not in ds.qrels else GOLD_SPLIT
     ds.split_qrels(split)
     if subset:
         ds = ds.subset(subset, split)

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from evolve.cli._common import CacheUrlOpt, StorageOpt, StudyOpt, TrackingOpt, WorkspaceOpt
+from evolve.cli._common import CacheUrlOpt, GoldModeOpt, GoldOpt, StorageOpt, StudyOpt, TrackingOpt, WorkspaceOpt
 
 __all__ = ["register"]
 
@@ -30,6 +30,8 @@ def promote_command(
     export: Annotated[str | None, typer.Option("--export", help="Also write the champion YAML here (for a deployment repository).")] = None,
     max_p: Annotated[float, typer.Option("--max-p", help="Significance level of the paired test.")] = 0.05,
     search_space: Annotated[str | None, typer.Option("--search-space", help="The study's search space.")] = None,
+    gold: GoldOpt = None,
+    gold_mode: GoldModeOpt = None,
     workspace: WorkspaceOpt = None,
     study: StudyOpt = None,
     storage: StorageOpt = None,
@@ -40,12 +42,12 @@ def promote_command(
     from optuna.trial import TrialState
 
     from evolve.cache import EmbeddingCache
-    from evolve.cli._common import err_console, load_workspace_study, out_console, rich_progress
+    from evolve.cli._common import err_console, load_study_view, out_console, rich_progress
     from evolve.config import PipelineConfig
     from evolve.errors import ConfigError, EvolveError
+    from evolve.gold._power import promotion_warning
     from evolve.promote import HOLDOUT_REUSE_WARN, current_champion, decide, holdout_uses, mark_mlflow_champion, promote
     from evolve.provenance import provenance
-    from evolve.splits import QuerySplits
     from evolve.study import ATTR, best_trial_info
     from evolve.workspace import Workspace
 
@@ -54,15 +56,16 @@ def promote_command(
     if not 0 < max_p < 1:
         raise ConfigError(f"--max-p: expected a number in (0, 1), got {max_p}")
     ws = Workspace(workspace, cache_url).ensure()
-    st, dataset = load_workspace_study(ws, study, storage)
-    splits = QuerySplits.from_dict(st.user_attrs[ATTR + "splits"])
-    corpus_fp = dataset.corpus_fingerprint()
+    view = load_study_view(ws, study, storage, gold=gold, gold_mode=gold_mode)
+    st, dataset, splits = view.study, view.dataset, view.splits
+    corpus_fp = view.corpus_fp
     if best:
         if len(st.directions) > 1:
             raise ConfigError("this study has several objectives (a Pareto front): expected --trial N, got --best")
-        info = best_trial_info(st, corpus_fp)
+        info = best_trial_info(st, corpus_fp, view.gold_fp)
         if info is None:
-            raise EvolveError(f"study '{st.study_name}' has no completed trial on the current corpus: run `evolve run` first")
+            raise EvolveError(f"study '{st.study_name}' has no completed trial on the current corpus and gold: "
+                              "run `evolve run` first")
         trial = info["number"]
     frozen = next((t for t in st.get_trials(deepcopy=False) if t.number == trial), None)
     if frozen is None:
@@ -74,6 +77,9 @@ def promote_command(
         cfg_dict = st.trials[frozen.user_attrs[ATTR + "repeat_of"]].user_attrs.get(ATTR + "config")
     candidate = PipelineConfig.model_validate(cfg_dict)
     champion, source = current_champion(ws)
+    small = promotion_warning(view, ws, champion, alpha=max_p)
+    if small:
+        err_console.print(small, highlight=False, markup=False)
     cache = EmbeddingCache.open(ws)
     try:
         verdict = decide(candidate, champion, dataset, splits.qrels(dataset, "holdout"), cache=cache,
@@ -99,7 +105,8 @@ def promote_command(
     report = st.user_attrs.get(ATTR + f"report.{trial}")
     record = promote(ws, candidate, verdict, trial=trial, mlflow_run_id=run_id, study=st.study_name,
                      holdout_fingerprint=splits.holdout_fingerprint(), report_metrics=report, forced=force and not verdict.significant,
-                     export=export, provenance={**provenance(), "dataset_fingerprint": dataset.fingerprint})
+                     export=export, provenance={**provenance(), "dataset_fingerprint": dataset.fingerprint,
+                                                       "gold_fingerprint": view.gold_fp})
     if run_id:
         uri = tracking_uri or ws.default_tracking_uri
         mark_mlflow_champion(uri, run_id, st.study_name)

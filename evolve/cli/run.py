@@ -9,6 +9,8 @@ import typer
 from evolve.cli._common import (
     CacheUrlOpt,
     DatasetOpt,
+    GoldModeOpt,
+    GoldOpt,
     SetOpt,
     StorageOpt,
     StrictOpt,
@@ -48,7 +50,7 @@ def run_command(
     search_space: SpaceOpt = None,
     set_: SetOpt = None,
     objectives: Annotated[str | None, typer.Option("--objectives", help="Comma-separated, e.g. ndcg@10,latency_ms (multi-objective: no pruning).")] = None,
-    continue_stale: Annotated[bool, typer.Option("--continue-stale", help="Continue the study although its search space or gold queries changed.")] = False,
+    continue_stale: Annotated[bool, typer.Option("--continue-stale", help="Continue the study although its search space or dataset changed (gold may grow without it).")] = False,
     split_seed: Annotated[int, typer.Option("--split-seed", help="Seed of the tune/holdout split, used only when the study is created.")] = 0,
     no_prune: Annotated[bool, typer.Option("--no-prune", help="Disable the Wilcoxon pruner.")] = False,
     heartbeat_interval: Annotated[int, typer.Option("--heartbeat-interval", help="Seconds between trial heartbeats.")] = 10,
@@ -60,6 +62,11 @@ def run_command(
     gpus: Annotated[str | None, typer.Option("--gpus", help="Comma-separated GPU ids: one worker per GPU (CUDA_VISIBLE_DEVICES).")] = None,
     worker: Annotated[bool, typer.Option("--worker", help="Join an existing study as one worker (same as `evolve worker`).")] = False,
     max_retry: Annotated[int, typer.Option("--max-retry", help="Retries of a trial whose worker died (worker mode).")] = 2,
+    gold: GoldOpt = None,
+    gold_mode: GoldModeOpt = None,
+    holdout_prefer_reviewed: Annotated[bool, typer.Option(
+        "--holdout-prefer-reviewed",
+        help="New queries a person reviewed go to holdout first, up to the holdout fraction (roles, once given, never move).")] = False,
     workspace: WorkspaceOpt = None,
     study: StudyOpt = None,
     storage: StorageOpt = None,
@@ -75,12 +82,13 @@ def run_command(
                                   set_=set_,
                                   objectives=objectives, split_seed=split_seed, no_prune=no_prune, subset=subset,
                                   heartbeat_interval=heartbeat_interval, grace_period=grace_period, max_retry=max_retry,
-                                  workspace=workspace, study=study, storage=storage, tracking_uri=tracking_uri,
+                                  gold=gold, gold_mode=gold_mode, workspace=workspace, study=study, storage=storage, tracking_uri=tracking_uri,
                                   cache_url=cache_url)
         return run_workers(n=workers, trials=trials, timeout=timeout, gpus=gpus, dataset=dataset, seed=seed, set_=set_,
                            search_space=search_space, objectives=objectives, split_seed=split_seed, no_prune=no_prune,
                            subset=subset, heartbeat_interval=heartbeat_interval, grace_period=grace_period,
-                           max_retry=max_retry, report_top=report_top, workspace=workspace, study=study,
+                           max_retry=max_retry, report_top=report_top, gold=gold, gold_mode=gold_mode,
+                           holdout_prefer_reviewed=holdout_prefer_reviewed, workspace=workspace, study=study,
                            storage=storage, tracking_uri=tracking_uri, cache_url=cache_url)
     from evolve.cli._common import rich_progress, study_options, trial_printer
     from evolve.study import run_study
@@ -88,7 +96,8 @@ def run_command(
     opts = study_options(dataset_spec=dataset, n_trials=trials, timeout=timeout, seed=seed, search_space=search_space,
                     overrides=set_, objectives=objectives, continue_stale=continue_stale, split_seed=split_seed, prune=not no_prune,
                     heartbeat_interval=heartbeat_interval, grace_period=grace_period, report_top=report_top,
-                    subset=subset, strict=strict, workspace=workspace, study_name=study, storage_url=storage,
+                    subset=subset, strict=strict, gold=gold, gold_mode=gold_mode,
+                    holdout_prefer_reviewed=holdout_prefer_reviewed, workspace=workspace, study_name=study, storage_url=storage,
                     tracking_uri=tracking_uri, cache_url=cache_url)
     if trials is None and timeout is None:
         from evolve.errors import ConfigError

@@ -9,6 +9,8 @@ import typer
 from evolve.cli._common import (
     CacheUrlOpt,
     ConfigOpt,
+    GoldModeOpt,
+    GoldOpt,
     SetOpt,
     StorageOpt,
     StudyOpt,
@@ -26,6 +28,8 @@ def search_command(
     set_: SetOpt = None,
     dataset: Annotated[str | None, typer.Option("--dataset", help="Dataset to search (default: the study's).")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    gold: GoldOpt = None,
+    gold_mode: GoldModeOpt = None,
     workspace: WorkspaceOpt = None,
     study: StudyOpt = None,
     storage: StorageOpt = None,
@@ -49,7 +53,7 @@ def search_command(
     if dataset is not None:
         ds = load_dataset(dataset)
     else:
-        _, ds = load_workspace_study(ws, study, storage)
+        _, ds = load_workspace_study(ws, study, storage, gold=gold, gold_mode=gold_mode)
     qid = "__query__"
     view = Dataset(ds.name, ds.source, ds.corpus, {**ds.queries, qid: query}, ds.qrels)
     cache = EmbeddingCache.open(ws)

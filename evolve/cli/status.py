@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from evolve.cli._common import StorageOpt, StudyOpt, TrackingOpt, WorkspaceOpt
+from evolve.cli._common import GoldModeOpt, GoldOpt, StorageOpt, StudyOpt, TrackingOpt, WorkspaceOpt
 
 __all__ = ["register"]
 
@@ -14,6 +14,8 @@ __all__ = ["register"]
 def status_command(
     top: Annotated[int, typer.Option("--top", help="Rows of the leaderboard.")] = 10,
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    gold: GoldOpt = None,
+    gold_mode: GoldModeOpt = None,
     workspace: WorkspaceOpt = None,
     study: StudyOpt = None,
     storage: StorageOpt = None,
@@ -22,7 +24,7 @@ def status_command(
     """Show the top trials on the current corpus, the champion and trial counts by state."""
     from rich.table import Table
 
-    from evolve.cli._common import emit_json, load_workspace_study, out_console
+    from evolve.cli._common import emit_json, load_study_view, out_console
     from evolve.leaderboard import leaderboard_frame, state_counts
     from evolve.promote import current_champion, history
     from evolve.study import ATTR
@@ -30,9 +32,9 @@ def status_command(
     from evolve.workspace import Workspace
 
     ws = Workspace(workspace).ensure()
-    st, dataset = load_workspace_study(ws, study, storage)
-    corpus_fp = dataset.corpus_fingerprint()
-    frame = leaderboard_frame(st, corpus_fp, top=top)
+    view = load_study_view(ws, study, storage, gold=gold, gold_mode=gold_mode)
+    st = view.study
+    frame = leaderboard_frame(st, view.corpus_fp, top=top, gold_fp=view.gold_fp)
     counts = state_counts(st)
     champion, source = current_champion(ws)
     tracker = Tracker(tracking_uri or ws.default_tracking_uri, st.study_name)
@@ -48,9 +50,10 @@ def status_command(
             "study": st.study_name, "counts": counts, "mlflow_trial_runs": mlflow_states,
             "leaderboard": frame.to_dict(orient="records"), "champion": {"source": source, "config": champion.to_dict()},
             "promotions": len(promotions),
+            "gold": {**view.gold.spec.to_dict(), "n_queries": view.gold.n_queries, "tune_fingerprint": view.gold_fp},
         })
         return
-    table = Table(title=f"study {st.study_name}: top {top} on the current corpus", title_justify="left")
+    table = Table(title=f"study {st.study_name}: top {top} on the current corpus and gold", title_justify="left")
     cols = [c for c in ("trial", "objective", "tune_ndcg@10", "tune_recall@100", "tune_mrr@10", "tune_latency_ms",
                         "report_ndcg@10", "duration_s") if c in frame.columns]
     for c in cols:

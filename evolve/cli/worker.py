@@ -10,7 +10,16 @@ from typing import Annotated
 
 import typer
 
-from evolve.cli._common import CacheUrlOpt, DatasetOpt, StorageOpt, StudyOpt, TrackingOpt, WorkspaceOpt
+from evolve.cli._common import (
+    CacheUrlOpt,
+    DatasetOpt,
+    GoldModeOpt,
+    GoldOpt,
+    StorageOpt,
+    StudyOpt,
+    TrackingOpt,
+    WorkspaceOpt,
+)
 
 __all__ = ["register", "worker_command", "run_workers"]
 
@@ -31,6 +40,8 @@ def worker_command(
     grace_period: Annotated[int, typer.Option("--grace-period")] = 60,
     max_retry: Annotated[int, typer.Option("--max-retry", help="Retries of a trial whose worker died.")] = 2,
     create: Annotated[bool, typer.Option("--create", help="Create the study when it does not exist yet.")] = False,
+    gold: GoldOpt = None,
+    gold_mode: GoldModeOpt = None,
     workspace: WorkspaceOpt = None,
     study: StudyOpt = None,
     storage: StorageOpt = None,
@@ -46,8 +57,8 @@ def worker_command(
         raise ConfigError("expected a study-wide budget: --trials N, --timeout SECONDS and/or --deadline, got none")
     opts = study_options(dataset_spec=dataset, n_trials=None, timeout=timeout, seed=seed, search_space=search_space,
                     overrides=set_, objectives=objectives, split_seed=split_seed, prune=not no_prune, subset=subset,
-                    heartbeat_interval=heartbeat_interval, grace_period=grace_period, workspace=workspace,
-                    study_name=study, storage_url=storage, tracking_uri=tracking_uri, study_total=trials,
+                    heartbeat_interval=heartbeat_interval, grace_period=grace_period, gold=gold, gold_mode=gold_mode,
+                    workspace=workspace, study_name=study, storage_url=storage, tracking_uri=tracking_uri, study_total=trials,
                     cache_url=cache_url,
                     deadline=deadline, max_retry=max_retry, worker=not create)
     summary = run_study(opts, progress=rich_progress, on_trial=trial_printer())
@@ -66,12 +77,13 @@ def run_workers(*, n: int, trials: int | None, timeout: float | None, gpus: str 
                 set_: list[str] | None,
                 search_space: str | None, objectives: str | None, split_seed: int, no_prune: bool, subset: int | None,
                 heartbeat_interval: int, grace_period: int, max_retry: int, report_top: int, workspace: str | None,
-                study: str, storage: str | None, tracking_uri: str | None, cache_url: str | None = None):
+                study: str, storage: str | None, tracking_uri: str | None, cache_url: str | None = None,
+                gold: list[str] | None = None, gold_mode: str | None = None, holdout_prefer_reviewed: bool = False):
     """Create the study, start ``n`` worker processes (one per GPU when ``gpus`` lists them), wait for them."""
     from evolve._servers import start_mlflow_server, stop_server
     from evolve.cli._common import err_console, out_console, study_options
     from evolve.errors import ConfigError
-    from evolve.study import load_study_dataset, prepare_study
+    from evolve.study import load_study_data, prepare_study
 
     gpu_list = [g.strip() for g in gpus.split(",") if g.strip()] if gpus else []
     if gpu_list and n and n != len(gpu_list):
@@ -83,10 +95,11 @@ def run_workers(*, n: int, trials: int | None, timeout: float | None, gpus: str 
         raise ConfigError("expected a budget: --trials T (study-wide) and/or --timeout SECONDS, got neither")
     opts = study_options(dataset_spec=dataset, n_trials=None, timeout=timeout, seed=seed, search_space=search_space,
                     overrides=set_, objectives=objectives, split_seed=split_seed, prune=not no_prune, subset=subset,
-                    heartbeat_interval=heartbeat_interval, grace_period=grace_period, workspace=workspace,
+                    heartbeat_interval=heartbeat_interval, grace_period=grace_period, gold=gold, gold_mode=gold_mode,
+                    holdout_prefer_reviewed=holdout_prefer_reviewed, workspace=workspace,
                     study_name=study, storage_url=storage, tracking_uri=tracking_uri, cache_url=cache_url)
-    ds = load_study_dataset(opts)
-    _, st, _ = prepare_study(opts, ds)  # create it once, so workers only join
+    ds, gold_info = load_study_data(opts)
+    _, st, _ = prepare_study(opts, ds, gold=gold_info)  # create it once (with its gold and roles), so workers only join
     server = None
     uri = tracking_uri
     if uri is None:
@@ -112,6 +125,10 @@ def run_workers(*, n: int, trials: int | None, timeout: float | None, gpus: str 
     for flag, value in (("--search-space", search_space), ("--objectives", objectives), ("--subset", subset)):
         if value is not None:
             base += [flag, str(value)]
+    for folder in gold_info.spec.folders:
+        base += ["--gold", folder]
+    if gold_info.spec.folders:
+        base += ["--gold-mode", gold_info.spec.mode]
     if no_prune:
         base.append("--no-prune")
     for item in set_ or []:

@@ -14,7 +14,11 @@ Layout::
 ``metadata`` of a query may hold ``lang`` (``ko``/``en``), ``kind`` (``factual``, ``how-to``, ``conceptual``,
 ``feedback``...), ``source`` (``generated``, ``judged``, ``reviewed``, ``feedback``, ``imported``), ``doc_id`` and
 ``passage`` (the quoted source passage: gold survives re-chunking, and a passage that no longer occurs in its
-document marks the query stale), and ``reviewed`` (a person checked it). Readers keep unknown keys.
+document marks the query stale), ``reviewed`` (a person checked it; ``evolve gold import`` also writes
+``reviewed_by`` and ``reviewed_at``), ``judged`` (an LLM judge graded pooled results for it) and ``overlap`` (the
+generated question's lexical overlap with its passage, in [0, 1]). Readers keep unknown keys.
+
+Every judged query must be in ``queries.jsonl``: a qrels line naming another is an error naming file and line.
 
 :func:`write_gold` writes the whole folder into a temporary sibling and swaps it into place, so a reader sees the
 old folder, no folder, or the new one: never a half-written one.
@@ -39,6 +43,8 @@ __all__ = ["ROLES", "GoldSet", "read_gold", "write_gold", "is_gold_folder"]
 
 #: roles a folder may pin judgements to
 ROLES = ("tune", "holdout", "report")
+#: what write_gold writes (and so never carries over from an old folder)
+_OWNED = {"queries.jsonl", "qrels.tsv", "qrels.txt", "qrels", "gold.jsonl"}
 
 
 @dataclass
@@ -100,6 +106,19 @@ def _read_provenance(path: Path) -> dict[str, list[dict]]:
     return out
 
 
+def _check_judged_queries(path: Path, qrels: dict[str, dict[str, int]], queries: dict[str, str]) -> None:
+    """A judgement of a query that queries.jsonl does not hold is an error naming the first such line."""
+    unknown = set(qrels) - set(queries)
+    if not unknown:
+        return
+    with open(path, encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, 1):
+            parts = line.split()
+            if parts and nfc(parts[0]) in unknown:
+                raise DatasetError(f"qrels name query '{nfc(parts[0])}', which queries.jsonl does not hold: "
+                                   "expected every judged query in queries.jsonl", path=str(path), line=lineno)
+
+
 def read_gold(path: str | os.PathLike) -> GoldSet:
     """Read a gold folder; a malformed line is a one-line :class:`DatasetError` naming file and line."""
     folder = Path(path).expanduser()
@@ -114,7 +133,9 @@ def read_gold(path: str | os.PathLike) -> GoldSet:
     qrels: dict[str, dict[str, int]] = {}
     for name in ("qrels.tsv", "qrels.txt"):
         if (folder / name).is_file():
-            for q, docs in read_qrels_tsv(folder / name).items():
+            table = read_qrels_tsv(folder / name)
+            _check_judged_queries(folder / name, table, queries)
+            for q, docs in table.items():
                 qrels.setdefault(q, {}).update(docs)
     pinned: dict[str, dict[str, dict[str, int]]] = {}
     qdir = folder / "qrels"
@@ -127,6 +148,7 @@ def read_gold(path: str | os.PathLike) -> GoldSet:
                 raise DatasetError(f"expected qrels/<role>.tsv with role one of {', '.join(ROLES)}, got '{p.name}'",
                                    path=str(p))
             pinned[role] = read_qrels_tsv(p)
+            _check_judged_queries(p, pinned[role], queries)
     if not qrels and not pinned:
         raise DatasetError("expected qrels.tsv, qrels.txt or qrels/<role>.tsv in the gold folder, got none",
                            path=str(folder))
@@ -160,12 +182,14 @@ def write_gold(
     pinned: dict[str, dict[str, dict[str, int]]] | None = None,
     provenance: list[dict] | None = None,
     extra_files: dict[str, str] | None = None,
+    keep_extra: bool = False,
 ) -> Path:
     """Write a gold folder at ``out`` (replacing one that is there), all or nothing.
 
     ``qrels`` are the judgements whose role comes by hash; ``pinned`` maps a role to judgements pinned to it.
     ``provenance`` records each carry a ``query_id``. ``extra_files`` (name -> text) are written beside them
-    (a report, a README). Returns ``out``.
+    (a report, a README). With ``keep_extra``, everything else the old folder held (a report, a README, review
+    files) is carried over, unless ``extra_files`` names it. Returns ``out``.
     """
     out = Path(out).expanduser().absolute()
     for role in pinned or {}:
@@ -200,6 +224,14 @@ def write_gold(
             if "/" in name or name.startswith(".") or name in ("queries.jsonl", "qrels.tsv", "qrels.txt", "gold.jsonl"):
                 raise ValueError(f"extra file name must be a plain new file name, got {name!r}")
             _write_file(tmp / name, text)
+        if keep_extra and out.is_dir():
+            for entry in out.iterdir():
+                if entry.name in _OWNED or (tmp / entry.name).exists():
+                    continue
+                if entry.is_dir():
+                    shutil.copytree(entry, tmp / entry.name, symlinks=True)
+                else:
+                    shutil.copy2(entry, tmp / entry.name, follow_symlinks=False)
         _swap_into_place(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

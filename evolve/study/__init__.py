@@ -6,26 +6,39 @@ per trial. The study lives in persistent Optuna storage and is continued night a
 Modules, one concern each: ``_options`` (what a night is asked), ``_identity`` (which study, its splits),
 ``_sampling`` (sampler and pruner), ``_objective`` (one trial), ``_champion`` (the champion as a trial),
 ``_recovery`` (dead workers, engines), ``_report`` (best trial, report metrics, artifacts), ``_night``
-(the night itself).
+(the night itself), ``_view`` (a study as the commands after a night see it).
 """
 
 from evolve.study._champion import champion_config, enqueue_champion
-from evolve.study._identity import current_trials, load_study_dataset, open_study, prepare_study, study_identity
+from evolve.study._identity import (
+    comparable_trials,
+    current_trials,
+    load_study_data,
+    load_study_dataset,
+    open_study,
+    prepare_study,
+    study_identity,
+    study_splits,
+)
 from evolve.study._night import run_study
 from evolve.study._objective import Objective
 from evolve.study._options import ATTR, LATENCY, NightSummary, StudyOptions, parse_objectives
 from evolve.study._report import best_trial_info, report_best
+from evolve.study._view import StudyView, view_study
 
 __all__ = [
     "ATTR",
     "LATENCY",
     "NightSummary",
+    "StudyView",
     "Objective",
     "StudyOptions",
     "best_trial_info",
     "champion_config",
+    "comparable_trials",
     "current_trials",
     "enqueue_champion",
+    "load_study_data",
     "load_study_dataset",
     "open_study",
     "parse_objectives",
@@ -33,4 +46,6 @@ __all__ = [
     "report_best",
     "run_study",
     "study_identity",
+    "study_splits",
+    "view_study",
 ]

@@ -6,7 +6,7 @@ import logging
 
 from evolve.config import PipelineConfig, load_config
 from evolve.search_space import SearchSpace
-from evolve.study._identity import current_trials
+from evolve.study._identity import comparable_trials
 from evolve.study._options import ATTR, StudyOptions
 from evolve.workspace import Workspace
 
@@ -25,7 +25,8 @@ def champion_config(workspace: Workspace, space: SearchSpace | None = None) -> P
     return space.start_config() if space is not None else load_config()
 
 
-def enqueue_champion(study, opts: StudyOptions, corpus_fp: str) -> None:
+def enqueue_champion(study, opts: StudyOptions, corpus_fp: str, gold_fp: str | None = None) -> None:
+    """Enqueue the champion unless a trial on this corpus and tune gold already has its params."""
     from optuna.trial import TrialState
 
     champ = champion_config(opts.workspace, opts.space)
@@ -33,7 +34,7 @@ def enqueue_champion(study, opts: StudyOptions, corpus_fp: str) -> None:
     if params is None:
         log.warning("the champion lies outside the search space: it is not re-evaluated as a trial")
         return
-    for t in current_trials(study, corpus_fp, states=(TrialState.COMPLETE, TrialState.RUNNING)):
+    for t in comparable_trials(study, corpus_fp, gold_fp, states=(TrialState.COMPLETE, TrialState.RUNNING)):
         if t.params == params:
             return
     waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))

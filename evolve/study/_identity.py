@@ -1,4 +1,4 @@
-"""Which study a night continues: identity (search space, gold, objectives), storage, splits."""
+"""Which study a night continues: identity (search space, objectives, dataset), its gold, storage, splits."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from typing import Any
 
 from evolve.datasets import Dataset
 from evolve.errors import ConfigError
+from evolve.gold import GoldInfo, GoldSpec
 from evolve.search_space import SearchSpace
 from evolve.splits import QuerySplits, make_splits
 from evolve.study._options import ATTR, LATENCY, StudyOptions
@@ -20,20 +21,31 @@ log = logging.getLogger("evolve.study")
 
 __all__ = [
     "study_identity",
+    "find_study",
     "open_study",
     "current_trials",
+    "comparable_trials",
     "check_compatible",
+    "gold_spec",
+    "load_dataset_with_gold",
+    "load_study_data",
     "load_study_dataset",
     "dataset_spec",
+    "study_splits",
     "prepare_study",
 ]
 
 
-def study_identity(space: SearchSpace, dataset: Dataset, objectives: tuple[str, ...]) -> dict[str, str]:
+def study_identity(space: SearchSpace, objectives: tuple[str, ...], *, dataset: str, subset: int | None = None
+                   ) -> dict[str, Any]:
+    """What makes a study: its search space, objectives and dataset (the stored ``--dataset`` string and
+    ``--subset``). The gold is not part of it: gold that grows (or is reviewed) continues the study, and each trial
+    records the tune gold it was scored on (``evolve.gold_fingerprint``), so only trials on the same gold compare."""
     return {
         "search_space_hash": space.hash(),
-        "qrels_fingerprint": dataset.qrels_fingerprint(),
         "objectives": ",".join(objectives),
+        "dataset": dataset,
+        "subset": subset,
     }
 
 
@@ -41,43 +53,55 @@ def directions(objectives) -> list[str]:
     return ["minimize" if o == LATENCY else "maximize" for o in objectives]
 
 
-def open_study(storage, name: str, identity: dict[str, str], *, create_attrs: dict[str, Any], continue_stale: bool,
-               objectives: tuple[str, ...], sampler=None, pruner=None, create: bool = True):
-    """Load the study called ``name`` when its identity matches (or with ``continue_stale``); otherwise use
-    ``name-<identity hash>``, creating it when missing."""
+def _identity_hash(identity: dict) -> str:
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:8]
 
-    import optuna
 
-    def load(n):
-        return optuna.load_study(study_name=n, storage=storage, sampler=sampler, pruner=pruner)
-
+def find_study(storage, name: str, identity: dict[str, Any], *, continue_stale: bool, warn: bool = True) -> str | None:
+    """The existing study a night with ``identity`` continues: ``name`` when its identity matches (or with
+    ``continue_stale``), else ``name-<identity hash>`` when that exists; None when neither does."""
     names = {s.study_name for s in storage.get_all_studies()}
-    candidates = [name]
-    short = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:8]
-    candidates.append(f"{name}-{short}")
-    for n in candidates:
+    short = _identity_hash(identity)
+    for n in (name, f"{name}-{short}"):
         if n not in names:
             continue
-        study = load(n)
-        attrs = study.user_attrs
-        same = all(attrs.get(ATTR + k) == v for k, v in identity.items())
-        if same:
-            return study, False
+        attrs = storage.get_study_user_attrs(storage.get_study_id_from_name(n))
+        if all(attrs.get(ATTR + k) == v for k, v in identity.items()):
+            return n
         if n == name and continue_stale:
             if attrs.get(ATTR + "objectives") != identity["objectives"]:
                 raise ConfigError(
                     f"study '{n}' optimises {attrs.get(ATTR + 'objectives')}, not {identity['objectives']}: "
                     "objectives cannot change within a study"
                 )
-            log.warning("continuing study '%s' although its search space or gold queries changed (--continue-stale)", n)
-            return study, False
-        if n == name:
-            log.warning("study '%s' was made for another search space or other gold queries; using '%s-%s'", n, name, short)
+            if warn:
+                log.warning("continuing study '%s' although its search space or dataset changed (--continue-stale)", n)
+            return n
+        if n == name and warn:
+            log.warning("study '%s' was made for another search space, objectives or dataset; using '%s-%s'", n, name, short)
+    return None
+
+
+def open_study(storage, name: str, identity: dict[str, Any], *, create_attrs: dict[str, Any], continue_stale: bool,
+               objectives: tuple[str, ...], sampler=None, pruner=None, create: bool = True):
+    """Load the study called ``name`` when its identity matches (or with ``continue_stale``); otherwise use
+    ``name-<identity hash>``, creating it when missing."""
+
+    import optuna
+
+    found = find_study(storage, name, identity, continue_stale=continue_stale)
+    if found is not None:
+        study = optuna.load_study(study_name=found, storage=storage, sampler=sampler, pruner=pruner)
+        for k in ("dataset", "subset"):  # --continue-stale onto a moved dataset: later commands follow it
+            if study.user_attrs.get(ATTR + k) != identity[k]:
+                study.set_user_attr(ATTR + k, identity[k])
+        return study, False
     if not create:
         from evolve.errors import StorageError
 
         raise StorageError(f"no study '{name}' matches this search space and dataset: expected one made by `evolve run`")
-    target = name if name not in names else f"{name}-{short}"
+    names = {s.study_name for s in storage.get_all_studies()}
+    target = name if name not in names else f"{name}-{_identity_hash(identity)}"
     study = optuna.create_study(study_name=target, storage=storage, directions=directions(objectives),
                                 sampler=sampler, pruner=pruner, load_if_exists=True)
     if not study.user_attrs.get(ATTR + "search_space_hash"):
@@ -86,12 +110,21 @@ def open_study(storage, name: str, identity: dict[str, str], *, create_attrs: di
     return study, True
 
 
-def current_trials(study, corpus_fingerprint: str | None, states=None):
-    """Trials on the current corpus (all corpora when ``corpus_fingerprint`` is None)."""
+def comparable_trials(study, corpus_fingerprint: str | None, gold_fingerprint: str | None, states=None):
+    """Trials scored on this corpus and this tune gold (None: any). A trial from before gold fingerprints counts
+    as scored on the study's ``legacy_gold_fingerprint`` (its stored tune split when hashed roles came)."""
     trials = study.get_trials(deepcopy=False, states=states)
-    if corpus_fingerprint is None:
-        return trials
-    return [t for t in trials if t.user_attrs.get(ATTR + "corpus_fingerprint") == corpus_fingerprint]
+    if corpus_fingerprint is not None:
+        trials = [t for t in trials if t.user_attrs.get(ATTR + "corpus_fingerprint") == corpus_fingerprint]
+    if gold_fingerprint is not None:
+        legacy = study.user_attrs.get(ATTR + "legacy_gold_fingerprint")
+        trials = [t for t in trials if t.user_attrs.get(ATTR + "gold_fingerprint", legacy) == gold_fingerprint]
+    return trials
+
+
+def current_trials(study, corpus_fingerprint: str | None, states=None):
+    """Trials on the current corpus, whatever their gold (all corpora when ``corpus_fingerprint`` is None)."""
+    return comparable_trials(study, corpus_fingerprint, None, states)
 
 
 def check_compatible(study, space: SearchSpace) -> None:
@@ -114,13 +147,52 @@ def check_compatible(study, space: SearchSpace) -> None:
             )
 
 
-def load_study_dataset(opts: StudyOptions) -> Dataset:
-    from evolve.datasets import load_dataset
+def gold_spec(opts: StudyOptions) -> GoldSpec:
+    """The gold a night reads: ``--gold`` when given, else the gold stored with the study it continues."""
+    if opts.gold is not None:
+        return GoldSpec.parse(opts.gold, opts.gold_mode)
+    stored = _stored_gold(opts)
+    return GoldSpec.parse(stored.folders, opts.gold_mode or stored.mode)
 
-    ds = load_dataset(opts.dataset_spec, strict=opts.strict)
-    if opts.subset:
-        ds = ds.subset(opts.subset, None)
-    return ds
+
+def _stored_gold(opts: StudyOptions) -> GoldSpec:
+    from evolve.storage import open_storage
+
+    url = opts.storage_url or opts.workspace.default_storage
+    if url == opts.workspace.default_storage and not (opts.workspace.path / "optuna.db").exists():
+        return GoldSpec()
+    storage = open_storage(url)
+    identity = study_identity(opts.space, opts.objectives, dataset=dataset_spec(opts.dataset_spec), subset=opts.subset)
+    name = find_study(storage, opts.study_name, identity, continue_stale=opts.continue_stale, warn=False)
+    if name is None:
+        return GoldSpec()
+    attrs = storage.get_study_user_attrs(storage.get_study_id_from_name(name))
+    return GoldSpec.from_dict(attrs.get(ATTR + "gold"))
+
+
+def load_dataset_with_gold(spec: str, gold: GoldSpec, *, subset: int | None = None, strict: bool = False
+                           ) -> tuple[Dataset, GoldInfo]:
+    """The dataset ``spec`` with ``gold`` applied (:func:`evolve.gold.apply_gold`), then cut to ``subset``
+    documents (gold first: a subset keeps every judged document, gold's too). Gold warnings are logged."""
+    from evolve.datasets import load_dataset
+    from evolve.gold import apply_gold
+
+    ds = load_dataset(spec, strict=strict)
+    ds, info = apply_gold(ds, gold, strict=strict)
+    for w in info.warnings:
+        log.warning("%s", w)
+    if subset:
+        ds = ds.subset(subset, None)
+    return ds, info
+
+
+def load_study_data(opts: StudyOptions) -> tuple[Dataset, GoldInfo]:
+    """The night's dataset with its gold (``--gold``, or the study's stored gold)."""
+    return load_dataset_with_gold(opts.dataset_spec, gold_spec(opts), subset=opts.subset, strict=opts.strict)
+
+
+def load_study_dataset(opts: StudyOptions) -> Dataset:
+    return load_study_data(opts)[0]
 
 
 def dataset_spec(spec: str) -> str:
@@ -129,20 +201,33 @@ def dataset_spec(spec: str) -> str:
     return spec if spec in BUNDLED else str(Path(spec).expanduser().absolute())
 
 
-def prepare_study(opts: StudyOptions, dataset: Dataset, *, create: bool = True, failed_trial_callback=None):
-    """Storage, study (identity-checked) and query splits."""
+def study_splits(study, dataset: Dataset, gold: GoldInfo | None = None, *, split_seed: int | None = None,
+                 holdout_fraction: float | None = None, prefer_reviewed: bool | None = None) -> QuerySplits:
+    """The query roles of ``dataset`` in ``study``: every text the study gave a role before keeps it, new ones come
+    by hash (:mod:`evolve.splits`). Seed and fraction are the study's (the arguments serve a new study)."""
+    attrs = study.user_attrs
+    stored = attrs.get(ATTR + "splits")
+    recorded = QuerySplits.from_dict(stored) if stored else None
+    seed = recorded.seed if recorded else int(attrs.get(ATTR + "split_seed", split_seed or 0))
+    fraction = recorded.holdout_fraction if recorded else (holdout_fraction or 0.3)
+    if prefer_reviewed is None:
+        prefer_reviewed = bool(attrs.get(ATTR + "holdout_prefer_reviewed", False))
+    return make_splits(dataset, seed, fraction, recorded=recorded, reviewed=gold.reviewed if gold else (),
+                       prefer_reviewed=prefer_reviewed)
+
+
+def prepare_study(opts: StudyOptions, dataset: Dataset, *, gold: GoldInfo | None = None, create: bool = True,
+                  failed_trial_callback=None):
+    """Storage, study (identity-checked) and query splits. Unless this is a worker, the study stores the gold
+    specs and the splits (every role it ever gave), so later nights and commands see the same."""
     from evolve.storage import open_storage
 
     storage = open_storage(opts.storage_url or opts.workspace.default_storage,
                            heartbeat_interval=opts.heartbeat_interval, grace_period=opts.grace_period,
                            failed_trial_callback=failed_trial_callback)
-    identity = study_identity(opts.space, dataset, opts.objectives)
-    splits = make_splits(dataset, opts.split_seed, opts.holdout_fraction)
+    identity = study_identity(opts.space, opts.objectives, dataset=dataset_spec(opts.dataset_spec), subset=opts.subset)
     create_attrs = {
-        "dataset": dataset_spec(opts.dataset_spec),
-        "subset": opts.subset,
         "split_seed": opts.split_seed,
-        "splits": splits.to_dict(),
         "search_space": opts.space.source,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
@@ -151,7 +236,21 @@ def prepare_study(opts: StudyOptions, dataset: Dataset, *, create: bool = True, 
                                 sampler=make_sampler(opts.seed), pruner=make_pruner(opts), create=create)
     if opts.continue_stale:
         check_compatible(study, opts.space)
-    stored = study.user_attrs.get(ATTR + "splits")
-    if stored:
-        splits = QuerySplits.from_dict(stored)  # the split fixed when the study was created
+    attrs = study.user_attrs
+    stored = attrs.get(ATTR + "splits")
+    writer = not opts.worker
+    if writer and stored and ATTR + "legacy_gold_fingerprint" not in attrs and study.get_trials(deepcopy=False):
+        old = QuerySplits.from_dict(stored)
+        if old.scheme == "seeded":  # a study from before hashed roles: its trials were scored on this tune split
+            study.set_user_attr(ATTR + "legacy_gold_fingerprint", old.fingerprint(dataset, "tune"))
+    prefer = opts.holdout_prefer_reviewed if writer else None
+    splits = study_splits(study, dataset, gold, split_seed=opts.split_seed, holdout_fraction=opts.holdout_fraction,
+                          prefer_reviewed=prefer)
+    if writer:
+        updates = {"splits": splits.to_dict(), "holdout_prefer_reviewed": bool(opts.holdout_prefer_reviewed)}
+        if gold is not None:
+            updates["gold"] = gold.spec.to_dict()
+        for k, v in updates.items():
+            if attrs.get(ATTR + k) != v:
+                study.set_user_attr(ATTR + k, v)
     return storage, study, splits

@@ -10,7 +10,7 @@ from evolve.embedders import EmbedderPool
 from evolve.evaluate import mlflow_name
 from evolve.progress import ProgressFactory, null_progress
 from evolve.study._champion import enqueue_champion
-from evolve.study._identity import load_study_dataset, prepare_study
+from evolve.study._identity import load_study_data, prepare_study
 from evolve.study._objective import Objective
 from evolve.study._options import ATTR, NightSummary, StudyOptions
 from evolve.study._recovery import engine_starts, mark_mlflow_failed, shutdown_engines, stop_after_failures
@@ -37,7 +37,7 @@ def run_study(opts: StudyOptions, *, progress: ProgressFactory = null_progress, 
     t_start = time.perf_counter()
     check_storage_url(opts.storage_url or opts.workspace.default_storage)
     ws = opts.workspace.ensure()
-    dataset = load_study_dataset(opts)
+    dataset, gold = load_study_data(opts)
     tracking_uri = opts.tracking_uri or ws.default_tracking_uri
     from evolve.secrets import warn_inline_password
 
@@ -56,7 +56,7 @@ def run_study(opts: StudyOptions, *, progress: ProgressFactory = null_progress, 
         for cb in callbacks:
             cb(study, trial)
 
-    storage, study, splits = prepare_study(opts, dataset, create=not opts.worker,
+    storage, study, splits = prepare_study(opts, dataset, gold=gold, create=not opts.worker,
                                            failed_trial_callback=failed_trial_callback)
     if study.study_name != opts.study_name:
         tracker.close()
@@ -66,6 +66,7 @@ def run_study(opts: StudyOptions, *, progress: ProgressFactory = null_progress, 
     tracker.fail_stale_runs(opts.grace_period)
     optuna.storages.fail_stale_trials(study)
     corpus_fp = dataset.corpus_fingerprint()
+    gold_fp = splits.fingerprint(dataset, "tune")  # the tune gold every trial tonight is scored on
     prov = provenance()
     parent_tags = {
         "evolve_kind": "worker" if opts.worker else "night",
@@ -76,6 +77,8 @@ def run_study(opts: StudyOptions, *, progress: ProgressFactory = null_progress, 
         "dataset_fingerprint": dataset.fingerprint,
         "corpus_fingerprint": corpus_fp,
         "qrels_fingerprint": dataset.qrels_fingerprint(),
+        "gold_fingerprint": gold_fp,
+        **gold.mlflow_tags(),
         "search_space_hash": opts.space.hash(),
         "python": prov["python"],
         **{f"version.{k}": v for k, v in prov["packages"].items()},
@@ -87,12 +90,13 @@ def run_study(opts: StudyOptions, *, progress: ProgressFactory = null_progress, 
         "n_trials": opts.n_trials, "timeout": opts.timeout, "sampler_seed": opts.seed, "split_seed": splits.seed,
         "objectives": ",".join(opts.objectives), "n_tune": len(splits.tune), "n_holdout": len(splits.holdout),
         "n_report": len(splits.report), "study_total": opts.study_total,
+        "n_excluded_same_text": len(splits.excluded), **gold.mlflow_params(),
     })
     cache = EmbeddingCache.open(ws)  # + the shared cache behind it when the workspace names one (EVOLVE_CACHE_URL)
     embedders = EmbedderPool()
     objective = Objective(opts, dataset, splits, tracker, parent_id, cache, embedders, progress)
     if not opts.worker:
-        enqueue_champion(study, opts, corpus_fp)
+        enqueue_champion(study, opts, corpus_fp, gold_fp)
     started: list[int] = []
 
     def record(study_, trial):
@@ -142,7 +146,7 @@ def run_study(opts: StudyOptions, *, progress: ProgressFactory = null_progress, 
             if status == "FINISHED" and not opts.worker and opts.report_top > 0:
                 summary.report = report_best(study, opts, dataset, splits, tracker, cache, embedders, progress,
                                              corpus_fp)
-            summary.best = best_trial_info(study, corpus_fp)
+            summary.best = best_trial_info(study, corpus_fp, gold_fp)
             summary.wall_seconds = time.perf_counter() - t_start
             engines = engine_starts()
             tracker.log_metrics(parent_id, {
@@ -153,7 +157,7 @@ def run_study(opts: StudyOptions, *, progress: ProgressFactory = null_progress, 
                 **({"best_tune_" + mlflow_name(opts.objectives[0]): summary.best["value"]} if summary.best else {}),
             })
             if status == "FINISHED":
-                night_artifacts(study, opts, summary, tracker, parent_id, corpus_fp)
+                night_artifacts(study, opts, summary, tracker, parent_id, corpus_fp, gold_fp)
             if objective.cache_stats.n_texts:
                 from evolve._io import atomic_write_json
 

@@ -44,6 +44,8 @@ class Objective:
         self.progress = progress
         self.corpus_fp = dataset.corpus_fingerprint()
         self.tune_qrels = splits.qrels(dataset, "tune")
+        #: the tune gold every trial of this night is scored on; only trials on the same gold compare
+        self.gold_fp = splits.fingerprint(dataset, "tune")
 
         order = sorted(self.tune_qrels)
         random.Random(splits.seed).shuffle(order)
@@ -54,23 +56,27 @@ class Objective:
         self.cache_stats = CacheStats()  # the night's cache use, for `evolve cache stats`
 
     def _find_repeat(self, study, params: dict, number: int):
-        """A COMPLETE trial with these params (its values are reused), or None. With parallel workers, a trial
-        with a lower number may be running the same params right now: wait for it instead of running them
-        twice (a lower-numbered trial still sampling has no corpus attribute yet: wait for that too)."""
+        """A COMPLETE trial with these params on this corpus and tune gold (its values are reused), or None. With
+        parallel workers, a trial with a lower number may be running the same params right now: wait for it
+        instead of running them twice (a lower-numbered trial still sampling has no corpus attribute yet: wait for
+        that too)."""
         import optuna
         from optuna.trial import TrialState
 
         checked = time.monotonic()
+        legacy = study.user_attrs.get(ATTR + "legacy_gold_fingerprint")
         while True:
             twin = None
             for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING)):
                 if t.number == number:
                     continue
                 fp = t.user_attrs.get(ATTR + "corpus_fingerprint")
+                same = (fp == self.corpus_fp and t.params == params
+                        and t.user_attrs.get(ATTR + "gold_fingerprint", legacy) == self.gold_fp)
                 if t.state == TrialState.COMPLETE:
-                    if fp == self.corpus_fp and t.params == params:
+                    if same:
                         return t
-                elif t.number < number and (fp is None or (fp == self.corpus_fp and t.params == params)):
+                elif t.number < number and (fp is None or same):
                     twin = t
             if twin is None:
                 return None
@@ -87,6 +93,7 @@ class Objective:
         trial.set_user_attr(ATTR + "pid", os.getpid())  # which worker runs it (distributed mode, tests)
         trial.set_user_attr(ATTR + "host", socket.gethostname())
         trial.set_user_attr(ATTR + "cuda_visible_devices", os.environ.get("CUDA_VISIBLE_DEVICES"))  # --gpus: one each
+        trial.set_user_attr(ATTR + "gold_fingerprint", self.gold_fp)
         trial.set_user_attr(ATTR + "corpus_fingerprint", self.corpus_fp)  # last: marks the params as final
         trial.set_user_attr(ATTR + "parent_run_id", self.parent_id)
         retried = trial.study._storage.get_trial(trial._trial_id).system_attrs.get("failed_trial")
@@ -95,6 +102,7 @@ class Objective:
             "optuna_study": trial.study.study_name,
             "optuna_trial_number": trial.number,
             "corpus_fingerprint": self.corpus_fp,
+            "gold_fingerprint": self.gold_fp,
         }
         if retried is not None:
             run_tags["evolve.retry_of_trial_id"] = retried

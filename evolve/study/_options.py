@@ -46,6 +46,12 @@ class StudyOptions:
     report_top: int = 3
     subset: int | None = None
     strict: bool = False
+    # gold folders (--gold, absolute or relative paths; None: the study's stored gold) and how they meet the
+    # dataset's own qrels (--gold-mode merge|replace; None: the stored mode, else merge)
+    gold: tuple[str, ...] | None = None
+    gold_mode: str | None = None
+    #: new queries a person reviewed go to holdout first (see evolve.splits)
+    holdout_prefer_reviewed: bool = False
     # distributed mode (evolve worker): a study-wide budget and retries of trials whose worker died
     study_total: int | None = None
     deadline: float | None = None

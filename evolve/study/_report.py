@@ -8,7 +8,7 @@ from pathlib import Path
 
 from evolve.config import PipelineConfig
 from evolve.pipeline import Pipeline
-from evolve.study._identity import current_trials
+from evolve.study._identity import comparable_trials
 from evolve.study._options import ATTR, NightSummary
 
 __all__ = [
@@ -18,10 +18,11 @@ __all__ = [
 ]
 
 
-def best_trial_info(study, corpus_fp: str | None) -> dict | None:
+def best_trial_info(study, corpus_fp: str | None, gold_fp: str | None = None) -> dict | None:
+    """The best completed trial on this corpus and tune gold (None: any), or None when there is none."""
     from optuna.trial import TrialState
 
-    done = current_trials(study, corpus_fp, states=(TrialState.COMPLETE,))
+    done = comparable_trials(study, corpus_fp, gold_fp, states=(TrialState.COMPLETE,))
     if not done:
         return None
     if len(study.directions) > 1:
@@ -39,7 +40,7 @@ def report_best(study, opts, dataset, splits, tracker, cache, embedders, progres
     qrels = splits.qrels(dataset, "report")
     if not qrels:
         return {}
-    done = current_trials(study, corpus_fp, states=(TrialState.COMPLETE,))
+    done = comparable_trials(study, corpus_fp, splits.fingerprint(dataset, "tune"), states=(TrialState.COMPLETE,))
     done = [t for t in done if ATTR + "repeat_of" not in t.user_attrs]
     done.sort(key=lambda t: -t.values[0])
     out = {}
@@ -65,14 +66,14 @@ def report_best(study, opts, dataset, splits, tracker, cache, embedders, progres
     return out
 
 
-def night_artifacts(study, opts, summary: NightSummary, tracker, parent_id, corpus_fp) -> None:
+def night_artifacts(study, opts, summary: NightSummary, tracker, parent_id, corpus_fp, gold_fp=None) -> None:
 
     from evolve._io import atomic_write_text
     from evolve.leaderboard import leaderboard_frame, plot_study, summary_markdown
 
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        frame = leaderboard_frame(study, corpus_fp)
+        frame = leaderboard_frame(study, corpus_fp, gold_fp=gold_fp)
         atomic_write_text(folder / "leaderboard.csv", frame.to_csv(index=False))
         atomic_write_text(folder / "summary.md", summary_markdown(study, opts, summary, frame))
         for path in plot_study(study, folder):
