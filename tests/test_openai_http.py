@@ -247,7 +247,7 @@ def test_model_not_served_lists_what_is(stand_in):
     with pytest.raises(BackendError) as err:
         make(stand_in.url, model="nope").embed(["x"])
     msg = str(err.value)
-    assert msg == f"embedding.model: 'nope' is not served by {stand_in.url}; it serves: stand-in-embed, other-model"
+    assert msg == f"embedding.model: 'nope' is not served by {stand_in.url}; it serves: other-model, stand-in-embed"
 
 
 def test_identity_is_the_served_model_and_cached(stand_in):
