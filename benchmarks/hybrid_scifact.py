@@ -7,7 +7,8 @@ BM25 indexes are computed once and reused by later runs (and by ``evolve run`` p
     .venv/bin/python benchmarks/hybrid_scifact.py --workspace .evolve-bench --rerank 20,50   # + mpnet rerank
 
 Protocol: every parameter (BM25 k1/b, fusion parameters, rerank depth/combine) is chosen on ``train`` (809
-queries); ``test`` (300 queries) is only reported. Results: a table on stdout and
+queries); ``test`` (300 queries) is only reported: each row prints its test score, but no choice (grid point,
+best hybrid, best row) ever reads one. Results: a table on stdout and
 ``benchmarks/out/hybrid_scifact.json``.
 """
 
@@ -81,7 +82,7 @@ def main(argv=None) -> int:
     emb = {"model": args.model, "max_length": args.max_length}
     evaluate(f"dense {args.model}", {"retrieval": {"mode": "dense"}, "embedding": emb}, ds, cache, pool)
 
-    # --- hybrids: fusion parameters tuned on train (ranx.optimize_fusion over the train runs)
+    # --- hybrids: fusion parameters tuned on train (evolve.fusion.optimize_fusion over the train runs)
     hybrid = {"retrieval": {"mode": "hybrid"}, "embedding": emb, "sparse": best_sparse}
     pipe = Pipeline(parse_config(hybrid), ds, cache=cache, embedders=pool).prepare()
     train = ds.split_qrels("train")

@@ -142,13 +142,22 @@ def _one_of(v: str, names) -> str:
 
 
 class FusionConfig(_Section):
-    """How dense and sparse runs are fused (ranx.fuse)."""
+    """How dense and sparse runs are fused (see :mod:`evolve.fusion`)."""
 
     method: Literal["rrf", "wsum", "mnz"] = "rrf"
     rrf_k: int = Field(60, ge=1, le=1000)
     weight: UnitFloat = Field(0.5, description="weight of the dense run in wsum; sparse gets 1 - weight")
-    norm: Literal["min-max", "zmuv"] = "min-max"
+    norm: Literal["min-max", "zmuv"] = Field("min-max", description="score normalisation for wsum; mnz takes min-max only")
     optimize: bool = Field(False, description="tune the fusion parameters on the tune queries (ranx.optimize_fusion)")
+
+    @model_validator(mode="after")
+    def _mnz_needs_min_max(self):
+        # CombMNZ multiplies the summed scores by the hit count: under zmuv a below-mean score is negative and a
+        # document both retrievers found would be pushed down (see evolve.fusion)
+        if self.method == "mnz" and self.norm != "min-max":
+            raise ValueError(f"fusion.norm: expected min-max for fusion.method 'mnz' (CombMNZ multiplies by the hit "
+                             f"count, so its scores must not be negative), got '{self.norm}'")
+        return self
 
 
 class RerankConfig(_Section):

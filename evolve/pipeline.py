@@ -185,38 +185,89 @@ class Pipeline:
             self._qvecs[q] = v
 
     def _aggregate(self, scores: np.ndarray, ids: np.ndarray, k: int) -> dict[str, float]:
+        """The best ``k`` documents of one query's chunk hits (``ids`` best first, ``-1`` = no hit).
+
+        ``retrieval.aggregation`` over the retrieved chunks of each document (those within the depth searched,
+        see :meth:`_search_deep`): ``max`` (the document's best chunk), ``sum`` or ``mean`` of their scores.
+        Ties keep the order in which the documents first appear in the hits.
+        """
+        valid = ids >= 0
+        if not valid.any():
+            return {}
+        docs = self._chunk_doc[ids[valid]]
+        vals = np.asarray(scores[valid], dtype=np.float64)
+        uniq, first, inv = np.unique(docs, return_index=True, return_inverse=True)
         agg = self.config.retrieval.aggregation
-        acc: dict[int, list[float]] = {}
-        for s, cid in zip(scores, ids):
-            if cid < 0:
-                continue
-            acc.setdefault(int(self._chunk_doc[cid]), []).append(float(s))
         if agg == "max":
-            doc_scores = {d: max(v) for d, v in acc.items()}
-        elif agg == "sum":
-            doc_scores = {d: float(sum(v)) for d, v in acc.items()}
+            doc_scores = np.full(uniq.size, -np.inf)
+            np.maximum.at(doc_scores, inv, vals)
         else:
-            doc_scores = {d: float(sum(v) / len(v)) for d, v in acc.items()}
-        top = sorted(doc_scores.items(), key=lambda kv: -kv[1])[:k]
-        return {self._doc_ids[d]: s for d, s in top}
+            doc_scores = np.bincount(inv, weights=vals, minlength=uniq.size)
+            if agg == "mean":
+                doc_scores = doc_scores / np.bincount(inv, minlength=uniq.size)
+        order = np.lexsort((first, -doc_scores))[:k]
+        return {self._doc_ids[int(uniq[i])]: float(doc_scores[i]) for i in order}
 
     def _chunk_depth(self, k: int) -> int:
+        """The first chunk depth tried for ``k`` documents: ``k`` when no document has more than one chunk (the
+        first ``k`` hits are then ``k`` documents), else ``k * 2 * ceil(mean chunks per document)``."""
+        if self._max_chunks_per_doc() <= 1:
+            return min(len(self.chunks), k)
         per_doc = max(1, -(-len(self.chunks) // max(1, len(self._doc_ids))))
-        return min(len(self.chunks), k * (1 if per_doc == 1 else 2 * per_doc))
+        return min(len(self.chunks), k * 2 * per_doc)
+
+    def _max_chunks_per_doc(self) -> int:
+        """The most chunks any one document has (computed once per chunk-to-document map)."""
+        cached = getattr(self, "_per_doc_cache", None)
+        if cached is None or cached[0] is not self._chunk_doc:
+            n = 0 if self._chunk_doc is None or not self._chunk_doc.size else int(np.bincount(self._chunk_doc).max())
+            self._per_doc_cache = (self._chunk_doc, n)
+        return self._per_doc_cache[1]
+
+    def _search_deep(self, search, n_queries: int, k: int) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Per query, ``(scores, ids)`` of its best chunks, searched deep enough to hold ``k`` distinct documents.
+
+        ``search(rows, depth)`` returns ``(scores, ids)`` for the query rows ``rows`` (ids ``-1`` past the hits).
+        Starting at :meth:`_chunk_depth`, the queries whose hits hold fewer than ``k`` documents are searched
+        again at twice the depth, until they hold ``k``, the depth reaches the number of chunks, or the index
+        returns fewer hits than asked (it has nothing more to reach: BM25 past the chunks sharing a term with the
+        query, IVF past the probed lists). Skewed corpora (a few documents with hundreds of chunks) then still
+        give ``k`` documents. When no document has more than one chunk, one search at depth ``k`` is all.
+        """
+        n_chunks = len(self.chunks)
+        depth = self._chunk_depth(k)
+        single = self._max_chunks_per_doc() <= 1
+        out: list = [None] * n_queries
+        todo = np.arange(n_queries)
+        while todo.size:
+            scores, ids = search(todo, depth)
+            again = []
+            for row, qi in enumerate(todo):
+                out[qi] = (scores[row], ids[row])
+                if single or depth >= n_chunks or ids.shape[1] < depth or (ids[row] < 0).any():
+                    continue
+                if np.unique(self._chunk_doc[ids[row]]).size < k:
+                    again.append(qi)
+            if not again or single or depth >= n_chunks:
+                break
+            todo = np.asarray(again, dtype=np.int64)
+            depth = min(n_chunks, depth * 2)
+        return out
 
     def dense_run(self, qids: list[str]) -> dict[str, dict[str, float]]:
         from evolve.index import search_index
 
         k = self.config.retrieval.top_k
         qmat = np.stack([self._qvecs[q] for q in qids]).astype(np.float32)
-        scores, ids = search_index(self._index, qmat, self._chunk_depth(k), self.config.index)
-        return {q: self._aggregate(scores[i], ids[i], k) for i, q in enumerate(qids)}
+        hits = self._search_deep(lambda rows, depth: search_index(self._index, qmat[rows], depth, self.config.index),
+                                 len(qids), k)
+        return {q: self._aggregate(*hits[i], k) for i, q in enumerate(qids)}
 
     def sparse_run(self, qids: list[str]) -> dict[str, dict[str, float]]:
         k = self.config.retrieval.top_k
         texts = [self.dataset.queries[q] for q in qids]
-        scores, ids = self._sparse.search(texts, self._chunk_depth(k))
-        return {q: self._aggregate(scores[i], ids[i], k) for i, q in enumerate(qids)}
+        hits = self._search_deep(lambda rows, depth: self._sparse.search([texts[i] for i in rows], depth), len(qids), k)
+        return {q: self._aggregate(*hits[i], k) for i, q in enumerate(qids)}
 
     def first_stage(self, qids: list[str]) -> dict[str, dict[str, float]]:
         mode = self.config.retrieval.mode

@@ -1,4 +1,5 @@
-"""Issue 2: chunkers respect size (MiniLM tokens) and overlap, are deterministic; Korean sentences via kiwipiepy."""
+"""Issue 2: chunkers respect size (MiniLM tokens) and overlap, are deterministic; English sentences via sentencex,
+Korean sentences via kiwipiepy."""
 
 from __future__ import annotations
 
@@ -147,8 +148,30 @@ def test_short_document_is_one_chunk():
 
 def test_english_sentence_split():
     assert split_sentences("It works. Does it? Yes! e.g. not here. 3 cases.") == [
-        "It works.", "Does it?", "Yes! e.g. not here.", "3 cases."
+        "It works.", "Does it?", "Yes!", "e.g. not here.", "3 cases."
     ]
+    assert split_sentences("") == [] and split_sentences("no punctuation at all") == ["no punctuation at all"]
+
+
+def test_english_abbreviations_do_not_end_a_sentence():
+    """Issue 14.11: the old punctuation rule cut after "Fig.", "et al." and "Dr." (before a capital, a digit
+    or a bracket): ['As shown in Fig.', '3 of Smith et al.', '(2019), the effect holds.', 'Dr.', 'Jones ...']."""
+    text = ("As shown in Fig. 3 of Smith et al. (2019), the effect holds. Dr. Jones disagreed. "
+            "Values rose from 3.5 vs. 4.2 in Table 2. See Section 3.1.")
+    assert split_sentences(text) == [
+        "As shown in Fig. 3 of Smith et al. (2019), the effect holds.",
+        "Dr. Jones disagreed.",
+        "Values rose from 3.5 vs. 4.2 in Table 2.",
+        "See Section 3.1.",
+    ]
+
+
+def test_sentence_chunks_on_scifact_keep_every_character(docs):
+    """sentencex drops nothing: the sentences of an abstract are the abstract, whitespace aside."""
+    for d in docs:
+        sents = split_sentences(d.full_text)
+        assert len(sents) > 1
+        assert "".join(sents).replace(" ", "") == d.full_text.replace(" ", "").strip()
 
 
 def test_korean_sentences_use_kiwipiepy():

@@ -378,6 +378,36 @@ def test_subset(scifact, scifact_small):
     assert again.fingerprint != scifact.subset(1000, "test", seed=1).fingerprint
 
 
+def test_subset_keeps_every_judged_document_of_the_queries_it_keeps(scifact):
+    """Issue 14.11: at 400 documents the old subset cut the judged documents (sorted by id) at 400 and kept 57
+    queries with only part of their qrels (easier queries, inflated scores). Now a query is kept whole or not
+    at all, both splits keep queries, and the warning says how many were left out."""
+    sub = scifact.subset(400, None)
+    assert len(sub.corpus) == 400
+    kept = [(s, q) for s, sq in sub.qrels.items() for q in sq]
+    for s, q in kept:
+        assert sub.qrels[s][q] == scifact.qrels[s][q]  # every judgement, as in the full dataset
+        assert set(sub.qrels[s][q]) <= set(sub.corpus)
+    n_all = sum(len(sq) for sq in scifact.qrels.values())
+    assert 0 < len(kept) < n_all and sub.qrels["test"] and sub.qrels["train"]
+    assert sub.warnings == [f"subset of 400 documents: kept {len(kept)} of {n_all} queries whole; "
+                            f"{n_all - len(kept)} left out because their judged documents did not fit"]
+    assert set(sub.queries) == {q for _, q in kept}
+    assert sub.fingerprint == scifact.subset(400, None).fingerprint  # seeded
+    assert sub.fingerprint != scifact.subset(400, None, seed=1).fingerprint
+    # room for everything: every query, no warning
+    assert scifact.subset(1000, None).qrels == scifact.qrels and scifact.subset(1000, None).warnings == []
+
+
+def test_subset_too_small_for_any_query_is_one_line(scifact):
+    from conftest import expect_one_line
+
+    from evolve.errors import DatasetError
+
+    expect_one_line(lambda: scifact.subset(0, "test"), "subset: expected room for the judged documents of at least "
+                    "one query (the fewest a query has is 1), got 0 documents", exc=DatasetError)
+
+
 def test_shared_scifact_matches_bundled(scifact):
     ds = load_dataset(shared_dataset("scifact"))
     assert ds.fingerprint == scifact.fingerprint

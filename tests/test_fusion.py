@@ -1,4 +1,7 @@
-"""Fusion of dense and sparse runs with ranx: rrf, wsum (min-max, zmuv), mnz; optimize_fusion; bad input."""
+"""Fusion of dense and sparse runs: rrf (ranx), wsum (min-max, zmuv), mnz (min-max); optimize_fusion; bad input.
+
+Issue 14.6: agreement between the retrievers is never penalised, a document missing from a run counts at that
+run's minimum, and CombMNZ refuses z-scores (known answers on tiny hand-made runs)."""
 
 from __future__ import annotations
 
@@ -36,6 +39,116 @@ def test_wsum_zmuv_and_mnz():
     mnz = fuse_runs(DENSE, SPARSE, FusionConfig(method="mnz"))
     # CombMNZ: (sum of min-max scores) x (number of runs that found the doc)
     assert mnz["q1"] == pytest.approx({"a": (1 + 4 / 9) * 2, "c": 1.0 * 2, "b": 0.875, "d": 0.0})
+
+
+# dense a > b > c, sparse c > d: z-scores dense a 1.2247, b 0, c -1.2247; sparse c 1, d -1
+ZD = {"q": {"a": 3.0, "b": 2.0, "c": 1.0}}
+ZS = {"q": {"c": 4.0, "d": 2.0}}
+R = 1.5 ** 0.5  # 1.2247..., the z-score of a and -c
+
+
+def test_wsum_missing_document_counts_at_the_runs_minimum():
+    """zmuv: a missing from sparse counts at sparse's lowest z-score (-1), d missing from dense at dense's (-R).
+    The old code (ranx wsum) counted a missing document as z = 0, the run's mean: a 0.612, b 0, d -0.5."""
+    z = fuse_runs(ZD, ZS, FusionConfig(method="wsum", norm="zmuv", weight=0.5))["q"]
+    assert z == pytest.approx({"a": 0.5 * R - 0.5, "b": -0.5, "c": -0.5 * R + 0.5, "d": -0.5 * R - 0.5})
+    assert list(z) == ["a", "c", "b", "d"]
+    # min-max: the run's minimum is 0, so a missing document counts as 0 (as before)
+    mm = fuse_runs(ZD, ZS, FusionConfig(method="wsum", norm="min-max", weight=0.5))["q"]
+    assert mm == pytest.approx({"a": 0.5, "b": 0.25, "c": 0.5, "d": 0.0})
+    # a document missing from a run never beats one that run retrieved last with the same other score
+    w = fuse_runs({"q": {"x": 1.0, "y": 1.0, "top": 5.0}}, {"q": {"x": 0.5, "s1": 3.0, "s2": 2.0}},
+                  FusionConfig(method="wsum", norm="zmuv", weight=0.5))["q"]
+    assert w["x"] >= w["y"]  # old code: y (not found by sparse) 0.35 above x (found, last) -0.26
+
+
+def _agreement_pairs(dense, sparse):
+    """(x, y) with equal dense scores where sparse found x but not y."""
+    for q in dense:
+        for x, sx in dense[q].items():
+            for y, sy in dense[q].items():
+                if sx == sy and x in sparse[q] and y not in sparse[q]:
+                    yield q, x, y
+
+
+@pytest.mark.parametrize("cfg", [FusionConfig(method="rrf", rrf_k=1), FusionConfig(method="rrf", rrf_k=60),
+                                 FusionConfig(method="wsum", norm="min-max", weight=0.3),
+                                 FusionConfig(method="wsum", norm="zmuv", weight=0.5),
+                                 FusionConfig(method="wsum", norm="zmuv", weight=0.8),
+                                 FusionConfig(method="mnz", norm="min-max")], ids=str)
+def test_agreement_is_never_penalised(cfg):
+    """A document that both retrievers found ranks at least as high as one with the same dense score that only
+    the dense retriever found, whatever its sparse score (here: the lowest the sparse run gave)."""
+    dense = {"q1": {"top": 9.0, "x": 2.0, "y": 2.0, "low": 1.0}, "q2": {"x": 0.4, "y": 0.4, "z": 0.1}}
+    sparse = {"q1": {"s1": 30.0, "s2": 20.0, "x": 10.0}, "q2": {"s": 5.0, "x": 1.0, "t": 4.0}}
+    pairs = list(_agreement_pairs(dense, sparse))
+    assert len(pairs) == 2
+    out = fuse_runs(dense, sparse, cfg)
+    for q, x, y in pairs:
+        assert out[q][x] >= out[q][y], (cfg, q, out[q])
+        assert list(out[q]).index(x) < list(out[q]).index(y)  # x is listed first (ties: by id, 'x' < 'y')
+
+
+def test_mnz_refuses_zmuv_one_line():
+    """CombMNZ multiplies by the hit count; under zmuv a below-mean document found by both runs got a larger
+    *negative* score than one found by one run (old code: dense x -1.22 * 2 hits below y -0.61 * 1)."""
+    msg = ("fusion.norm: expected min-max for fusion.method 'mnz' (CombMNZ multiplies by the hit count, so its "
+           "scores must not be negative), got 'zmuv'")
+    with pytest.raises(ConfigError) as err:
+        parse_config({"fusion": {"method": "mnz", "norm": "zmuv"}})
+    assert err.value.message == msg
+    bypass = FusionConfig(method="mnz").model_copy(update={"norm": "zmuv"})  # model_copy skips validation
+    with pytest.raises(ConfigError) as err:
+        fuse_runs(DENSE, SPARSE, bypass)
+    assert err.value.message == msg
+    assert parse_config({"fusion": {"method": "wsum", "norm": "zmuv"}}).fusion.norm == "zmuv"
+
+
+@pytest.mark.parametrize("name", ["search_space.yaml", "search_space_large.yaml", "search_space_rerank.yaml",
+                                  "search_space_korean.yaml"])
+def test_shipped_search_spaces_never_propose_mnz_with_zmuv(name):
+    """120 trials of a real Optuna random sampler over each shipped space: every proposal is a valid config,
+    mnz always with min-max, and mnz is still proposed where the space offers it."""
+    import optuna
+
+    from evolve.config import shipped_path
+    from evolve.search_space import load_search_space
+
+    space = load_search_space(shipped_path("configs", name))
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    methods = set()
+    for _ in range(120):
+        trial = study.ask()
+        cfg = space.config_for(space.sample(trial))
+        study.tell(trial, 0.0)
+        if cfg.retrieval.mode == "hybrid":
+            methods.add((cfg.fusion.method, cfg.fusion.norm))
+    assert ("mnz", "zmuv") not in methods
+    offered = space.params["fusion.method"].choices
+    assert ("mnz" in offered) == (("mnz", "min-max") in methods)
+
+
+def test_optimize_fusion_tunes_the_wsum_that_runs():
+    """The weight that optimize_fusion returns is the best on the grid for the fusion that fuse_runs does.
+    The old code tuned ranx's zmuv wsum (missing documents at the mean) and returned 0.9, which scores 0.644
+    under the fusion that runs, against 0.710 at 0.5."""
+    from evolve.evaluate import evaluate_run
+
+    grid = [round(0.1 * i, 1) for i in range(11)]  # the documented grid: 0.0, 0.1, ..., 1.0
+
+    dense = {"q0": {"d1": 0.82, "d0": 0.96, "d4": 0.57, "d2": 0.17}, "q1": {"d1": 0.39, "d3": 0.5, "d0": 0.02, "d2": 0.61},
+             "q2": {"d3": 0.1, "d1": 0.38, "d2": 0.55, "d5": 0.91}}
+    sparse = {"q0": {"d5": 2.0, "d4": 1.0, "d0": 5.7, "d1": 9.0}, "q1": {"d3": 2.0, "d2": 3.3, "d0": 9.9, "d5": 7.8},
+              "q2": {"d5": 2.3, "d4": 7.3, "d3": 0.8, "d2": 1.7}}
+    qrels = {"q0": {"d4": 1}, "q1": {"d2": 1}, "q2": {"d4": 1}}
+
+    def score(w):
+        cfg = FusionConfig(method="wsum", norm="zmuv", weight=w)
+        return evaluate_run(qrels, fuse_runs(dense, sparse, cfg), ["ndcg@10"])[0]["ndcg@10"]
+
+    tuned = optimize_fusion(qrels, dense, sparse, FusionConfig(method="wsum", norm="zmuv", weight=0.9))
+    assert score(tuned.weight) == pytest.approx(max(score(w) for w in grid))
+    assert score(tuned.weight) > score(0.9) + 0.05
 
 
 def test_union_truncated_to_k_and_one_sided_queries_kept():

