@@ -33,7 +33,7 @@ def eval_command(
     json_out: JsonOpt = False,
     out: Annotated[str | None, typer.Option("--out", help="Write metrics.json, per_query.tsv, run.trec, config.yaml here.")] = None,
     strict: StrictOpt = False,
-    subset: Annotated[int | None, typer.Option("--subset", help="Keep N documents: every judged one of the split, then seeded fillers.")] = None,
+    subset: Annotated[int | None, typer.Option("--subset", help="Keep N documents: whole queries of the split (every judged document of each), then seeded fillers.")] = None,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Embed everything; neither read nor write the cache.")] = False,
     gold: GoldOpt = None,
     gold_mode: GoldModeOpt = None,
@@ -72,6 +72,7 @@ def eval_command(
     ds.split_qrels(split)
     if subset:
         ds = ds.subset(subset, split)
+        warn_dataset(ds)  # what the subset left out
     cache = EmbeddingCache(None) if no_cache else EmbeddingCache.open(ws)
     try:
         result = evaluate_config(cfg, ds, split, cache=cache, progress=rich_progress)
