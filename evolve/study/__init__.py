@@ -5,16 +5,16 @@ per trial. The study lives in persistent Optuna storage and is continued night a
 
 Modules, one concern each: ``_options`` (what a night is asked), ``_identity`` (which study, its splits),
 ``_sampling`` (sampler and pruner), ``_objective`` (one trial), ``_champion`` (the champion as a trial),
-``_recovery`` (dead workers, engines), ``_report`` (best trial, report metrics, artifacts), ``_night``
+``_recovery`` (dead workers, engines), ``_report`` (best trial, sealed report metrics, artifacts), ``_night``
 (the night itself).
 """
 
 from evolve.study._champion import champion_config, enqueue_champion
 from evolve.study._identity import current_trials, load_study_dataset, open_study, prepare_study, study_identity
-from evolve.study._night import run_study
+from evolve.study._night import prepare_workers, run_study, seal_after_workers
 from evolve.study._objective import Objective
 from evolve.study._options import ATTR, LATENCY, NightSummary, StudyOptions, parse_objectives
-from evolve.study._report import best_trial_info, report_best
+from evolve.study._report import best_trial_info, seal_report, sealed_report
 
 __all__ = [
     "ATTR",
@@ -30,7 +30,10 @@ __all__ = [
     "open_study",
     "parse_objectives",
     "prepare_study",
-    "report_best",
+    "prepare_workers",
     "run_study",
+    "seal_after_workers",
+    "seal_report",
+    "sealed_report",
     "study_identity",
 ]
