@@ -1,4 +1,5 @@
-"""How trials are proposed (TPE) and stopped early (the Wilcoxon pruner on per-query scores)."""
+"""How trials are proposed (TPE) and stopped early (the Wilcoxon pruner on per-query scores, against the best
+trial on the same corpus: :mod:`evolve.study._pruner`)."""
 
 from __future__ import annotations
 
@@ -22,4 +23,6 @@ def make_pruner(opts: StudyOptions):
 
     if not opts.prune or len(opts.objectives) > 1:
         return optuna.pruners.NopPruner()
-    return optuna.pruners.WilcoxonPruner(p_threshold=0.1, n_startup_steps=max(2 * opts.prune_batch, 20))
+    from evolve.study._pruner import ComparableWilcoxonPruner
+
+    return ComparableWilcoxonPruner(p_threshold=0.1, n_startup_steps=max(2 * opts.prune_batch, 20))
