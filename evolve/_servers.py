@@ -57,7 +57,9 @@ def free_port() -> int:
 
 def start_mlflow_server(backend_uri: str, artifacts: str, host: str = "127.0.0.1", port: int | None = None,
                         log_path=None) -> tuple[subprocess.Popen, str]:
-    """``mlflow server`` bound to ``host`` (127.0.0.1 by default); returns the process and its URL."""
+    """``mlflow server`` bound to ``host`` (127.0.0.1 by default); returns the process and its URL once it answers
+    (within ``EVOLVE_SERVER_START_TIMEOUT`` seconds, default 120: a new SQLite store migrates first, and a loaded
+    2-core machine can take minutes)."""
     import httpx
 
     from evolve.errors import BackendError
@@ -72,7 +74,8 @@ def start_mlflow_server(backend_uri: str, artifacts: str, host: str = "127.0.0.1
     log = open(log_path, "ab") if log_path else subprocess.DEVNULL
     proc = subprocess.Popen(cmd, stdout=log, stderr=log, env=env, start_new_session=True)
     url = f"http://{host}:{port}"
-    deadline = time.time() + 120
+    limit = float(os.environ.get("EVOLVE_SERVER_START_TIMEOUT") or 120)
+    deadline = time.time() + limit
     try:
         while time.time() < deadline:
             if proc.poll() is not None:
@@ -87,7 +90,8 @@ def start_mlflow_server(backend_uri: str, artifacts: str, host: str = "127.0.0.1
         stop_server(proc)
         raise
     stop_server(proc)
-    raise BackendError(f"mlflow server did not answer at {url} within 120 s")
+    raise BackendError(f"mlflow server did not answer at {url} within {limit:g} s "
+                       "(a slower machine may set EVOLVE_SERVER_START_TIMEOUT)")
 
 
 def stop_server(proc: subprocess.Popen, grace: float = 20.0) -> None:

@@ -196,6 +196,15 @@ def test_report_metrics_are_sealed_until_promotion(promo):
     assert "nan" not in summary and "| 0.0000 |" not in summary
 
 
+def test_no_prune_trials_still_record_per_query_values(promo):
+    """--no-prune trials used to complete without intermediate values: one of them as the best switched optuna's
+    pruner off for the whole study. Now every single-objective trial reports one value per tune query."""
+    ws, _, _, _ = promo
+    study = _study(ws)
+    n_tune = len(study.user_attrs["evolve.splits"]["tune"])
+    assert [len(t.intermediate_values) for t in study.trials] == [n_tune] * len(study.trials)
+
+
 def test_refuses_a_candidate_that_is_not_significantly_better_and_counts_the_look(promo):
     ws, by, weak, _ = promo
     before = (ws / "champion.yaml").read_text()
