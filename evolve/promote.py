@@ -20,7 +20,7 @@ from evolve.evaluate import PRIMARY_METRIC, PairedTest
 from evolve.looks import RULE, LookBudget
 from evolve.workspace import Workspace
 
-__all__ = ["Verdict", "decide", "promote", "rollback", "history", "current_champion", "mark_mlflow_champion"]
+__all__ = ["Verdict", "decide", "promote", "rollback", "history", "current_champion", "mark_mlflow_champion", "format_p"]
 
 log = logging.getLogger("evolve.promote")
 
@@ -89,7 +89,7 @@ class Verdict:
     def reason(self) -> str:
         if self.same_config:
             return "the candidate is the current champion itself: nothing to promote"
-        p = f"p = {_p_text(self.p_value)}"
+        p = f"p = {format_p(self.p_value)}"
         where = f"{self.test_text}; {self.look.rule_text()}"
         if self.significant:
             return f"significantly better on holdout {self.metric}: {self.delta:+.4f}, {p} <= {self.level:.3g} ({where})"
@@ -112,7 +112,7 @@ class Verdict:
         return out
 
 
-def _p_text(p: float) -> str:
+def format_p(p: float) -> str:
     """A p-value as text, never ``0`` (a permutation p is at least 1/(n+1))."""
     return f"{p:.4f}" if p >= 1e-4 else f"{p:.2g}"
 

@@ -14,14 +14,14 @@ __all__ = ["register"]
 def _verdict_table(v, candidate_label: str):
     from rich.table import Table
 
-    from evolve.promote import _p_text
+    from evolve.promote import format_p
 
     t = Table(title=f"holdout verdict ({v.test.n_queries} queries, {v.metric}, one-sided paired permutation test)",
               title_justify="left")
     for col in ("", v.metric, "delta", "p-value", "win", "tie", "loss"):
         t.add_column(col, justify="right" if col else "left")
     t.add_row("champion", f"{v.champion_score:.4f}", "", "", "", "", "")
-    t.add_row(candidate_label, f"{v.candidate_score:.4f}", f"{v.delta:+.4f}", _p_text(v.p_value), str(v.test.win),
+    t.add_row(candidate_label, f"{v.candidate_score:.4f}", f"{v.delta:+.4f}", format_p(v.p_value), str(v.test.win),
               str(v.test.tie), str(v.test.loss))
     return t
 
