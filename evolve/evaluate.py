@@ -1,7 +1,10 @@
-"""Scoring with ranx: metrics, per-query scores, TREC run files, paired significance tests."""
+"""Scoring with ranx (metrics, per-query scores, TREC run files) and the paired test that promotion uses."""
 
 from __future__ import annotations
 
+import contextlib
+import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 __all__ = [
@@ -10,7 +13,9 @@ __all__ = [
     "evaluate_run",
     "mlflow_name",
     "write_trec_run",
-    "compare_runs",
+    "quiet_ranx",
+    "PairedTest",
+    "paired_permutation_test",
 ]
 
 PRIMARY_METRIC = "ndcg@10"
@@ -20,6 +25,21 @@ DEFAULT_METRICS = ["ndcg@10", "recall@100", "mrr@10", "map@100"]
 def mlflow_name(metric: str) -> str:
     """``ndcg@10`` -> ``ndcg_at_10`` (MLflow-safe)."""
     return metric.replace("@", "_at_").replace("-", "_")
+
+
+@contextlib.contextmanager
+def quiet_ranx():
+    """Silence numba's ``NumbaTypeSafetyWarning`` that ranx's jitted metrics and fusions raise when they compile
+    (it reports a safe int64 -> uint64 cast inside ranx, not a problem of ours). Only that warning, only inside
+    the block: every other warning still reaches the user."""
+    with warnings.catch_warnings():
+        try:
+            from numba.core.errors import NumbaTypeSafetyWarning
+        except ImportError:  # numba without that class: nothing to silence
+            yield
+            return
+        warnings.simplefilter("ignore", NumbaTypeSafetyWarning)
+        yield
 
 
 def _ranx(qrels: dict, run: dict):
@@ -44,7 +64,8 @@ def evaluate_run(qrels: dict, run: dict, metrics: list[str] | None = None) -> tu
     # ranx drops queries with an empty run: give them a dummy zero-relevance hit so they score 0
     filled = {q: (docs if docs else {"__none__": 0.0}) for q, docs in run.items()}
     q, r = _ranx({k: qrels[k] for k in qids}, filled)
-    scores = evaluate(q, r, metrics, return_mean=False, make_comparable=True)
+    with quiet_ranx():
+        scores = evaluate(q, r, metrics, return_mean=False, make_comparable=True)
     if len(metrics) == 1:
         scores = {metrics[0]: scores}
     per_query: dict[str, dict[str, float]] = {}
@@ -66,28 +87,66 @@ def write_trec_run(run: dict, path: str | Path, tag: str = "evolve") -> Path:
     return atomic_write_text(path, "\n".join(lines) + ("\n" if lines else ""))
 
 
-def compare_runs(qrels: dict, runs: dict[str, dict], metric: str = PRIMARY_METRIC, *, max_p: float = 0.05,
-                 n_permutations: int = 10000, seed: int = 42) -> dict:
-    """Paired comparison of named runs on ``qrels`` with ranx ``compare`` (Fisher's randomization test).
+@dataclass(frozen=True)
+class PairedTest:
+    """A one-sided paired sign-flip permutation test of ``candidate - champion`` on per-query scores.
 
-    Returns ``{name: mean}``, the p-value of the first two, and win/tie/loss counts of the second vs the first.
+    ``p_value = (b + 1) / (n + 1)``: ``n`` permutations (random sign assignments, or all ``2**N - 1`` that differ
+    from the observed one when that is fewer), ``b`` of them with a mean difference at least as large as the
+    observed one. The observed assignment counts as one more, so ``p`` is never 0.
     """
-    from ranx import compare
 
-    names = list(runs)
-    if len(names) != 2:
-        raise ValueError("compare_runs needs exactly two runs: baseline first, candidate second")
-    qids = sorted(qrels)
-    q, _ = _ranx({k: qrels[k] for k in qids}, {qids[0]: {"x": 1.0}})
-    ranx_runs = []
-    for name in names:
-        docs = {qid: (runs[name].get(qid) or {"__none__": 0.0}) for qid in qids}
-        _, r = _ranx({k: qrels[k] for k in qids}, docs)
-        r.name = name
-        ranx_runs.append(r)
-    report = compare(q, ranx_runs, metrics=[metric], stat_test="fisher", max_p=max_p,
-                     n_permutations=n_permutations, random_seed=seed, make_comparable=True)
-    means = {name: float(report.results[name][metric]) for name in names}
-    p = float(report.comparisons[names[1], names[0]][metric]["p_value"])
-    wtl = report.win_tie_loss[(names[1], names[0])][metric]
-    return {"means": means, "p_value": p, "win": int(wtl["W"]), "tie": int(wtl["T"]), "loss": int(wtl["L"])}
+    mean_difference: float
+    p_value: float
+    b: int
+    n_permutations: int
+    seed: int
+    exact: bool
+    win: int
+    tie: int
+    loss: int
+    n_queries: int
+
+
+def paired_permutation_test(candidate: dict[str, float], champion: dict[str, float], *, n_permutations: int = 10000,
+                            seed: int = 0) -> PairedTest:
+    """Is ``candidate`` better than ``champion``? Both map query id -> score on the same queries.
+
+    Uses :func:`scipy.stats.permutation_test` (``permutation_type='samples'``: each query's pair is swapped or not,
+    i.e. its difference flips sign; ``alternative='greater'``) and counts ``b`` from its null distribution with
+    scipy's own tolerance, so the returned p equals scipy's and ``(b + 1) / (n + 1)``.
+    """
+    import numpy as np
+    from scipy.stats import permutation_test
+
+    if set(candidate) != set(champion):
+        raise ValueError("paired_permutation_test: expected scores of the same queries for both configs")
+    if n_permutations < 1:
+        raise ValueError(f"paired_permutation_test: expected n_permutations >= 1, got {n_permutations}")
+    qids = sorted(candidate)
+    x = np.asarray([candidate[q] for q in qids], dtype=float)
+    y = np.asarray([champion[q] for q in qids], dtype=float)
+    diff = x - y
+    win, loss = int((diff > 0).sum()), int((diff < 0).sum())
+    if not qids:
+        raise ValueError("paired_permutation_test: expected at least one query")
+
+    def statistic(a, b, axis=-1):
+        return np.mean(a - b, axis=axis)
+
+    res = permutation_test((x, y), statistic, permutation_type="samples", alternative="greater", vectorized=True,
+                           n_resamples=n_permutations, rng=np.random.default_rng(seed))
+    null = np.asarray(res.null_distribution, dtype=float)
+    observed = float(res.statistic)
+    tolerance = abs(np.finfo(float).eps * 100 * observed)  # scipy's: numerically equal counts as "as extreme"
+    at_least = int(np.count_nonzero(null >= observed - tolerance))
+    exact = len(null) < n_permutations or len(null) == 2 ** len(qids)
+    if exact:  # scipy enumerated every assignment, the observed one included: leave it out of n and b
+        n, b = len(null) - 1, at_least - 1
+    else:
+        n, b = len(null), at_least
+    p = (b + 1) / (n + 1)
+    if not np.isclose(p, float(res.pvalue), rtol=1e-12, atol=0):
+        raise RuntimeError(f"paired_permutation_test: p = {p} from b = {b}, n = {n} disagrees with scipy's "
+                           f"{float(res.pvalue)}")
+    return PairedTest(float(diff.mean()), p, b, n, seed, exact, win, len(qids) - win - loss, loss, len(qids))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-__all__ = ["leaderboard_frame", "plot_study", "summary_markdown", "state_counts"]
+__all__ = ["leaderboard_frame", "plot_study", "summary_markdown", "state_counts", "format_cell"]
 
 log = logging.getLogger("evolve.leaderboard")
 ATTR = "evolve."
@@ -18,9 +18,26 @@ def state_counts(study) -> dict[str, int]:
     return counts
 
 
+#: leaderboard columns that hold whole numbers (pandas turns them into floats when a row lacks one)
+INT_COLUMNS = ("trial", "repeat_of")
+
+
+def format_cell(column: str, value) -> str:
+    """One leaderboard cell as text: trial numbers as integers, missing values empty, scores to 4 places."""
+    if value is None or (isinstance(value, float) and value != value):
+        return ""
+    if column in INT_COLUMNS or (column.startswith("param.") and isinstance(value, float) and value.is_integer()):
+        return str(int(value))
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    return str(value)
+
+
 def leaderboard_frame(study, corpus_fp: str | None, top: int | None = None, *, gold_fp: str | None = None):
     """Completed trials on the current corpus and tune gold (None: any), best first: number, tune metrics,
-    duration, params."""
+    duration, params.
+
+    Tune metrics only: report-split metrics are sealed until a trial is promoted (never beside the choices)."""
     import pandas as pd
     from optuna.trial import TrialState
 
@@ -35,9 +52,6 @@ def leaderboard_frame(study, corpus_fp: str | None, top: int | None = None, *, g
         for m in ("ndcg@10", "recall@100", "mrr@10", "map@100", "latency_ms"):
             if m in metrics:
                 row[f"tune_{m}"] = metrics[m]
-        report = study.user_attrs.get(ATTR + f"report.{t.number}")
-        if report:
-            row["report_ndcg@10"] = report.get("ndcg@10")
         row["duration_s"] = t.user_attrs.get(ATTR + "duration_seconds")
         row["repeat_of"] = t.user_attrs.get(ATTR + "repeat_of")
         row["mlflow_run_id"] = t.user_attrs.get(ATTR + "mlflow_run_id")
@@ -104,16 +118,14 @@ def summary_markdown(study, opts, summary, frame) -> str:
     ]
     if summary.best:
         lines.append(f"- best trial on the current corpus: #{summary.best['number']} with {summary.best['value']:.4f}")
-    if summary.report:
-        lines += ["", "## Report split (never used for a decision)", "", "| trial | " + " | ".join(next(iter(summary.report.values()))) + " |",
-                  "|---" * (1 + len(next(iter(summary.report.values())))) + "|"]
-        for n, m in summary.report.items():
-            lines.append(f"| {n} | " + " | ".join(f"{v:.4f}" for v in m.values()) + " |")
+    if summary.sealed_report:
+        lines.append(f"- report (test) metrics of {len(summary.sealed_report)} best trial(s) computed and sealed: "
+                     "shown only once a trial is promoted")
     if not frame.empty:
         cols = [c for c in frame.columns if not c.startswith("param.") and c not in ("mlflow_run_id", "state")]
         top = frame.head(10)[cols]
         lines += ["", "## Leaderboard (top 10)", "", "| " + " | ".join(cols) + " |", "|---" * len(cols) + "|"]
         for _, r in top.iterrows():
-            lines.append("| " + " | ".join(f"{v:.4f}" if isinstance(v, float) else str(v) for v in r.values) + " |")
+            lines.append("| " + " | ".join(format_cell(c, r[c]) for c in cols) + " |")
     lines += ["", "Next: `evolve promote-config --best` to test the winner against the champion on holdout queries."]
     return "\n".join(lines) + "\n"

@@ -16,14 +16,13 @@ import yaml
 from evolve._io import atomic_write_text
 from evolve.config import PipelineConfig, config_to_yaml, load_config
 from evolve.errors import EvolveError
-from evolve.evaluate import PRIMARY_METRIC, compare_runs
+from evolve.evaluate import PRIMARY_METRIC, PairedTest
+from evolve.looks import RULE, LookBudget
 from evolve.workspace import Workspace
 
-__all__ = ["Verdict", "decide", "promote", "rollback", "history", "current_champion", "HOLDOUT_REUSE_WARN"]
+__all__ = ["Verdict", "decide", "promote", "rollback", "history", "current_champion", "mark_mlflow_champion", "format_p"]
 
 log = logging.getLogger("evolve.promote")
-
-HOLDOUT_REUSE_WARN = 5
 
 
 def current_champion(workspace: Workspace) -> tuple[PipelineConfig, str]:
@@ -45,17 +44,18 @@ def history(workspace: Workspace) -> list[dict]:
 
 @dataclass
 class Verdict:
-    """The outcome of comparing a candidate with the champion on holdout queries."""
+    """The outcome of comparing a candidate with the champion on holdout queries.
+
+    ``test`` is the one-sided paired permutation test of ``candidate - champion`` on ``metric`` (None when the
+    candidate is the champion itself: nothing was evaluated); ``look`` is this look's place in the holdout's
+    Bonferroni family, and the candidate is significantly better when ``p <= alpha / budget``.
+    """
 
     metric: str
     champion_score: float
     candidate_score: float
-    p_value: float
-    win: int
-    tie: int
-    loss: int
-    n_queries: int
-    max_p: float
+    test: PairedTest | None
+    look: LookBudget | None
     same_config: bool
     candidate_metrics: dict = field(default_factory=dict)
     champion_metrics: dict = field(default_factory=dict)
@@ -65,57 +65,88 @@ class Verdict:
         return self.candidate_score - self.champion_score
 
     @property
+    def p_value(self) -> float:
+        return self.test.p_value if self.test is not None else 1.0
+
+    @property
+    def level(self) -> float:
+        return self.look.level if self.look is not None else 0.0
+
+    @property
     def significant(self) -> bool:
-        return (not self.same_config) and self.delta > 0 and self.p_value <= self.max_p
+        return (not self.same_config) and self.test is not None and self.p_value <= self.level
+
+    @property
+    def test_text(self) -> str:
+        """``one-sided paired sign-flip permutation test, n = 10000, seed 0``."""
+        if self.test is None:
+            return "no test"
+        how = "all sign assignments" if self.test.exact else "random sign assignments"
+        return (f"one-sided paired sign-flip permutation test on {self.metric}, n = {self.test.n_permutations} "
+                f"{how}, seed {self.test.seed}")
 
     @property
     def reason(self) -> str:
         if self.same_config:
             return "the candidate is the current champion itself: nothing to promote"
-        if self.delta <= 0:
-            return f"the candidate is not better on holdout ({self.delta:+.4f})"
-        if self.p_value > self.max_p:
-            return f"the gain {self.delta:+.4f} is not significant (p = {self.p_value:.4f} > {self.max_p})"
-        return f"significantly better: {self.delta:+.4f}, p = {self.p_value:.4f} <= {self.max_p}"
+        p = f"p = {format_p(self.p_value)}"
+        where = f"{self.test_text}; {self.look.rule_text()}"
+        if self.significant:
+            return f"significantly better on holdout {self.metric}: {self.delta:+.4f}, {p} <= {self.level:.3g} ({where})"
+        return f"not significantly better on holdout {self.metric}: {self.delta:+.4f}, {p} > {self.level:.3g} ({where})"
 
     def as_dict(self) -> dict:
-        return {
+        out = {
             "metric": self.metric, "champion": self.champion_score, "candidate": self.candidate_score,
-            "delta": self.delta, "p_value": self.p_value, "win": self.win, "tie": self.tie, "loss": self.loss,
-            "n_queries": self.n_queries, "max_p": self.max_p, "significant": self.significant,
+            "delta": self.delta, "p_value": self.p_value, "significant": self.significant,
             "same_config": self.same_config, "reason": self.reason,
         }
+        if self.test is not None:
+            out.update({"test": "paired sign-flip permutation, one-sided (candidate > champion)",
+                        "b": self.test.b, "n_permutations": self.test.n_permutations, "seed": self.test.seed,
+                        "exact": self.test.exact, "win": self.test.win, "tie": self.test.tie,
+                        "loss": self.test.loss, "n_queries": self.test.n_queries})
+        if self.look is not None:
+            out.update({"rule": RULE, "look": self.look.look, "holdout_budget": self.look.budget,
+                        "alpha": self.look.alpha, "level": self.look.level})
+        return out
 
 
-def decide(candidate: PipelineConfig, champion: PipelineConfig, dataset, holdout_qrels: dict, *, cache=None,
-           embedders=None, progress=None, metric: str = PRIMARY_METRIC, max_p: float = 0.05, seed: int = 0) -> Verdict:
-    """Evaluate both configs on the holdout queries and run ranx's paired Fisher randomization test."""
+def format_p(p: float) -> str:
+    """A p-value as text, never ``0`` (a permutation p is at least 1/(n+1))."""
+    return f"{p:.4f}" if p >= 1e-4 else f"{p:.2g}"
+
+
+def decide(candidate: PipelineConfig, champion: PipelineConfig, dataset, holdout_qrels: dict, *, look: LookBudget,
+           metric: str = PRIMARY_METRIC, cache=None, embedders=None, progress=None, seed: int = 0,
+           n_permutations: int = 10000) -> Verdict:
+    """Evaluate both configs on the holdout queries (``metric``: the study's own objective) and test
+    ``candidate > champion`` with a one-sided paired permutation test at ``look.level``.
+
+    When the candidate is the champion itself nothing is evaluated (no holdout look is taken)."""
     from evolve.embedders import EmbedderPool
+    from evolve.evaluate import DEFAULT_METRICS, paired_permutation_test
     from evolve.pipeline import Pipeline
     from evolve.progress import null_progress
 
     if not holdout_qrels:
         raise EvolveError("no holdout queries: expected the study's holdout split to hold judged queries")
+    if candidate.fingerprint() == champion.fingerprint():
+        return Verdict(metric, float("nan"), float("nan"), None, None, True)
     pool = embedders or EmbedderPool()
+    metrics = list(dict.fromkeys([metric, *DEFAULT_METRICS]))
     results = {}
     try:
         for name, cfg in (("champion", champion), ("candidate", candidate)):
             pipe = Pipeline(cfg, dataset, cache=cache, embedders=pool, progress=progress or null_progress, seed=seed)
-            results[name] = pipe.evaluate(holdout_qrels, split="holdout")
+            results[name] = pipe.evaluate(holdout_qrels, split="holdout", metrics=metrics)
     finally:
         if embedders is None:
             pool.close()
-    same = candidate.fingerprint() == champion.fingerprint()
-    if same:
-        score = results["champion"].metrics[metric]
-        n = results["champion"].n_queries
-        return Verdict(metric, score, score, 1.0, 0, n, 0, n, max_p, True,
-                       results["candidate"].metrics, results["champion"].metrics)
-    cmp = compare_runs(holdout_qrels, {"champion": results["champion"].run, "candidate": results["candidate"].run},
-                       metric, max_p=max_p)
-    return Verdict(metric, cmp["means"]["champion"], cmp["means"]["candidate"], cmp["p_value"], cmp["win"], cmp["tie"],
-                   cmp["loss"], results["candidate"].n_queries, max_p, False,
-                   results["candidate"].metrics, results["champion"].metrics)
+    cand, champ = results["candidate"], results["champion"]
+    test = paired_permutation_test(cand.per_query[metric], champ.per_query[metric], n_permutations=n_permutations,
+                                   seed=seed)
+    return Verdict(metric, champ.metrics[metric], cand.metrics[metric], test, look, False, cand.metrics, champ.metrics)
 
 
 def _next_history_path(workspace: Workspace, kind: str) -> Path:
@@ -124,18 +155,14 @@ def _next_history_path(workspace: Workspace, kind: str) -> Path:
     return workspace.history_dir / f"{n:04d}-{time.strftime('%Y%m%dT%H%M%S')}-{kind}.yaml"
 
 
-def holdout_uses(workspace: Workspace, holdout_fingerprint: str) -> int:
-    return sum(1 for r in history(workspace) if r.get("kind") == "promotion" and r.get("holdout_fingerprint") == holdout_fingerprint)
-
-
 def promote(workspace: Workspace, candidate: PipelineConfig, verdict: Verdict, *, trial: int | None,
             mlflow_run_id: str | None, study: str | None, holdout_fingerprint: str, report_metrics: dict | None,
             forced: bool = False, export: str | Path | None = None, provenance: dict | None = None) -> dict:
-    """Write the new champion atomically and append a history record (which keeps the previous champion)."""
+    """Write the new champion atomically and append a history record (which keeps the previous champion and
+    reveals the candidate's sealed report-split metrics)."""
     if not verdict.significant and not forced:
         raise EvolveError(f"refusing to promote: {verdict.reason}")
     previous, previous_source = current_champion(workspace)
-    earlier = holdout_uses(workspace, holdout_fingerprint)
     record = {
         "kind": "promotion",
         "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -147,7 +174,6 @@ def promote(workspace: Workspace, candidate: PipelineConfig, verdict: Verdict, *
         "holdout_metrics": {"candidate": verdict.candidate_metrics, "champion": verdict.champion_metrics},
         "report_metrics": report_metrics or {},
         "holdout_fingerprint": holdout_fingerprint,
-        "earlier_promotions_on_this_holdout": earlier,
         "config": candidate.to_dict(),
         "previous_champion": previous.to_dict(),
         "previous_source": previous_source,
@@ -192,8 +218,9 @@ def rollback(workspace: Workspace) -> dict:
     return record
 
 
-def mark_mlflow_champion(tracking_uri: str, run_id: str, study: str) -> str | None:
-    """Tag the run as champion and point the registered model alias ``champion`` at it. Returns the model name."""
+def mark_mlflow_champion(tracking_uri: str, run_id: str, study: str, report_metrics: dict | None = None) -> str | None:
+    """Tag the run as champion, reveal its sealed report-split metrics on it (``report_*``), and point the
+    registered model alias ``champion`` at it. Returns the model name."""
     from evolve.tracking import _quiet_mlflow
 
     _quiet_mlflow()
@@ -202,6 +229,12 @@ def mark_mlflow_champion(tracking_uri: str, run_id: str, study: str) -> str | No
     client = MlflowClient(tracking_uri=tracking_uri)
     client.set_tag(run_id, "evolve.champion", "true")
     client.set_tag(run_id, "evolve.promoted_at", time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+    if report_metrics:
+        from evolve.evaluate import mlflow_name
+
+        stamp = int(time.time() * 1000)
+        for k, v in report_metrics.items():
+            client.log_metric(run_id, "report_" + mlflow_name(k), float(v), timestamp=stamp)
     name = f"{study}-pipeline"
     try:
         try:
@@ -217,5 +250,3 @@ def mark_mlflow_champion(tracking_uri: str, run_id: str, study: str) -> str | No
         log.warning("could not set the registered-model alias 'champion' (%s); the run is tagged evolve.champion=true", err)
         return None
 
-
-__all__ += ["mark_mlflow_champion", "holdout_uses"]

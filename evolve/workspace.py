@@ -53,6 +53,11 @@ class Workspace:
         return self.path / "history"
 
     @property
+    def holdout_looks_path(self) -> Path:
+        """Every holdout evaluation, one JSON line each (:mod:`evolve.looks`); apart from ``history/``."""
+        return self.path / "holdout_looks.jsonl"
+
+    @property
     def runs_dir(self) -> Path:
         return self.path / "runs"
 

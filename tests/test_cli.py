@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
 import subprocess
 import sys
 import textwrap
@@ -200,6 +202,117 @@ def test_unwritable_workspace(cli, tmp_path):
 
 
 def test_python_dash_m(tmp_path):
+    """`python -m evolve` is the console script: same version, and a user error is one line and exit 2 (it goes
+    through evolve.cli.main, not typer's own error handling), from outside the repository."""
+    from importlib.metadata import version
+
     proc = subprocess.run([sys.executable, "-m", "evolve", "--version"], capture_output=True, text=True, cwd=tmp_path)
-    assert proc.returncode == 0 and proc.stdout.strip() == "evolve 0.1.0"
-    assert REPO.is_dir()
+    assert proc.returncode == 0 and proc.stdout.strip() == f"evolve {version('evolve')}"
+    bad = subprocess.run([sys.executable, "-m", "evolve", "status", "--workspace", str(tmp_path / "ws")],
+                         capture_output=True, text=True, cwd=tmp_path)
+    assert bad.returncode == 2, bad.stderr
+    assert bad.stderr.strip() == (f"error: no study in sqlite:///{tmp_path / 'ws' / 'optuna.db'}: expected one made by "
+                                  "`evolve run`, found none")
+
+
+# ------------------------------------------------------------------------------------------ stop signals
+
+SLOW_START = {"EVOLVE_SERVER_START_TIMEOUT": "600"}  # a shared 2-core box can take minutes to start mlflow server
+
+
+def _wait_for_line(path: Path, prefix: str, proc, timeout: float = 600) -> str:
+    import time
+
+    end = time.time() + timeout
+    while time.time() < end:
+        for line in path.read_text().splitlines() if path.exists() else []:
+            if prefix in line:
+                return line
+        assert proc.poll() is None, f"exited {proc.returncode} before printing {prefix!r}: {path.read_text()[-2000:]}"
+        time.sleep(0.3)
+    raise AssertionError(f"no {prefix!r} within {timeout} s")
+
+
+def _alive(pids: list[int]) -> list[int]:
+    import psutil
+
+    out = []
+    for pid in pids:
+        try:
+            if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+                out.append(pid)
+        except psutil.NoSuchProcess:
+            pass
+    return out
+
+
+def _listening(port: int) -> bool:
+    import socket
+
+    with socket.socket() as s:
+        s.settimeout(1)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _stop_and_check(proc, signum: int, children: list[int], port: int) -> None:
+    """Send ``signum`` to the evolve process alone (not its group) and check that it took down everything it
+    started: no child process alive, nothing listening on the port."""
+    assert children and _listening(port)
+    proc.send_signal(signum)
+    rc = proc.wait(timeout=120)
+    leftover = _alive(children)
+    try:
+        assert rc == 128 + signum, rc
+        assert leftover == [], f"processes left behind: {leftover}"
+        assert not _listening(port), f"port {port} still answers"
+    finally:
+        for pid in leftover:  # never leave them to the rest of the suite
+            os.kill(pid, signal.SIGKILL)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, pytest.param(signal.SIGHUP, marks=pytest.mark.slow)],
+                         ids=["SIGTERM", "SIGHUP"])
+def test_a_stopped_dashboard_leaves_no_server_behind(tmp_path, signum):
+    import psutil
+
+    exe = Path(sys.executable).with_name("evolve")
+    out = tmp_path / "out.txt"
+    with open(out, "w") as fh:
+        proc = subprocess.Popen([str(exe), "dashboard", "--port", "0", "--workspace", str(tmp_path / "ws")],
+                                stdout=fh, stderr=subprocess.STDOUT, env={**os.environ, **SLOW_START})
+    try:
+        line = _wait_for_line(out, "MLflow dashboard: http://127.0.0.1:", proc)
+        port = int(line.split("http://127.0.0.1:")[1].split()[0])
+        children = [c.pid for c in psutil.Process(proc.pid).children(recursive=True)]
+        _stop_and_check(proc, signum, children, port)
+        assert f"stopped by {signal.Signals(signum).name}: the MLflow server is stopped too" in out.read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+@pytest.mark.slow
+def test_a_stopped_run_workers_leaves_no_worker_or_server_behind(tmp_path):
+    import psutil
+
+    exe = Path(sys.executable).with_name("evolve")
+    out = tmp_path / "out.txt"
+    space = REPO / "tests" / "data" / "space_small.yaml"
+    with open(out, "w") as fh:
+        proc = subprocess.Popen([str(exe), "run", "--workers", "1", "--trials", "20", "--dataset", "scifact",
+                                 "--subset", "150", "--search-space", str(space), "--workspace", str(tmp_path / "ws")],
+                                stdout=fh, stderr=subprocess.STDOUT, env={**os.environ, **SLOW_START})
+    try:
+        line = _wait_for_line(out, "started a local MLflow server for the workers at http://127.0.0.1:", proc)
+        port = int(line.rsplit(":", 1)[1])
+        import time
+
+        end = time.time() + 120
+        while not [c for c in psutil.Process(proc.pid).children() if "worker" in c.cmdline()] and time.time() < end:
+            time.sleep(0.3)
+        children = [c.pid for c in psutil.Process(proc.pid).children(recursive=True)]
+        _stop_and_check(proc, signal.SIGTERM, children, port)
+        assert "stopped by SIGTERM: the workers and the MLflow server this started are stopped" in out.read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()

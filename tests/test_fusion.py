@@ -164,9 +164,26 @@ def test_optimize_fusion_tunes_params():
     tuned = optimize_fusion(qrels, dense, sparse, FusionConfig(method="wsum", weight=0.9))
     assert tuned.weight < 0.65  # only weights below 0.653 put the relevant document first
     assert fuse_runs(dense, sparse, tuned)["q0"] and list(fuse_runs(dense, sparse, tuned)["q0"])[0] == "rel"
-    rrf = optimize_fusion(qrels, dense, sparse, FusionConfig(method="rrf", rrf_k=60))
-    assert isinstance(rrf.rrf_k, int) and rrf.method == "rrf"
     assert optimize_fusion(qrels, dense, sparse, FusionConfig(method="mnz")) == FusionConfig(method="mnz")
+
+
+def test_optimize_fusion_rrf_known_answer():
+    """Only rrf_k <= 10 ranks the relevant document above x: rel = 1/(k+1) (dense rank 1, not in the sparse list),
+    x = 1/(k+21) + 1/(k+22) (rank 22 in dense, 21 in sparse), so rel > x iff k < 11. On ranx's grid (10, 20, ...,
+    100) the answer is 10, and nothing else gives the same nDCG@10."""
+    from evolve.evaluate import evaluate_run
+
+    dense = {f"q{i}": {"rel": 1.0, **{f"d{j}": 0.9 - 0.01 * j for j in range(20)}, "x": 0.1, "s0": 0.05}
+             for i in range(3)}
+    sparse = {f"q{i}": {**{f"s{j}": 1.0 - 0.01 * j for j in range(20)}, "x": 0.1} for i in range(3)}
+    qrels = {f"q{i}": {"rel": 1} for i in range(3)}
+    rrf = optimize_fusion(qrels, dense, sparse, FusionConfig(method="rrf", rrf_k=60))
+    assert rrf == FusionConfig(method="rrf", rrf_k=10)
+    assert list(fuse_runs(dense, sparse, rrf)["q0"])[:3] == ["s0", "rel", "d0"]
+    assert list(fuse_runs(dense, sparse, FusionConfig(method="rrf", rrf_k=60))["q0"])[:3] == ["s0", "x", "rel"]
+    ndcg = {k: evaluate_run(qrels, fuse_runs(dense, sparse, FusionConfig(method="rrf", rrf_k=k)), ["ndcg@10"])[0]["ndcg@10"]
+            for k in range(10, 101, 10)}
+    assert ndcg[10] > max(v for k, v in ndcg.items() if k != 10)
 
 
 def test_bad_fusion_input_one_line():

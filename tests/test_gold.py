@@ -656,7 +656,7 @@ def test_the_pruner_compares_with_the_best_trial_on_the_same_gold():
     trial on this trial's corpus and gold, not the study's best overall."""
     import optuna
 
-    from evolve.study._sampling import comparable_pruner
+    from evolve.study._pruner import ComparableWilcoxonPruner
 
     study = optuna.create_study(direction="maximize", storage=optuna.storages.InMemoryStorage())
     dist = {"x": optuna.distributions.FloatDistribution(0, 1)}
@@ -672,9 +672,9 @@ def test_the_pruner_compares_with_the_best_trial_on_the_same_gold():
     current = trial("new", 0.55, 0.55)
     inner = optuna.pruners.WilcoxonPruner(p_threshold=0.1, n_startup_steps=20)
     assert inner.prune(study, current) is True  # against the old gold's best: pruned
-    assert comparable_pruner(inner).prune(study, current) is False  # against the best on its own gold: kept
+    assert ComparableWilcoxonPruner(p_threshold=0.1, n_startup_steps=20).prune(study, current) is False  # against the best on its own gold: kept
     worse = trial("new", 0.3, 0.3)
-    assert comparable_pruner(inner).prune(study, worse) is True
+    assert ComparableWilcoxonPruner(p_threshold=0.1, n_startup_steps=20).prune(study, worse) is True
 
 
 @pytest.mark.slow

@@ -10,8 +10,8 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
-import yaml
 from conftest import REPO, run_cli
 
 SPACE = str(REPO / "tests" / "data" / "space_small.yaml")
@@ -146,7 +146,12 @@ def test_night_records_every_trial_in_optuna_and_mlflow(night):
     assert header == "query_id\tndcg@10\trecall@100\tmrr@10\tmap@100"
     study_splits = study.user_attrs["evolve.splits"]
     assert sorted(r.split("\t")[0] for r in rows) == sorted(study_splits["tune"])
-    assert "night" in res.stdout and "best trial on the current corpus" in res.stdout or "study s:" in res.stdout
+    out = res.stdout.splitlines()
+    n_complete = sum(t.state == TrialState.COMPLETE for t in trials)
+    assert out[0].startswith(f"study s: 3 trial(s) this night: {n_complete} complete, {3 - n_complete} pruned "), out
+    best = max((t for t in trials if t.state == TrialState.COMPLETE), key=lambda t: t.value)
+    assert f"best trial on the current corpus: #{best.number} = {best.value:.4f}" in out
+    assert out[-1] == f"MLflow parent run {parent.info.run_id}; open it with: evolve dashboard --workspace {ws}"
 
 
 def test_champion_is_the_first_trial_and_not_run_twice(night):
@@ -187,10 +192,11 @@ def test_holdout_and_report_queries_are_never_scored_during_tuning(night, scifac
         assert cached(splits["holdout"]) == 0
     finally:
         cache.close()
-    # report metrics exist only for the best trials, computed after tuning
+    # report metrics exist only for the best trials, computed after tuning and sealed (not on any MLflow run)
+    sealed = [k for k in _study(ws, "s").user_attrs if k.startswith("evolve.sealed_report.")]
+    assert 1 <= len(sealed) <= 3
     client, runs = _runs(ws, "s")
-    with_report = [r for r in runs if "report_ndcg_at_10" in r.data.metrics]
-    assert 1 <= len(with_report) <= 3
+    assert not [r for r in runs if "report_ndcg_at_10" in r.data.metrics]
 
 
 def test_report_top_zero_never_touches_the_report_split(tmp_path, scifact):
@@ -280,76 +286,7 @@ def test_multi_objective_gives_a_pareto_front_and_promotion_needs_a_trial(tmp_pa
     assert "expected --trial N, got --best" in res.stderr
 
 
-# ------------------------------------------------------------------------------------------ promotion
-
-
-@pytest.fixture(scope="module")
-def promo(tmp_path_factory):
-    """A weak champion (16-d vectors) and a study holding both weak and strong configs."""
-    from evolve.config import apply_overrides, config_to_yaml, load_config
-
-    ws = tmp_path_factory.mktemp("promo") / "ws"
-    ws.mkdir(parents=True)
-    weak = apply_overrides(load_config(), ["embedding.dim=16"])
-    (ws / "champion.yaml").write_text(config_to_yaml(weak))
-    args = ("--no-prune", "--report-top", "0")
-    _run(ws, "--trials", "1", *args, space=PROMOTE_SPACE, subset="300")  # the champion, (16, flat)
-    study = _study(ws, "s")
-    for dim, index in ((16, "hnsw"), (384, "flat"), (384, "hnsw")):
-        study.enqueue_trial({"embedding.dim": dim, "index.type": index})
-    _run(ws, "--trials", "3", *args, space=PROMOTE_SPACE, subset="300")
-    study = _study(ws, "s")
-    by = {(t.params["embedding.dim"], t.params["index.type"]): t.number for t in study.trials}
-    return ws, by, weak
-
-
-def test_promotion_refuses_a_candidate_that_is_not_significantly_better(promo):
-    ws, by, weak = promo
-    assert (16, "hnsw") in by, by
-    before = (ws / "champion.yaml").read_text()
-    res = run_cli("promote-config", "--trial", str(by[(16, "hnsw")]), "--workspace", str(ws), "--study", "s")
-    assert res.returncode == 0, res.stderr
-    assert "verdict: KEEP the champion" in res.stdout
-    assert "p-value" in res.stdout and "win" in res.stdout
-    assert (ws / "champion.yaml").read_text() == before
-    assert not (ws / "history").exists()
-    same = run_cli("promote-config", "--trial", str(by[(16, "flat")]), "--workspace", str(ws), "--study", "s")
-    assert "the best trial is the current champion itself" in same.stdout
-
-
-def test_promotion_accepts_a_significantly_better_candidate_and_rollback_restores(promo):
-    from evolve.config import load_config
-
-    ws, by, weak = promo
-    strong = by.get((384, "flat"), by.get((384, "hnsw")))
-    assert strong is not None, by
-    dry = run_cli("promote-config", "--trial", str(strong), "--dry-run", "--workspace", str(ws), "--study", "s")
-    assert "verdict: PROMOTE" in dry.stdout and "dry run: nothing written" in dry.stdout
-    assert not (ws / "history").exists()
-    export = ws.parent / "deploy" / "champion.yaml"
-    res = run_cli("promote-config", "--trial", str(strong), "--export", str(export), "--workspace", str(ws), "--study", "s")
-    assert res.returncode == 0, res.stderr
-    assert "verdict: PROMOTE: significantly better" in res.stdout
-    champ = load_config(ws / "champion.yaml")
-    study = _study(ws, "s")
-    assert champ.to_dict() == study.trials[strong].user_attrs["evolve.config"]
-    assert load_config(export).to_dict() == champ.to_dict()
-    records = sorted((ws / "history").glob("*.yaml"))
-    assert len(records) == 1
-    rec = yaml.safe_load(records[0].read_text())
-    assert rec["kind"] == "promotion" and rec["trial"] == strong and rec["forced"] is False
-    assert rec["verdict"]["p_value"] <= 0.05 and rec["verdict"]["delta"] > 0
-    assert rec["previous_champion"] == weak.to_dict()
-    assert rec["mlflow_run_id"] == study.trials[strong].user_attrs["evolve.mlflow_run_id"]
-    assert rec["earlier_promotions_on_this_holdout"] == 0
-    client = _mlflow(ws)
-    assert client.get_run(rec["mlflow_run_id"]).data.tags["evolve.champion"] == "true"
-    assert client.get_model_version_by_alias("s-pipeline", "champion").run_id == rec["mlflow_run_id"]
-    # rollback restores the weak champion and says so in the history
-    rb = run_cli("rollback", "--workspace", str(ws), "--study", "s")
-    assert rb.returncode == 0, rb.stderr
-    assert load_config(ws / "champion.yaml").to_dict() == weak.to_dict()
-    assert len(list((ws / "history").glob("*-rollback.yaml"))) == 1
+# promotion: tests/test_promote.py
 
 
 # ------------------------------------------------------------------------------------------ crash recovery
@@ -480,3 +417,228 @@ def test_search_prints_the_champion_pipelines_top_documents(night, scifact):
     assert len(data["results"]) == 3
     assert all(r["id"] in scifact.corpus for r in data["results"])
     assert data["results"][0]["score"] >= data["results"][-1]["score"]
+
+
+# ------------------------------------------------------------------------------------------ in-process nights
+# Real run_study calls (real Optuna/MLflow on SQLite, MiniLM, faiss, bm25s) in this process: no CLI start-up per
+# night. They share one workspace, so the 150-document subset is embedded once for all of them.
+
+
+@pytest.fixture(scope="module")
+def inproc_ws(tmp_path_factory):
+    from evolve.workspace import Workspace
+
+    return Workspace(tmp_path_factory.mktemp("inproc") / "ws").ensure()
+
+
+def _opts(ws, name: str, space, dataset: str = "scifact", subset: int | None = int(SUBSET), **kw):
+    from evolve.search_space import load_search_space
+    from evolve.study import StudyOptions
+
+    kw.setdefault("report_top", 0)
+    return StudyOptions(dataset_spec=dataset, space=load_search_space(space), workspace=ws, study_name=name,
+                        subset=subset, seed=0, **kw)
+
+
+def _night(opts, enqueue=()):
+    """Enqueue ``enqueue`` (param dicts) in the study, then run one night of exactly that many trials."""
+    from evolve.study import load_study_dataset, prepare_study, run_study
+
+    storage, study, _ = prepare_study(opts, load_study_dataset(opts))
+    for params in enqueue:
+        study.enqueue_trial(params)
+    storage.engine.dispose()
+    opts.n_trials = len(enqueue)
+    return run_study(opts)
+
+
+def _write_beir(folder: Path, ds) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "qrels").mkdir(exist_ok=True)
+    (folder / "corpus.jsonl").write_text("".join(json.dumps({"_id": d.id, "title": d.title, "text": d.text}) + "\n"
+                                                 for d in ds.corpus.values()))
+    (folder / "queries.jsonl").write_text("".join(json.dumps({"_id": q, "text": t}) + "\n" for q, t in ds.queries.items()))
+    for split, qrels in ds.qrels.items():
+        rows = [f"{q}\t{d}\t{r}" for q, docs in qrels.items() for d, r in docs.items()]
+        (folder / "qrels" / f"{split}.tsv").write_text("query-id\tcorpus-id\tscore\n" + "\n".join(rows) + "\n")
+
+
+def _add(study, value: float, values: list[float] | None, corpus: str):
+    import optuna
+
+    study.add_trial(optuna.trial.create_trial(
+        value=value, intermediate_values=dict(enumerate(values)) if values else None,
+        user_attrs={"evolve.corpus_fingerprint": corpus}))
+
+
+def test_pruner_compares_with_the_best_trial_on_this_corpus_that_has_per_query_values():
+    """The study's pruner on a real (in-memory) Optuna study: a better trial on another corpus is not the
+    reference, and a best trial without per-query values (a repeat, an older --no-prune trial) does not switch
+    pruning off."""
+    import optuna
+
+    from evolve.study._sampling import make_pruner
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    pruner = make_pruner(_opts(None, "x", SPACE, prune_batch=10))
+    study = optuna.create_study(direction="maximize", pruner=pruner)
+    rng = np.random.default_rng(0)
+    good = list(rng.uniform(0.6, 1.0, 40))
+    _add(study, 0.95, [v + 0.2 for v in good], "old-corpus")  # the study-wide best, scored on another corpus
+    running = study.ask()
+    running.set_user_attr("evolve.corpus_fingerprint", "new")
+    for i, v in enumerate(good):
+        running.report(v - 0.3, i)
+    assert not running.should_prune(), "pruned against a trial of another corpus"
+    _add(study, 0.8, good, "new")  # on this corpus, with per-query values
+    _add(study, 0.9, None, "new")  # better, but no per-query values (optuna's pruner gives up on it)
+    assert running.should_prune()
+    study.tell(running, state=optuna.trial.TrialState.PRUNED)
+    near = study.ask()
+    near.set_user_attr("evolve.corpus_fingerprint", "new")
+    for i, v in enumerate(good):
+        near.report(v + (0.05 if i % 2 else -0.04), i)
+    assert not near.should_prune()  # as good as the reference: kept
+
+
+def test_pruning_after_a_corpus_change_and_repeats_carry_per_query_values(inproc_ws, scifact, tmp_path):
+    """Night 1 prunes a weak config against a strong one. Then one document changes (same queries, same study):
+    the first trial on the new corpus has nothing comparable and completes; pruning resumes against the best
+    trial on the new corpus; a repeat carries its twin's per-query values."""
+    from optuna.trial import TrialState
+
+    folder = tmp_path / "data"
+    ds = scifact.subset(int(SUBSET))
+    _write_beir(folder, ds)
+    opts = _opts(inproc_ws, "corpus", PROMOTE_SPACE, dataset=str(folder), subset=None, prune_batch=10)
+    strong, weak, weak2, strong2 = ({"embedding.dim": d, "index.type": i}
+                                    for d, i in ((384, "flat"), (16, "flat"), (16, "hnsw"), (384, "hnsw")))
+    _night(opts, [strong, weak])
+    study = _study(inproc_ws.path, "corpus")
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE, TrialState.PRUNED]
+    lines = (folder / "corpus.jsonl").read_text().splitlines()
+    doc = json.loads(lines[-1])
+    doc["text"] += " Revised."
+    (folder / "corpus.jsonl").write_text("\n".join(lines[:-1] + [json.dumps(doc)]) + "\n")
+    _night(opts, [weak2, strong2, weak, strong2])
+    study = _study(inproc_ws.path, "corpus")
+    assert len(study.trials) == 6, "the changed corpus must continue the same study"
+    states = [t.state for t in study.trials[2:]]
+    assert states == [TrialState.COMPLETE, TrialState.COMPLETE, TrialState.PRUNED, TrialState.COMPLETE], states
+    first, best, _, repeat = study.trials[2:]
+    assert first.user_attrs["evolve.corpus_fingerprint"] != study.trials[0].user_attrs["evolve.corpus_fingerprint"]
+    assert repeat.user_attrs["evolve.repeat_of"] == best.number
+    assert repeat.intermediate_values == best.intermediate_values and len(best.intermediate_values) > 20
+
+
+def test_no_holdout_or_report_query_is_scored_during_tuning_dense_and_sparse(inproc_ws, scifact, tmp_path, monkeypatch):
+    """Witnesses at the two places a query meets the index: every query text embedded (dense) and every query
+    text BM25 scores (sparse), recorded while a trial's objective runs. Neither ever sees a holdout or report
+    query; after tuning, the report split is scored (sealed) and the witness sees that too, so it is not blind."""
+    from evolve.cache import EmbeddingCache
+    from evolve.sparse import BM25Index
+    from evolve.study import Objective
+
+    seen = {"tuning": {"dense": set(), "sparse": set()}, "after": {"dense": set(), "sparse": set()}}
+    phase = ["after"]
+    real_call, real_embed, real_search = Objective.__call__, EmbeddingCache.embed, BM25Index.search
+
+    def call(self, trial):
+        phase[0] = "tuning"
+        try:
+            return real_call(self, trial)
+        finally:
+            phase[0] = "after"
+
+    def embed(self, embedder, texts, kind, **kw):
+        if kind == "query":
+            seen[phase[0]]["dense"].update(texts)
+        return real_embed(self, embedder, texts, kind, **kw)
+
+    def search(self, query_texts, k):
+        seen[phase[0]]["sparse"].update(query_texts)
+        return real_search(self, query_texts, k)
+
+    monkeypatch.setattr(Objective, "__call__", call)
+    monkeypatch.setattr(EmbeddingCache, "embed", embed)
+    monkeypatch.setattr(BM25Index, "search", search)
+    space = tmp_path / "modes.yaml"
+    space.write_text("base: default\nparams:\n  retrieval.mode: {choices: [dense, sparse]}\n")
+    opts = _opts(inproc_ws, "leak", str(space), report_top=2)
+    summary = _night(opts, [{"retrieval.mode": "dense"}, {"retrieval.mode": "sparse"}])
+    assert summary.n_complete == 2 and len(summary.sealed_report) == 2
+    splits = _study(inproc_ws.path, "leak").user_attrs["evolve.splits"]
+    text = {role: {scifact.queries[q] for q in splits[role]} for role in ("tune", "holdout", "report")}
+    for mode in ("dense", "sparse"):
+        tuned = seen["tuning"][mode]
+        assert tuned == text["tune"], f"{mode}: tuning scored other queries than the tune split"
+        assert not tuned & (text["holdout"] - text["tune"]), f"{mode}: a holdout query was scored during tuning"
+        assert not tuned & (text["report"] - text["tune"]), f"{mode}: a report query was scored during tuning"
+        assert text["report"] <= seen["after"][mode], f"{mode}: the witness did not see the report split after tuning"
+        assert not seen["after"][mode] & (text["holdout"] - text["report"])
+
+
+def test_fusion_optimize_tunes_the_fusion_on_tune_queries_and_the_trial_keeps_it(inproc_ws, scifact, tmp_path):
+    """`fusion.optimize: true` in hybrid mode: rrf_k starts off ranx's grid (7), so tuning must move it; the
+    trial's config (what promotion takes), its MLflow params and its score are the tuned ones."""
+    from mlflow.tracking import MlflowClient
+
+    from evolve.cache import EmbeddingCache
+    from evolve.config import PipelineConfig
+    from evolve.evaluate import evaluate_run
+    from evolve.fusion import optimize_fusion
+    from evolve.pipeline import Pipeline
+    from evolve.search_space import load_search_space
+    from evolve.splits import QuerySplits
+
+    space = tmp_path / "hybrid.yaml"
+    space.write_text("base: default\nfixed:\n  retrieval.mode: hybrid\n  fusion.method: rrf\n  fusion.rrf_k: 7\n"
+                     "  fusion.optimize: true\nparams:\n  index.type: {choices: [flat]}\n")
+    opts = _opts(inproc_ws, "fusion", str(space))
+    _night(opts, [{"index.type": "flat"}])
+    trial = _study(inproc_ws.path, "fusion").trials[0]
+    tuned = PipelineConfig.model_validate(trial.user_attrs["evolve.config"])
+    untuned = load_search_space(str(space)).config_for({"index.type": "flat"})
+    assert untuned.fusion.rrf_k == 7 and tuned.fusion.rrf_k != 7 and tuned.fusion.optimize
+    # the same tuning, done here on the tune queries, gives the same k
+    ds = scifact.subset(int(SUBSET))
+    splits = QuerySplits.from_dict(_study(inproc_ws.path, "fusion").user_attrs["evolve.splits"])
+    tune = splits.qrels(ds, "tune")
+    cache = EmbeddingCache(inproc_ws.cache_path)
+    try:
+        pipe = Pipeline(untuned, ds, cache=cache, seed=splits.seed)
+        qids = sorted(tune)
+        pipe.embed_queries(qids)
+        pipe.prepare()
+        assert optimize_fusion(tune, pipe.dense_run(qids), pipe.sparse_run(qids), untuned.fusion).rrf_k == tuned.fusion.rrf_k
+        scores = {}
+        for cfg in (tuned, untuned):
+            pipe.config = cfg
+            scores[cfg.fusion.rrf_k] = evaluate_run(tune, pipe.retrieve(qids), ["ndcg@10"])[0]["ndcg@10"]
+    finally:
+        cache.close()
+    assert scores[tuned.fusion.rrf_k] != scores[7]
+    assert trial.value == pytest.approx(scores[tuned.fusion.rrf_k])  # scored with the tuned fusion
+    run = MlflowClient(tracking_uri=inproc_ws.default_tracking_uri).get_run(trial.user_attrs["evolve.mlflow_run_id"])
+    assert run.data.params["fusion.rrf_k"] == run.data.params["tuned.fusion.rrf_k"] == str(tuned.fusion.rrf_k)
+
+
+def test_run_workers_enqueues_the_champion_first_and_seals_report_top(tmp_path):
+    """`evolve run --workers` used to skip the champion and ignore --report-top: the champion is trial 0, and the
+    best trial's report metrics are sealed after the workers finish (not shown)."""
+    from evolve.search_space import load_search_space
+    from evolve.study import champion_config
+    from evolve.workspace import Workspace
+
+    ws = tmp_path / "ws"
+    res = _run(ws, "--workers", "1", "--trials", "1", "--report-top", "1", "--no-prune",
+               "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}", study="w")
+    assert "1 worker(s) finished with exit codes [0]" in res.stdout
+    assert "report (test) metrics of 1 best trial(s) computed and sealed: shown only once a trial is promoted" in res.stdout
+    study = _study(ws, "w")
+    space = load_search_space(SPACE)
+    assert study.trials[0].params == space.params_of(champion_config(Workspace(ws), space))
+    assert study.trials[0].user_attrs.get("evolve.champion") is True
+    sealed = study.user_attrs.get("evolve.sealed_report.0")
+    assert sealed and set(sealed) >= {"ndcg@10", "recall@100"}
+    assert "ndcg@10 " not in res.stdout  # sealed: no report number printed

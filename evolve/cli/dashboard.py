@@ -19,8 +19,8 @@ def dashboard_command(
     storage: StorageOpt = None,
     tracking_uri: TrackingOpt = None,
 ):
-    """Start the MLflow UI on the workspace store and print its URL; Ctrl-C stops it."""
-    from evolve._servers import free_port, start_mlflow_server, stop_server
+    """Start the MLflow UI on the workspace store and print its URL; Ctrl-C (or SIGTERM, SIGHUP) stops it."""
+    from evolve._servers import Stopped, free_port, start_mlflow_server, stop_on_signals, stop_server
     from evolve.cli._common import err_console, out_console
     from evolve.errors import ConfigError
     from evolve.secrets import warn_inline_password
@@ -36,16 +36,26 @@ def dashboard_command(
     warn_inline_password(backend, "backend store URI")
     if host not in ("127.0.0.1", "localhost", "::1"):
         err_console.print(f"warning: binding to {host}: the dashboard will be reachable from other machines", highlight=False)
-    proc, url = start_mlflow_server(backend, str(ws.artifacts_dir), host=host, port=port or free_port(),
-                                    log_path=ws.path / "dashboard.log")
-    which = f"experiment '{study}'" if study else "one experiment per study"
-    out_console.print(f"MLflow dashboard: {url}  ({which}; Ctrl-C to stop)", highlight=False)
-    try:
-        proc.wait()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        stop_server(proc)
+    with stop_on_signals():
+        try:
+            proc, url = start_mlflow_server(backend, str(ws.artifacts_dir), host=host, port=port or free_port(),
+                                            log_path=ws.path / "dashboard.log")
+        except Stopped as stop:  # start_mlflow_server stopped what it had started
+            raise typer.Exit(stop.exit_code) from None
+        which = f"experiment '{study}'" if study else "one experiment per study"
+        out_console.print(f"MLflow dashboard: {url}  ({which}; Ctrl-C to stop)", highlight=False)
+        stopped = None
+        try:
+            proc.wait()
+        except Stopped as stop:
+            stopped = stop
+        except KeyboardInterrupt:
+            pass
+        finally:
+            stop_server(proc)
+    if stopped is not None:
+        err_console.print(f"stopped by {stopped}: the MLflow server is stopped too", highlight=False)
+        raise typer.Exit(stopped.exit_code)
 
 
 def register(app: typer.Typer) -> None:

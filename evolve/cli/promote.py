@@ -14,21 +14,27 @@ __all__ = ["register"]
 def _verdict_table(v, candidate_label: str):
     from rich.table import Table
 
-    t = Table(title=f"holdout verdict ({v.n_queries} queries, {v.metric}, Fisher randomization test)", title_justify="left")
+    from evolve.promote import format_p
+
+    t = Table(title=f"holdout verdict ({v.test.n_queries} queries, {v.metric}, one-sided paired permutation test)",
+              title_justify="left")
     for col in ("", v.metric, "delta", "p-value", "win", "tie", "loss"):
         t.add_column(col, justify="right" if col else "left")
     t.add_row("champion", f"{v.champion_score:.4f}", "", "", "", "", "")
-    t.add_row(candidate_label, f"{v.candidate_score:.4f}", f"{v.delta:+.4f}", f"{v.p_value:.4f}", str(v.win), str(v.tie), str(v.loss))
+    t.add_row(candidate_label, f"{v.candidate_score:.4f}", f"{v.delta:+.4f}", format_p(v.p_value), str(v.test.win),
+              str(v.test.tie), str(v.test.loss))
     return t
 
 
 def promote_command(
     trial: Annotated[int | None, typer.Option("--trial", help="Candidate trial number.")] = None,
     best: Annotated[bool, typer.Option("--best", help="Candidate: the best completed trial on the current corpus.")] = False,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the verdict; write nothing.")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the verdict; write no champion (the look still counts).")] = False,
     force: Annotated[bool, typer.Option("--force", help="Promote even without a significant win (recorded as forced).")] = False,
     export: Annotated[str | None, typer.Option("--export", help="Also write the champion YAML here (for a deployment repository).")] = None,
-    max_p: Annotated[float, typer.Option("--max-p", help="Significance level of the paired test.")] = 0.05,
+    max_p: Annotated[float | None, typer.Option("--max-p", help="Family-wise significance level over the holdout's looks; fixed by its first look.", show_default="0.05")] = None,
+    holdout_budget: Annotated[int | None, typer.Option("--holdout-budget", help="Looks this holdout may take (each tested at max-p/budget, Bonferroni); fixed by its first look.", show_default="10")] = None,
+    permutations: Annotated[int, typer.Option("--permutations", help="Random sign assignments of the paired permutation test.")] = 10000,
     search_space: Annotated[str | None, typer.Option("--search-space", help="The study's search space.")] = None,
     gold: GoldOpt = None,
     gold_mode: GoldModeOpt = None,
@@ -38,7 +44,11 @@ def promote_command(
     tracking_uri: TrackingOpt = None,
     cache_url: CacheUrlOpt = None,
 ):
-    """Promote a trial's config to champion only if it beats the champion on holdout queries, significantly."""
+    """Promote a trial's config to champion only if it beats the champion on holdout queries, significantly.
+
+    Every evaluation on the holdout counts as a look (dry runs and refusals too), recorded in
+    <workspace>/holdout_looks.jsonl; each look is tested at max-p/budget (Bonferroni), and a spent budget is refused.
+    """
     from optuna.trial import TrialState
 
     from evolve.cache import EmbeddingCache
@@ -46,18 +56,22 @@ def promote_command(
     from evolve.config import PipelineConfig
     from evolve.errors import ConfigError, EvolveError
     from evolve.gold._power import promotion_warning
-    from evolve.promote import HOLDOUT_REUSE_WARN, current_champion, decide, holdout_uses, mark_mlflow_champion, promote
+    from evolve.looks import HoldoutLooks
+    from evolve.promote import current_champion, decide, mark_mlflow_champion, promote
     from evolve.provenance import provenance
-    from evolve.study import ATTR, best_trial_info
+    from evolve.study import ATTR, best_trial_info, sealed_report
     from evolve.workspace import Workspace
 
     if (trial is None) == (not best):
         raise ConfigError("expected exactly one of --trial N or --best")
-    if not 0 < max_p < 1:
+    if max_p is not None and not 0 < max_p < 1:
         raise ConfigError(f"--max-p: expected a number in (0, 1), got {max_p}")
+    if permutations < 1:
+        raise ConfigError(f"--permutations: expected at least 1, got {permutations}")
     ws = Workspace(workspace, cache_url).ensure()
     view = load_study_view(ws, study, storage, gold=gold, gold_mode=gold_mode)
     st, dataset, splits = view.study, view.dataset, view.splits
+    objective = (st.user_attrs.get(ATTR + "objectives") or "ndcg@10").split(",")[0]
     corpus_fp = view.corpus_fp
     if best:
         if len(st.directions) > 1:
@@ -77,41 +91,54 @@ def promote_command(
         cfg_dict = st.trials[frozen.user_attrs[ATTR + "repeat_of"]].user_attrs.get(ATTR + "config")
     candidate = PipelineConfig.model_validate(cfg_dict)
     champion, source = current_champion(ws)
-    small = promotion_warning(view, ws, champion, alpha=max_p)
+    small = promotion_warning(view, ws, champion, alpha=max_p if max_p is not None else 0.05)
     if small:
         err_console.print(small, highlight=False, markup=False)
-    cache = EmbeddingCache.open(ws)
-    try:
-        verdict = decide(candidate, champion, dataset, splits.qrels(dataset, "holdout"), cache=cache,
-                         progress=rich_progress, max_p=max_p, seed=splits.seed)
-    finally:
-        cache.close()
+    if candidate.fingerprint() == champion.fingerprint():
+        out_console.print(f"champion: {source}", highlight=False)
+        out_console.print(f"verdict: trial {trial} is the current champion itself; nothing to promote (no holdout look taken)",
+                          highlight=False)
+        return
+    holdout_fp = splits.holdout_fingerprint()
+    looks = HoldoutLooks(ws)
+    with looks.lock():
+        look = looks.budget(holdout_fp, budget=holdout_budget, alpha=max_p)
+        looks.check_not_spent(look)
+        cache = EmbeddingCache.open(ws)
+        try:
+            verdict = decide(candidate, champion, dataset, splits.qrels(dataset, "holdout"), look=look, metric=objective,
+                             cache=cache, progress=rich_progress, seed=splits.seed, n_permutations=permutations)
+        finally:
+            cache.close()
+        promoting = (verdict.significant or force) and not dry_run
+        decision = "PROMOTE" if verdict.significant else ("PROMOTE (forced)" if force else "KEEP the champion")
+        looks.record(look, study=st.study_name, trial=trial, dry_run=dry_run, forced=force and not verdict.significant,
+                     decision=decision, promoted=promoting, metric=objective, champion_score=verdict.champion_score,
+                     candidate_score=verdict.candidate_score, delta=verdict.delta, p_value=verdict.p_value,
+                     b=verdict.test.b, n_permutations=verdict.test.n_permutations, seed=verdict.test.seed,
+                     n_queries=verdict.test.n_queries, champion_source=source)
     out_console.print(_verdict_table(verdict, f"trial {trial}"))
     out_console.print(f"champion: {source}", highlight=False)
-    uses = holdout_uses(ws, splits.holdout_fingerprint())
-    if uses >= HOLDOUT_REUSE_WARN:
-        err_console.print(f"warning: this holdout set already decided {uses} promotions: a reused holdout stops being "
-                          "held out; consider a new study (--split-seed) or fresh gold queries", highlight=False)
-    if verdict.same_config:
-        out_console.print("verdict: the best trial is the current champion itself; nothing to promote", highlight=False)
-        return
-    decision = "PROMOTE" if verdict.significant else ("PROMOTE (forced)" if force else "KEEP the champion")
     out_console.print(f"verdict: {decision}: {verdict.reason}", highlight=False)
-    if dry_run or not (verdict.significant or force):
+    if not promoting:
         if dry_run:
-            out_console.print("dry run: nothing written", highlight=False)
+            out_console.print(f"dry run: nothing written (look {look.look} of {look.budget} at this holdout recorded in "
+                              f"{looks.path.name})", highlight=False)
         return
     run_id = frozen.user_attrs.get(ATTR + "mlflow_run_id")
-    report = st.user_attrs.get(ATTR + f"report.{trial}")
+    report = sealed_report(st, trial)
     record = promote(ws, candidate, verdict, trial=trial, mlflow_run_id=run_id, study=st.study_name,
-                     holdout_fingerprint=splits.holdout_fingerprint(), report_metrics=report, forced=force and not verdict.significant,
+                     holdout_fingerprint=holdout_fp, report_metrics=report, forced=force and not verdict.significant,
                      export=export, provenance={**provenance(), "dataset_fingerprint": dataset.fingerprint,
                                                        "gold_fingerprint": view.gold_fp})
     if run_id:
         uri = tracking_uri or ws.default_tracking_uri
-        mark_mlflow_champion(uri, run_id, st.study_name)
+        mark_mlflow_champion(uri, run_id, st.study_name, report)
     out_console.print(f"wrote {ws.champion_path}" + (f" and {export}" if export else "") +
                       f"; history record {record['time']}", highlight=False)
+    if report:
+        shown = ", ".join(f"{k} {v:.4f}" for k, v in report.items())
+        out_console.print(f"report (test) metrics of the new champion, revealed now: {shown}", highlight=False)
 
 
 def rollback_command(

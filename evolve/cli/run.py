@@ -36,9 +36,9 @@ def _print_summary(summary, tracking_uri: str | None, workspace) -> None:
     )
     if summary.best:
         out_console.print(f"best trial on the current corpus: #{summary.best['number']} = {summary.best['value']:.4f}", highlight=False)
-    for n, m in summary.report.items():
-        shown = ", ".join(f"{k} {v:.4f}" for k, v in m.items())
-        out_console.print(f"report (test) of trial #{n}: {shown}", highlight=False)
+    if summary.sealed_report:
+        out_console.print(f"report (test) metrics of {len(summary.sealed_report)} best trial(s) computed and sealed: "
+                          "shown only once a trial is promoted", highlight=False)
     out_console.print(f"MLflow parent run {summary.parent_run_id}; open it with: evolve dashboard --workspace {workspace.path}", highlight=False)
 
 
@@ -55,7 +55,7 @@ def run_command(
     no_prune: Annotated[bool, typer.Option("--no-prune", help="Disable the Wilcoxon pruner.")] = False,
     heartbeat_interval: Annotated[int, typer.Option("--heartbeat-interval", help="Seconds between trial heartbeats.")] = 10,
     grace_period: Annotated[int, typer.Option("--grace-period", help="Seconds without heartbeat before a trial counts as dead.")] = 60,
-    report_top: Annotated[int, typer.Option("--report-top", help="Compute report-split metrics for this many best trials after tuning.")] = 3,
+    report_top: Annotated[int, typer.Option("--report-top", help="After tuning, compute report-split metrics for this many best trials, sealed until one is promoted.")] = 3,
     subset: SubsetOpt = None,
     strict: StrictOpt = False,
     workers: Annotated[int | None, typer.Option("--workers", help="Start N local worker processes on one study (T = study-wide total).")] = None,

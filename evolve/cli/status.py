@@ -21,11 +21,12 @@ def status_command(
     storage: StorageOpt = None,
     tracking_uri: TrackingOpt = None,
 ):
-    """Show the top trials on the current corpus, the champion and trial counts by state."""
+    """Show the top trials on the current corpus (tune scores), the champion (with its report-split scores, revealed
+    when it was promoted) and trial counts by state."""
     from rich.table import Table
 
     from evolve.cli._common import emit_json, load_study_view, out_console
-    from evolve.leaderboard import leaderboard_frame, state_counts
+    from evolve.leaderboard import format_cell, leaderboard_frame, state_counts
     from evolve.promote import current_champion, history
     from evolve.study import ATTR
     from evolve.tracking import Tracker
@@ -44,39 +45,42 @@ def status_command(
     for r in runs:
         mlflow_states[r.info.status] = mlflow_states.get(r.info.status, 0) + 1
     tracker.close()
-    promotions = [r for r in history(ws) if r.get("kind") == "promotion"]
+    records = history(ws)
+    promotions = [r for r in records if r.get("kind") == "promotion"]
+    # the record that made the current champion: the last promotion, unless a rollback came after it
+    last = records[-1] if records and records[-1].get("kind") == "promotion" else None
+    revealed = (last or {}).get("report_metrics") or {}
     if json_out:
         emit_json({
             "study": st.study_name, "counts": counts, "mlflow_trial_runs": mlflow_states,
-            "leaderboard": frame.to_dict(orient="records"), "champion": {"source": source, "config": champion.to_dict()},
+            "leaderboard": frame.to_dict(orient="records"),
+            "champion": {"source": source, "config": champion.to_dict(), "report_metrics": revealed,
+                         "trial": (last or {}).get("trial"), "promoted": (last or {}).get("time")},
             "promotions": len(promotions),
             "gold": {**view.gold.spec.to_dict(), "n_queries": view.gold.n_queries, "tune_fingerprint": view.gold_fp},
         })
         return
     table = Table(title=f"study {st.study_name}: top {top} on the current corpus and gold", title_justify="left")
     cols = [c for c in ("trial", "objective", "tune_ndcg@10", "tune_recall@100", "tune_mrr@10", "tune_latency_ms",
-                        "report_ndcg@10", "duration_s") if c in frame.columns]
+                        "duration_s", "repeat_of") if c in frame.columns]
     for c in cols:
         table.add_column(c, justify="right")
     table.add_column("params")
     for _, row in frame.iterrows():
-        params = ", ".join(f"{k[6:]}={_fmt(v)}" for k, v in row.items() if k.startswith("param.") and v == v and v is not None)
-        table.add_row(*[_fmt(row[c]) for c in cols], params)
+        params = ", ".join(f"{k[6:]}={format_cell(k, v)}" for k, v in row.items()
+                           if k.startswith("param.") and format_cell(k, v) != "")
+        table.add_row(*[format_cell(c, row[c]) for c in cols], params)
     out_console.print(table)
     out_console.print("trials by state: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())), highlight=False)
     out_console.print("MLflow trial runs by status: " + (", ".join(f"{k} {v}" for k, v in sorted(mlflow_states.items())) or "none"),
                       highlight=False)
-    last = promotions[-1] if promotions else None
-    out_console.print(f"champion: {source}" + (f" (trial {last['trial']}, promoted {last['time']})" if last else ""),
-                      highlight=False)
-
-
-def _fmt(v) -> str:
-    if isinstance(v, float):
-        if v != v:
-            return ""
-        return str(int(v)) if v.is_integer() and abs(v) < 1e9 else f"{v:.4f}"
-    return str(v)
+    line = f"champion: {source}"
+    if last:
+        line += f" (study {last.get('study')} trial {last['trial']}, promoted {last['time']}"
+        if revealed:
+            line += "; report (test): " + ", ".join(f"{k} {v:.4f}" for k, v in revealed.items())
+        line += ")"
+    out_console.print(line, highlight=False)
 
 
 def register(app: typer.Typer) -> None:

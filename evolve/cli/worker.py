@@ -79,11 +79,14 @@ def run_workers(*, n: int, trials: int | None, timeout: float | None, gpus: str 
                 heartbeat_interval: int, grace_period: int, max_retry: int, report_top: int, workspace: str | None,
                 study: str, storage: str | None, tracking_uri: str | None, cache_url: str | None = None,
                 gold: list[str] | None = None, gold_mode: str | None = None, holdout_prefer_reviewed: bool = False):
-    """Create the study, start ``n`` worker processes (one per GPU when ``gpus`` lists them), wait for them."""
-    from evolve._servers import start_mlflow_server, stop_server
-    from evolve.cli._common import err_console, out_console, study_options
+    """Create the study and enqueue the champion first, start ``n`` worker processes (one per GPU when ``gpus``
+    lists them), wait for them, then seal the report-split metrics of the best ``report_top`` trials.
+
+    SIGTERM and SIGHUP stop the workers and the MLflow server this started, as Ctrl-C does."""
+    from evolve._servers import Stopped, stop_on_signals
+    from evolve.cli._common import err_console, out_console, rich_progress, study_options
     from evolve.errors import ConfigError
-    from evolve.study import load_study_data, prepare_study
+    from evolve.study import prepare_workers, seal_after_workers
 
     gpu_list = [g.strip() for g in gpus.split(",") if g.strip()] if gpus else []
     if gpu_list and n and n != len(gpu_list):
@@ -97,61 +100,87 @@ def run_workers(*, n: int, trials: int | None, timeout: float | None, gpus: str 
                     overrides=set_, objectives=objectives, split_seed=split_seed, prune=not no_prune, subset=subset,
                     heartbeat_interval=heartbeat_interval, grace_period=grace_period, gold=gold, gold_mode=gold_mode,
                     holdout_prefer_reviewed=holdout_prefer_reviewed, workspace=workspace,
-                    study_name=study, storage_url=storage, tracking_uri=tracking_uri, cache_url=cache_url)
-    ds, gold_info = load_study_data(opts)
-    _, st, _ = prepare_study(opts, ds, gold=gold_info)  # create it once (with its gold and roles), so workers only join
-    server = None
-    uri = tracking_uri
-    if uri is None:
-        ws = opts.workspace
-        server, uri = start_mlflow_server(ws.default_tracking_uri, str(ws.artifacts_dir),
-                                          log_path=ws.path / "mlflow-server.log")
-        err_console.print(f"started a local MLflow server for the workers at {uri}", highlight=False)
+                    study_name=study, storage_url=storage, tracking_uri=tracking_uri, cache_url=cache_url,
+                    report_top=report_top)
+    st, gold_spec = prepare_workers(opts)  # create it once with its gold and roles (workers only join), champion first
     deadline = time.time() + timeout if timeout else None
-    base = [sys.executable, "-m", "evolve", "worker", "--dataset", dataset, "--study", st.study_name,
+    argv = [sys.executable, "-m", "evolve", "worker", "--dataset", dataset, "--study", st.study_name,
             "--workspace", str(opts.workspace.path), "--split-seed", str(split_seed),
             "--heartbeat-interval", str(heartbeat_interval), "--grace-period", str(grace_period),
             "--max-retry", str(max_retry)]
-    # storage and tracking URIs reach the workers through their environment, never argv (`ps` shows argv)
-    uri_env = {"EVOLVE_TRACKING_URI": uri}
+    # storage and cache URIs reach the workers through their environment, never argv (`ps` shows argv)
+    env = {}
     if cache_url:
-        uri_env["EVOLVE_CACHE_URL"] = cache_url  # by environment, never argv
+        env["EVOLVE_CACHE_URL"] = cache_url
     if storage:
-        uri_env["EVOLVE_STORAGE"] = storage
+        env["EVOLVE_STORAGE"] = storage
     if trials is not None:
-        base += ["--trials", str(trials)]
+        argv += ["--trials", str(trials)]
     if deadline is not None:
-        base += ["--deadline", f"{deadline:.0f}"]
+        argv += ["--deadline", f"{deadline:.0f}"]
     for flag, value in (("--search-space", search_space), ("--objectives", objectives), ("--subset", subset)):
         if value is not None:
-            base += [flag, str(value)]
-    for folder in gold_info.spec.folders:
-        base += ["--gold", folder]
-    if gold_info.spec.folders:
-        base += ["--gold-mode", gold_info.spec.mode]
+            argv += [flag, str(value)]
+    for folder in gold_spec.folders:
+        argv += ["--gold", folder]
+    if gold_spec.folders:
+        argv += ["--gold-mode", gold_spec.mode]
     if no_prune:
-        base.append("--no-prune")
+        argv.append("--no-prune")
     for item in set_ or []:
-        base += ["--set", item]
-    procs = []
+        argv += ["--set", item]
+    with stop_on_signals():
+        try:
+            codes = _start_and_wait(n, argv, env, seed=seed, gpu_list=gpu_list, workspace=opts.workspace,
+                                    tracking_uri=tracking_uri)
+        except Stopped as stop:
+            err_console.print(f"stopped by {stop}: the workers and the MLflow server this started are stopped",
+                              highlight=False)
+            raise typer.Exit(stop.exit_code) from None
+    out_console.print(f"{n} worker(s) finished with exit codes {codes}", highlight=False)
+    if all(c != 0 for c in codes):
+        raise typer.Exit(1)
+    sealed = seal_after_workers(opts, progress=rich_progress)
+    if sealed:
+        out_console.print(f"report (test) metrics of {len(sealed)} best trial(s) computed and sealed: shown only "
+                          "once a trial is promoted", highlight=False)
+
+
+def _start_and_wait(n: int, argv: list[str], env: dict[str, str], *, seed: int | None, gpu_list: list[str], workspace,
+                    tracking_uri: str | None) -> list[int]:
+    """The MLflow server (unless ``tracking_uri`` names one) and ``n`` workers; returns their exit codes. On
+    Ctrl-C or a stop signal the workers get SIGTERM (SIGKILL after 30 s) and the server is stopped."""
+    from evolve._servers import start_mlflow_server, stop_server
+    from evolve.cli._common import err_console
+
+    server = None
+    procs: list[subprocess.Popen] = []
     try:
+        uri = tracking_uri
+        if uri is None:
+            server, uri = start_mlflow_server(workspace.default_tracking_uri, str(workspace.artifacts_dir),
+                                              log_path=workspace.path / "mlflow-server.log")
+            err_console.print(f"started a local MLflow server for the workers at {uri}", highlight=False)
         for i in range(n):
-            env = {**os.environ, **uri_env}
+            child_env = {**os.environ, **env, "EVOLVE_TRACKING_URI": uri}  # by environment, never argv
             if gpu_list:
-                env["CUDA_VISIBLE_DEVICES"] = gpu_list[i]
-            cmd = base + (["--seed", str(seed + i)] if seed is not None else [])
-            procs.append(subprocess.Popen(cmd, env=env))
-        codes = [p.wait() for p in procs]
-    except KeyboardInterrupt:
+                child_env["CUDA_VISIBLE_DEVICES"] = gpu_list[i]
+            cmd = argv + (["--seed", str(seed + i)] if seed is not None else [])
+            procs.append(subprocess.Popen(cmd, env=child_env))
+        return [p.wait() for p in procs]
+    except KeyboardInterrupt:  # Ctrl-C, SIGTERM, SIGHUP (evolve._servers.Stopped)
         for p in procs:
             p.terminate()
+        for p in procs:
+            try:
+                p.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
         raise
     finally:
         if server is not None:
             stop_server(server)
-    out_console.print(f"{n} worker(s) finished with exit codes {codes}", highlight=False)
-    if all(c != 0 for c in codes):
-        raise typer.Exit(1)
 
 
 def register(app: typer.Typer) -> None:

@@ -5,8 +5,9 @@ per trial. The study lives in persistent Optuna storage and is continued night a
 
 Modules, one concern each: ``_options`` (what a night is asked), ``_identity`` (which study, its splits),
 ``_sampling`` (sampler and pruner), ``_objective`` (one trial), ``_champion`` (the champion as a trial),
-``_recovery`` (dead workers, engines), ``_report`` (best trial, report metrics, artifacts), ``_night``
-(the night itself), ``_view`` (a study as the commands after a night see it).
+``_recovery`` (dead workers, engines), ``_report`` (best trial, sealed report metrics, artifacts), ``_night``
+(the night itself), ``_pruner`` (Wilcoxon against a comparable trial), ``_view`` (a study as the commands after a
+night see it).
 """
 
 from evolve.study._champion import champion_config, enqueue_champion
@@ -20,10 +21,10 @@ from evolve.study._identity import (
     study_identity,
     study_splits,
 )
-from evolve.study._night import run_study
+from evolve.study._night import prepare_workers, run_study, seal_after_workers
 from evolve.study._objective import Objective
 from evolve.study._options import ATTR, LATENCY, NightSummary, StudyOptions, parse_objectives
-from evolve.study._report import best_trial_info, report_best
+from evolve.study._report import best_trial_info, seal_report, sealed_report
 from evolve.study._view import StudyView, view_study
 
 __all__ = [
@@ -43,8 +44,11 @@ __all__ = [
     "open_study",
     "parse_objectives",
     "prepare_study",
-    "report_best",
+    "prepare_workers",
     "run_study",
+    "seal_after_workers",
+    "seal_report",
+    "sealed_report",
     "study_identity",
     "study_splits",
     "view_study",

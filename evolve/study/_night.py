@@ -14,12 +14,14 @@ from evolve.study._identity import load_study_data, prepare_study
 from evolve.study._objective import Objective
 from evolve.study._options import ATTR, NightSummary, StudyOptions
 from evolve.study._recovery import engine_starts, mark_mlflow_failed, shutdown_engines, stop_after_failures
-from evolve.study._report import best_trial_info, night_artifacts, report_best
+from evolve.study._report import best_trial_info, night_artifacts, seal_report
 
 log = logging.getLogger("evolve.study")
 
 __all__ = [
     "run_study",
+    "prepare_workers",
+    "seal_after_workers",
 ]
 
 
@@ -144,8 +146,7 @@ def run_study(opts: StudyOptions, *, progress: ProgressFactory = null_progress, 
                 for t in mine if t.state == TrialState.PRUNED
             )
             if status == "FINISHED" and not opts.worker and opts.report_top > 0:
-                summary.report = report_best(study, opts, dataset, splits, tracker, cache, embedders, progress,
-                                             corpus_fp)
+                summary.sealed_report = seal_report(study, opts, dataset, splits, cache, embedders, progress, corpus_fp)
             summary.best = best_trial_info(study, corpus_fp, gold_fp)
             summary.wall_seconds = time.perf_counter() - t_start
             engines = engine_starts()
@@ -171,3 +172,31 @@ def run_study(opts: StudyOptions, *, progress: ProgressFactory = null_progress, 
             cache.close()
             shutdown_engines()
     return summary
+
+
+def prepare_workers(opts: StudyOptions):
+    """What ``evolve run --workers`` does before it starts its workers: create (or continue) the study once and
+    enqueue the champion first, as a night does. Returns the study and the gold
+    spec the workers must load."""
+    dataset, gold = load_study_data(opts)
+    _, study, splits = prepare_study(opts, dataset, gold=gold)
+    enqueue_champion(study, opts, dataset.corpus_fingerprint(), splits.fingerprint(dataset, "tune"))
+    return study, gold.spec
+
+
+def seal_after_workers(opts: StudyOptions, *, progress: ProgressFactory = null_progress) -> list[int]:
+    """After ``evolve run --workers``: seal the report-split metrics of the best ``opts.report_top`` trials (the
+    workers themselves never touch the report split). Returns the trial numbers sealed."""
+    if opts.report_top <= 0:
+        return []
+    ws = opts.workspace.ensure()
+    dataset, gold = load_study_data(opts)
+    _, study, splits = prepare_study(opts, dataset, gold=gold, create=False)
+    cache = EmbeddingCache.open(ws)
+    embedders = EmbedderPool()
+    try:
+        return seal_report(study, opts, dataset, splits, cache, embedders, progress, dataset.corpus_fingerprint())
+    finally:
+        embedders.close()
+        cache.close()
+        shutdown_engines()

@@ -26,7 +26,16 @@ log = logging.getLogger("evolve.study")
 
 __all__ = [
     "Objective",
+    "tuned_fusion_fields",
 ]
+
+
+def tuned_fusion_fields(config: PipelineConfig) -> tuple[str, ...]:
+    """The config fields ``fusion.optimize`` tunes for this config: none unless it is on and the mode is hybrid
+    (``rrf``: ``fusion.rrf_k``; ``wsum``: ``fusion.weight``; ``mnz`` has none)."""
+    if not (config.fusion.optimize and config.retrieval.mode == "hybrid"):
+        return ()
+    return {"rrf": ("fusion.rrf_k",), "wsum": ("fusion.weight",)}.get(config.fusion.method, ())
 
 
 class Objective:
@@ -113,12 +122,22 @@ class Objective:
             self.tracker.log_params(run_id, params)
             config = self.opts.space.config_for(params)
             trial.set_user_attr(ATTR + "config", config.to_dict())
-            self.tracker.log_params(run_id, {k: v for k, v in flatten(config.to_dict()).items() if k not in params})
+            deferred = set(tuned_fusion_fields(config))  # logged once tuned (MLflow params never change)
+            self.tracker.log_params(run_id, {k: v for k, v in flatten(config.to_dict()).items()
+                                             if k not in params and k not in deferred})
             repeat = None if retried is not None else self._find_repeat(trial.study, params, trial.number)
             if repeat is not None:
                 recorded = repeat.user_attrs.get(ATTR + "metrics") or {}
                 trial.set_user_attr(ATTR + "repeat_of", repeat.number)
                 trial.set_user_attr(ATTR + "metrics", recorded)
+                twin_config = repeat.user_attrs.get(ATTR + "config")
+                if deferred and twin_config:  # the twin's tuned fusion params are this trial's too
+                    trial.set_user_attr(ATTR + "config", twin_config)
+                    self._log_tuned(run_id, PipelineConfig.model_validate(twin_config), params)
+                if len(self.opts.objectives) == 1:
+                    # the twin's per-query values: a repeat that becomes the best still lets the pruner compare
+                    for step, value in sorted(repeat.intermediate_values.items()):
+                        trial.report(value, step)
                 self.tracker.set_tags(run_id, {"evolve.repeat_of_trial": repeat.number, "evolve.state": "COMPLETE"})
                 self.tracker.log_metrics(run_id, {k: v for k, v in recorded.items() if "@" in k}, prefix="tune_")
                 self.tracker.end_run(run_id, "FINISHED")
@@ -163,7 +182,11 @@ class Objective:
                         seed=self.splits.seed)
         pipe.prepare()
         pipe.embed_queries(self.tune_order)
-        can_prune = self.opts.prune and len(self.opts.objectives) == 1
+        config = self._tune_fusion(trial, pipe, config, run_id)
+        # per-query intermediate values in every single-objective trial (pruned or not): any complete trial can
+        # be the pruner's reference. Multi-objective studies take none (optuna cannot prune them).
+        reports = len(self.opts.objectives) == 1
+        can_prune = self.opts.prune and reports
         metric = self.primary
         run: dict[str, dict[str, float]] = {}
         step = 0
@@ -172,12 +195,12 @@ class Objective:
             qids = self.tune_order[i : i + batch]
             part = pipe.retrieve(qids)
             run.update(part)
-            if can_prune:
+            if reports:
                 _, per_query = evaluate_run({q: self.tune_qrels[q] for q in qids}, part, [metric])
                 for q in qids:
                     trial.report(per_query[metric][q], step)
                     step += 1
-                if trial.should_prune():
+                if can_prune and trial.should_prune():
                     trial.set_user_attr(ATTR + "pruned_at_query", step)
                     trial.set_user_attr(ATTR + "pruned_fraction_done", step / len(self.tune_order))
                     raise optuna.TrialPruned(f"pruned after {step} of {len(self.tune_order)} tune queries")
@@ -203,6 +226,29 @@ class Objective:
         if any(math.isnan(v) for v in values):
             raise EvolveError(f"objective is NaN for trial {trial.number}")
         return values, metrics
+
+    def _tune_fusion(self, trial, pipe: Pipeline, config: PipelineConfig, run_id: str) -> PipelineConfig:
+        """``fusion.optimize`` in hybrid mode: tune the fusion params on the tune queries' dense and sparse runs
+        (``ranx.optimize_fusion`` on the study's objective) before scoring; the tuned config becomes the trial's
+        (what promotion takes) and its MLflow params."""
+        if not tuned_fusion_fields(config):
+            return config
+        from evolve.fusion import optimize_fusion
+
+        dense, sparse = pipe.dense_run(self.tune_order), pipe.sparse_run(self.tune_order)
+        tuned = optimize_fusion(self.tune_qrels, dense, sparse, config.fusion, metric=self.primary)
+        config = config.model_copy(update={"fusion": tuned})
+        pipe.config = config  # fusion is applied per retrieval; nothing built so far depends on it
+        trial.set_user_attr(ATTR + "config", config.to_dict())
+        self._log_tuned(run_id, config, trial.params)
+        return config
+
+    def _log_tuned(self, run_id: str, config: PipelineConfig, params: dict) -> None:
+        flat = flatten(config.to_dict())
+        fields = tuned_fusion_fields(config)
+        self.tracker.log_params(run_id, {k: flat[k] for k in fields if k not in params})
+        self.tracker.log_params(run_id, {"tuned." + k: flat[k] for k in fields})
+        self.tracker.set_tags(run_id, {"evolve.fusion_optimized": ", ".join(f"{k}={flat[k]}" for k in fields)})
 
     def _write_artifacts(self, trial, config, run, per_query, run_id) -> None:
         from evolve._io import atomic_write_text

@@ -70,7 +70,8 @@ class NightSummary:
     pruned_saved_seconds: float = 0.0
     wall_seconds: float = 0.0
     best: dict | None = None
-    report: dict = field(default_factory=dict)
+    #: trials whose report-split metrics were computed after tuning and sealed (never shown before promotion)
+    sealed_report: list[int] = field(default_factory=list)
     trial_numbers: list[int] = field(default_factory=list)
 
     @property

@@ -1,4 +1,9 @@
-"""After the night: the best trial, report-split metrics, and the night's artifacts in MLflow."""
+"""After the night: the best trial, the sealed report-split metrics, and the night's artifacts in MLflow.
+
+Report (test) metrics are never shown where a choice is made (the night's output, its summary and leaderboard,
+``evolve status``'s leaderboard, trial runs in MLflow): they are computed for the best ``--report-top`` trials
+after tuning, stored sealed in the study, and revealed only for a trial that is promoted.
+"""
 
 from __future__ import annotations
 
@@ -12,10 +17,15 @@ from evolve.study._identity import comparable_trials
 from evolve.study._options import ATTR, NightSummary
 
 __all__ = [
+    "SEALED",
     "best_trial_info",
-    "report_best",
+    "seal_report",
+    "sealed_report",
     "night_artifacts",
 ]
+
+#: study attribute prefix of the sealed report-split metrics of one trial (never shown before its promotion)
+SEALED = ATTR + "sealed_report."
 
 
 def best_trial_info(study, corpus_fp: str | None, gold_fp: str | None = None) -> dict | None:
@@ -33,20 +43,25 @@ def best_trial_info(study, corpus_fp: str | None, gold_fp: str | None = None) ->
             "mlflow_run_id": best.user_attrs.get(ATTR + "mlflow_run_id")}
 
 
-def report_best(study, opts, dataset, splits, tracker, cache, embedders, progress, corpus_fp) -> dict:
-    """Report metrics for the best trials by tune score, computed after tuning; no decision reads them."""
+def seal_report(study, opts, dataset, splits, cache, embedders, progress, corpus_fp) -> list[int]:
+    """Score the best ``opts.report_top`` distinct trials (by tune score) on the report split, after tuning, and
+    seal the metrics in the study (``evolve.sealed_report.<trial>``): nothing shows them until that trial is
+    promoted (then :func:`sealed_report` reveals them to the history, ``evolve status`` and its MLflow run).
+    Returns the trial numbers sealed."""
     from optuna.trial import TrialState
 
+    if opts.report_top <= 0:
+        return []
     qrels = splits.qrels(dataset, "report")
     if not qrels:
-        return {}
+        return []
     done = comparable_trials(study, corpus_fp, splits.fingerprint(dataset, "tune"), states=(TrialState.COMPLETE,))
     done = [t for t in done if ATTR + "repeat_of" not in t.user_attrs]
-    done.sort(key=lambda t: -t.values[0])
-    out = {}
+    done.sort(key=lambda t: (-t.values[0], t.number))
+    sealed = []
     seen_configs = set()
     for t in done:
-        if len(out) >= opts.report_top:
+        if len(sealed) >= opts.report_top:
             break
         cfg_dict = t.user_attrs.get(ATTR + "config")
         if not cfg_dict:
@@ -55,15 +70,28 @@ def report_best(study, opts, dataset, splits, tracker, cache, embedders, progres
         if key in seen_configs:
             continue
         seen_configs.add(key)
-        cfg = PipelineConfig.model_validate(cfg_dict)
-        pipe = Pipeline(cfg, dataset, cache=cache, embedders=embedders, progress=progress, seed=splits.seed)
-        ev = pipe.evaluate(qrels, split=splits.report_split)
-        run_id = t.user_attrs.get(ATTR + "mlflow_run_id")
-        if run_id:
-            tracker.log_metrics(run_id, ev.metrics, prefix="report_")
-        study.set_user_attr(ATTR + f"report.{t.number}", ev.metrics)
-        out[t.number] = ev.metrics
-    return out
+        if study.user_attrs.get(SEALED + str(t.number)) is None:
+            cfg = PipelineConfig.model_validate(cfg_dict)
+            pipe = Pipeline(cfg, dataset, cache=cache, embedders=embedders, progress=progress, seed=splits.seed)
+            ev = pipe.evaluate(qrels, split=splits.report_split)
+            study.set_user_attr(SEALED + str(t.number), ev.metrics)
+        sealed.append(t.number)
+    return sealed
+
+
+def sealed_report(study, trial: int) -> dict:
+    """The sealed report-split metrics of ``trial`` (or of the trial it repeats), for the moment it is promoted;
+    ``{}`` when none were computed (it was not among the night's ``--report-top`` best)."""
+    attrs = study.user_attrs
+    numbers = [trial]
+    frozen = next((t for t in study.get_trials(deepcopy=False) if t.number == trial), None)
+    if frozen is not None and ATTR + "repeat_of" in frozen.user_attrs:
+        numbers.append(int(frozen.user_attrs[ATTR + "repeat_of"]))
+    for n in numbers:
+        for key in (SEALED + str(n), ATTR + f"report.{n}"):  # report.<n>: written before reports were sealed
+            if attrs.get(key):
+                return dict(attrs[key])
+    return {}
 
 
 def night_artifacts(study, opts, summary: NightSummary, tracker, parent_id, corpus_fp, gold_fp=None) -> None:
