@@ -57,6 +57,17 @@ class ByteLRU(Generic[V]):
                 self._items.pop(k)
             return len(gone)
 
+    def snapshot(self) -> list[tuple[Hashable, V, int]]:
+        """Every (key, value, size), least recently used first (to put back with :meth:`restore`)."""
+        with self._lock:
+            return [(k, v, n) for k, (v, n) in self._items.items()]
+
+    def restore(self, items: list[tuple[Hashable, V, int]]) -> None:
+        with self._lock:
+            self._items.clear()
+            for k, v, n in items:
+                self._items[k] = (v, n)
+
     def clear(self) -> None:
         with self._lock:
             self._items.clear()

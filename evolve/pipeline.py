@@ -50,16 +50,18 @@ class ChunkSet:
             self._digest = texts_digest(self.texts)
         return self._digest
 
-    def doc_keys(self, identity: str, prefix: str) -> list[bytes]:
-        """Cache keys of the chunks' document vectors (``prefix`` + text) for an embedder identity."""
+    def doc_keys(self, identity: str, prefix: str) -> tuple[list[bytes], int]:
+        """Cache keys of the chunks' document vectors (``prefix`` + text) for an embedder identity, and how many
+        of them are distinct (chunks with the same text share a key)."""
         memo = (identity, prefix)
-        keys = self._keys.get(memo)
-        if keys is None:
+        got = self._keys.get(memo)
+        if got is None:
             keys = cache_keys(identity, "document", [prefix + c.text for c in self.chunks])
+            got = (keys, len(set(keys)))
             while len(self._keys) >= 4:
                 self._keys.pop(next(iter(self._keys)))
-            self._keys[memo] = keys
-        return keys
+            self._keys[memo] = got
+        return got
 
     @property
     def nbytes(self) -> int:
@@ -245,7 +247,7 @@ class Pipeline:
 
         cfg = self.config
         prefix = cfg.embedding.doc_prefix
-        keys = cs.doc_keys(self._embedder().identity(), prefix)
+        keys, n_distinct = cs.doc_keys(self._embedder().identity(), prefix)
         fp = f"{keys_fingerprint(keys)}:dim={cfg.embedding.dim}:normalize={cfg.embedding.normalize}"
         read: list[bool] = []
 
@@ -261,10 +263,10 @@ class Pipeline:
         index = get_index(fp, vectors=vectors, **build)
         if not read:
             present = self.cache.touch(keys, memo=fp)
-            if present == len(keys):
+            if present == n_distinct:
                 self.stats.add(CacheStats(n_texts=len(keys), n_hits=len(keys)))
             else:  # vectors pruned or invalidated since the index was built: embed what is missing, rebuild
-                log.info("index %s: the cache lacks %d of its vectors; rebuilding it", fp[:16], len(keys) - present)
+                log.info("index %s: the cache lacks %d of its vectors; rebuilding it", fp[:16], n_distinct - present)
                 index = get_index(fp, vectors=vectors, reuse=False, **build)
         return index
 
