@@ -192,10 +192,16 @@ def build_index(vectors: np.ndarray, config, *, seed: int = 0, fingerprint: str 
                      vectors=lambda: vectors, seed=seed, store=store, model=model)
 
 
+#: batches of at least this many queries are scored by a matrix product (faiss' BLAS path); faiss 1.15 sets
+#: it to 128,000, so a trial's few hundred queries took its per-query path, 4-5x slower on a flat index here
+BLAS_THRESHOLD = 20
+
+
 def search_index(index, queries: np.ndarray, k: int, config) -> tuple[np.ndarray, np.ndarray]:
     """Top-``k`` (scores, ids) per query; ids are -1 where fewer than ``k`` exist."""
     import faiss
 
+    faiss.cvar.distance_compute_blas_threshold = BLAS_THRESHOLD
     queries = np.ascontiguousarray(queries, dtype=np.float32)
     k = max(1, min(k, index.ntotal))
     if config.type == "hnsw":

@@ -261,7 +261,9 @@ class Pipeline:
             vecs = vectors()
             return get_index(fp, vectors=lambda: vecs, **build)
         index = get_index(fp, vectors=vectors, **build)
-        if not read:
+        if read:  # every vector was just read (or embedded and stored): the cache holds them all today
+            self.cache.remember_present(fp, n_distinct)
+        else:
             present = self.cache.touch(keys, memo=fp)
             if present == n_distinct:
                 self.stats.add(CacheStats(n_texts=len(keys), n_hits=len(keys)))

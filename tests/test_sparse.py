@@ -96,15 +96,16 @@ def test_bm25_tokenised_once_scored_per_k1_b(tmp_path):
 
 
 def test_bm25_scores_are_bm25s_scores_exactly():
-    """Known answer: the scores computed from term statistics are bitwise those of bm25s' own index (Lucene), and
-    so are its rankings, for several (k1, b), empty documents and queries with unknown or repeated terms."""
+    """Known answer: the score matrix computed from term statistics is bitwise bm25s' own (Lucene), for several
+    (k1, b) and with empty documents; searching it ranks as bm25s' retrieve does (queries with unknown and
+    repeated terms included), scores equal to float32 rounding of the sum."""
     import random
 
     import bm25s
     import numpy as np
 
-    from evolve.sparse import TermStats
-    from evolve.sparse._bm25 import _scored_model
+    from evolve.sparse import BM25Index, TermStats
+    from evolve.sparse._bm25 import _score_matrix
 
     rng = random.Random(0)
     words = [f"w{i}" for i in range(300)]
@@ -112,22 +113,28 @@ def test_bm25_scores_are_bm25s_scores_exactly():
             for _ in range(400)]
     toks = tokenize(docs, "regex")
     stats = TermStats.from_tokens(toks)
-    queries = tokenize(["w1 w2 w50", "w7 w7 w299", "zzz", "w0"], "regex")
+    query_texts = ["w1 w2 w50", "w7 w7 w299", "zzz", "w0", "w120 w130 w140 w150"]
     for k1, b in ((0.9, 0.4), (1.2, 0.75), (2.0, 0.0), (0.0, 1.0)):
         ref = bm25s.BM25(k1=k1, b=b, method="lucene")
         ref.index(toks, show_progress=False)
-        ours = _scored_model(stats, k1, b)
+        m = _score_matrix(stats, k1, b)
+        ours = {(t, int(m.indices[j])): m.data[j] for t, i in stats.vocab.items() for j in range(m.indptr[i], m.indptr[i + 1])}
+        sc = ref.scores
+        theirs = {(t, int(sc["indices"][j])): sc["data"][j] for t, i in ref.vocab_dict.items()
+                  if i + 1 < len(sc["indptr"]) for j in range(sc["indptr"][i], sc["indptr"][i + 1])}
+        assert ours.keys() == theirs.keys() and all(ours[c] == theirs[c] for c in ours)
 
-        def cells(model):
-            sc = model.scores
-            return {(t, int(sc["indices"][j])): sc["data"][j] for t, i in model.vocab_dict.items()
-                    if i + 1 < len(sc["indptr"]) for j in range(sc["indptr"][i], sc["indptr"][i + 1])}
-
-        expected, got = cells(ref), cells(ours)
-        assert expected.keys() == got.keys() and all(expected[c] == got[c] for c in expected)
-        r1 = ref.retrieve(queries, k=25, show_progress=False, n_threads=0)
-        r2 = ours.retrieve(queries, k=25, show_progress=False, n_threads=0)
-        assert np.array_equal(r1.documents, r2.documents) and np.array_equal(r1.scores, r2.scores)
+        idx = BM25Index(m, stats.vocab, "regex", len(docs), "k", "built")
+        got_s, got_i = idx.search(query_texts, 25)
+        r = ref.retrieve(tokenize(query_texts, "regex"), k=25, show_progress=False, n_threads=0)
+        for q in range(len(query_texts)):
+            hit = r.scores[q] > 0
+            want = sorted(zip(-r.scores[q][hit], r.documents[q][hit]))
+            np.testing.assert_allclose(got_s[q][: hit.sum()], [-s for s, _ in want], rtol=1e-6)
+            assert (got_i[q][hit.sum():] == -1).all() and (got_s[q][hit.sum():] == 0).all()
+            # same documents, in the same order wherever scores are not tied
+            assert set(got_i[q][: hit.sum()].tolist()) == {int(d) for _, d in want} or hit.sum() == 25
+        assert (got_i[2] == -1).all()  # no known term: nothing
 
 
 def test_prune_removes_bm25_statistics_and_old_indexes(tmp_path):

@@ -368,6 +368,12 @@ class EmbeddingCache:
             self._touched[memo] = (day, n)
         return n
 
+    def remember_present(self, memo: str, n: int) -> None:
+        """Note that the ``n`` keys named ``memo`` were all just read or stored (a later :meth:`touch` with that
+        memo answers ``n`` today without asking the store)."""
+        if self._store is not None:
+            self._touched[memo] = (today(), n)
+
     def store_vectors(self, keys: list[bytes], vectors: np.ndarray, model: str) -> None:
         if self._store is None or not keys:
             return

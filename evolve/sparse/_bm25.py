@@ -1,4 +1,4 @@
-"""BM25 over chunk texts with bm25s: tokenised once per (chunk texts, tokenizer), scored per (k1, b) in memory.
+"""BM25 over chunk texts, bm25s' Lucene scoring: tokenised once per (chunk texts, tokenizer), scored per (k1, b).
 
 ``k1`` and ``b`` are continuous search axes, so an index per (k1, b) on disk would grow by one every sparse trial
 (about 0.5 GB at a million chunks). Instead the expensive part, tokenisation, is done once per chunk texts and
@@ -6,8 +6,9 @@ tokenizer and kept as :class:`TermStats`: the term-frequency matrix in term-majo
 and the vocabulary, as numpy arrays (an ``.npz`` under ``<cache folder>/bm25/``, see
 :class:`~evolve.cache.DerivedStore`: atomic, verified, bounded, removed by ``evolve cache prune``). A (k1, b)
 pair turns those statistics into bm25s' score matrix in one vectorised pass (Lucene's BM25, exactly as
-``bm25s.BM25(method="lucene").index`` computes it: same float64 arithmetic, same float32 result), and bm25s
-retrieves from it. Scored indexes live only in this process (an LRU bounded by bytes).
+``bm25s.BM25(method="lucene").index`` computes it: same float64 arithmetic, same float32 result). Queries are
+scored all at once by one sparse product (scipy), ranking only the documents that hold a query term. Scored
+indexes live only in this process (an LRU bounded by bytes).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from evolve._lru import ByteLRU
-from evolve.sparse._tokenizers import bm25s_module, get_tokenizer
+from evolve.sparse._tokenizers import get_tokenizer
 
 if TYPE_CHECKING:
     from evolve.cache import EmbeddingCache
@@ -178,10 +179,12 @@ class TermStats:
 
 
 class BM25Index:
-    """A bm25s index over ``n_docs`` chunk texts. :meth:`search` returns chunk indices, best first."""
+    """BM25 over ``n_docs`` chunk texts for one (k1, b): the term -> document score matrix (bm25s' scores, term
+    major) and the vocabulary. :meth:`search` returns chunk indices, best first."""
 
-    def __init__(self, model, tokenizer: str, n_docs: int, key: str, source: str):
-        self.model = model
+    def __init__(self, matrix, vocab: dict[str, int] | None, tokenizer: str, n_docs: int, key: str, source: str):
+        self.matrix = matrix  # scipy CSR (V x n_docs), or None for an empty corpus
+        self.vocab = vocab or {}
         self.tokenizer = tokenizer
         self.n_docs = n_docs
         self.key = key
@@ -191,24 +194,41 @@ class BM25Index:
     def search(self, query_texts: list[str], k: int) -> tuple[np.ndarray, np.ndarray]:
         """``(scores, ids)`` of shape ``(len(query_texts), k)``: float32 BM25 scores and int64 chunk indices.
 
-        Rows are best first; slots past the documents that match at least one query term are ``-1`` (score 0).
+        Rows are best first (ties: lower chunk index first); slots past the documents that match at least one
+        query term are ``-1`` (score 0).
+
+        A document's score is the sum of its scores for the query's terms (a repeated term counts each time),
+        as in bm25s, but all queries are scored at once by one sparse product, and only the documents that hold
+        a query term are ranked: bm25s scores every document for every query (a million-long array each).
         """
+        import scipy.sparse as sp
+
         n_q = len(query_texts)
         k = int(k)
         scores = np.zeros((n_q, k), dtype=np.float32)
         ids = np.full((n_q, k), -1, dtype=np.int64)
-        if n_q == 0 or k <= 0 or self.n_docs == 0:
+        if n_q == 0 or k <= 0 or self.n_docs == 0 or self.matrix is None:
             return scores, ids
-        tokens = get_tokenizer(self.tokenizer)(list(query_texts))
-        kk = min(k, self.n_docs)
-        res_ids, res_scores = self.model.retrieve(
-            tokens, k=kk, show_progress=False, return_as="tuple", n_threads=0
-        )
-        res_ids = np.asarray(res_ids, dtype=np.int64)
-        res_scores = np.asarray(res_scores, dtype=np.float32)
-        hit = res_scores > 0
-        ids[:, :kk] = np.where(hit, res_ids, -1)
-        scores[:, :kk] = np.where(hit, res_scores, 0.0)
+        rows, cols = [], []
+        for i, toks in enumerate(get_tokenizer(self.tokenizer)(list(query_texts))):
+            for t in toks:
+                j = self.vocab.get(t)
+                if j is not None:
+                    rows.append(i)
+                    cols.append(j)
+        q = sp.csr_matrix((np.ones(len(rows), dtype=np.float32), (rows, cols)), shape=(n_q, self.matrix.shape[0]))
+        hits = (q @ self.matrix).tocsr()
+        for i in range(n_q):
+            lo, hi = hits.indptr[i], hits.indptr[i + 1]
+            s, d = hits.data[lo:hi], hits.indices[lo:hi].astype(np.int64)
+            keep = s > 0
+            s, d = s[keep], d[keep]
+            if len(s) > k:
+                top = np.argpartition(-s, k - 1)[:k]
+                s, d = s[top], d[top]
+            order = np.lexsort((d, -s))
+            scores[i, : len(order)] = s[order]
+            ids[i, : len(order)] = d[order]
         return scores, ids
 
     def __repr__(self) -> str:
@@ -258,14 +278,16 @@ def term_stats(texts: list[str], tokenizer: str, *, digest: str | None = None,
     return stats, source
 
 
-def _scored_model(stats: TermStats, k1: float, b: float):
-    bm25s = bm25s_module()
-    model = bm25s.BM25(k1=float(k1), b=float(b), method=METHOD)
-    model.scores = {"data": stats.scores(float(k1), float(b)), "indices": stats.docs, "indptr": stats.indptr,
-                    "num_docs": stats.n_docs}
-    model.vocab_dict = stats.vocab
-    model.nonoccurrence_array = None
-    return model
+def _score_matrix(stats: TermStats, k1: float, b: float):
+    """bm25s' Lucene score matrix for (k1, b), term-major, as scipy CSR; index arrays shared with ``stats``."""
+    import scipy.sparse as sp
+
+    indptr = stats.indptr.astype(np.int32) if stats.docs.shape[0] < 2**31 - 1 else stats.indptr
+    docs = stats.docs if indptr.dtype == np.int32 else stats.docs.astype(np.int64)
+    m = sp.csr_matrix((stats.scores(float(k1), float(b)), docs, indptr), shape=(len(stats.vocab), stats.n_docs),
+                      copy=False)
+    m.has_sorted_indices = True
+    return m
 
 
 def build_bm25(chunk_texts: list[str], cfg: SparseConfig, cache: EmbeddingCache | None = None, *,
@@ -284,11 +306,11 @@ def build_bm25(chunk_texts: list[str], cfg: SparseConfig, cache: EmbeddingCache 
         idx = _indexes.get(key)
         if idx is not None:
             STATS["memory"] += 1
-            return BM25Index(idx.model, idx.tokenizer, idx.n_docs, key, "memory")
+            return BM25Index(idx.matrix, idx.vocab, idx.tokenizer, idx.n_docs, key, "memory")
     stats, got = term_stats(texts, cfg.tokenizer, digest=digest, cache=cache)
     source = {"memory": "scored", "disk": "disk", "built": "built"}[got]
-    model = _scored_model(stats, cfg.k1, cfg.b) if texts else None
-    idx = BM25Index(model, cfg.tokenizer, len(texts), key, source)
+    matrix = _score_matrix(stats, cfg.k1, cfg.b) if texts else None
+    idx = BM25Index(matrix, stats.vocab, cfg.tokenizer, len(texts), key, source)
     with _lock:
         STATS[source] += 1
         _indexes.put(key, idx, stats.tf.nbytes)
