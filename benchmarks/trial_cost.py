@@ -163,11 +163,11 @@ def part_b(scifact: Dataset, root: Path, n_docs: int, n_steps: int) -> dict:
             if arm == "cache":
                 ev, t = timed_eval(cfg, ds, caches[arm], pool)
             else:
-                kept = dict(_INDEXES)
+                kept = _INDEXES.snapshot()
                 clear_index_cache()
                 ev, t = timed_eval(cfg, ds, caches[arm], pool)
                 clear_index_cache()
-                _INDEXES.update(kept)
+                _INDEXES.restore(kept)
             wall[arm] += t
             rows[arm].append({"step": i, "kind": kind, "change": " ".join(overrides), "n_chunks": ev.n_chunks,
                               "n_embedded": ev.cache.n_embedded, "embed_seconds": ev.cache.embed_seconds,

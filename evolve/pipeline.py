@@ -9,7 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from evolve.cache import CacheStats, EmbeddingCache
+from evolve._lru import ByteLRU
+from evolve.cache import CacheStats, EmbeddingCache, cache_keys, keys_fingerprint
 from evolve.chunking import Chunk, chunk_corpus
 from evolve.config import PipelineConfig, config_to_yaml
 from evolve.datasets import Dataset
@@ -17,9 +18,80 @@ from evolve.embedders import Embedder, EmbedderPool
 from evolve.evaluate import DEFAULT_METRICS, evaluate_run, write_trec_run
 from evolve.progress import ProgressFactory, null_progress
 
-__all__ = ["Pipeline", "Evaluation", "evaluate_config"]
+__all__ = ["ChunkSet", "Pipeline", "Evaluation", "chunk_set", "clear_chunk_memo", "evaluate_config"]
 
 log = logging.getLogger("evolve.pipeline")
+
+
+# ---------------------------------------------------------------------------------------------- chunks, once a night
+@dataclass
+class ChunkSet:
+    """A corpus cut by one chunking config, with what every trial on it needs: the chunk -> document map, the
+    chunk texts and their digest (BM25), and the cache keys of the chunk vectors per embedder identity and
+    prefix. Built once per (corpus, chunking config, tokenizer) in a process (:func:`chunk_set`) and shared by
+    every trial of a night, so a trial neither re-chunks nor re-hashes a million chunks."""
+
+    chunks: list[Chunk]
+    doc_ids: list[str]
+    chunk_doc: np.ndarray
+    _digest: str | None = field(default=None, repr=False)
+    _keys: dict = field(default_factory=dict, repr=False)
+
+    @property
+    def texts(self) -> list[str]:
+        return [c.text for c in self.chunks]
+
+    @property
+    def digest(self) -> str:
+        """sha256 of the chunk texts in order (names the BM25 statistics)."""
+        if self._digest is None:
+            from evolve.sparse import texts_digest
+
+            self._digest = texts_digest(self.texts)
+        return self._digest
+
+    def doc_keys(self, identity: str, prefix: str) -> tuple[list[bytes], int]:
+        """Cache keys of the chunks' document vectors (``prefix`` + text) for an embedder identity, and how many
+        of them are distinct (chunks with the same text share a key)."""
+        memo = (identity, prefix)
+        got = self._keys.get(memo)
+        if got is None:
+            keys = cache_keys(identity, "document", [prefix + c.text for c in self.chunks])
+            got = (keys, len(set(keys)))
+            while len(self._keys) >= 4:
+                self._keys.pop(next(iter(self._keys)))
+            self._keys[memo] = got
+        return got
+
+    @property
+    def nbytes(self) -> int:
+        return sum(len(c.text) for c in self.chunks) + 200 * len(self.chunks)
+
+
+#: chunk sets kept in this process (the most recent always stays)
+CHUNK_MEMORY_BYTES = 2 * 2**30
+_CHUNK_SETS: ByteLRU = ByteLRU(lambda: CHUNK_MEMORY_BYTES)
+
+
+def clear_chunk_memo() -> None:
+    _CHUNK_SETS.clear()
+
+
+def chunk_set(dataset: Dataset, chunking, model: str) -> ChunkSet:
+    """The chunks of ``dataset``'s corpus under ``chunking`` (sizes in ``model``'s tokens), memoised per
+    (corpus fingerprint, chunking config, tokenizer) and document order."""
+    memo = (dataset.corpus_fingerprint(), chunking.model_dump_json(), model if chunking.strategy != "none" else None)
+    doc_ids = list(dataset.corpus)
+    cs = _CHUNK_SETS.get(memo)
+    if cs is not None and cs.doc_ids == doc_ids:
+        return cs
+    chunks = chunk_corpus(dataset.corpus, chunking, model)
+    pos = {d: i for i, d in enumerate(doc_ids)}
+    chunk_doc = np.fromiter((pos[c.doc_id] for c in chunks), dtype=np.int64, count=len(chunks))
+    cs = ChunkSet(chunks, doc_ids, chunk_doc)
+    _CHUNK_SETS.put(memo, cs, cs.nbytes)
+    return cs
+
 
 @dataclass
 class Evaluation:
@@ -120,6 +192,7 @@ class Pipeline:
         self._index = None
         self._qvecs: dict[str, np.ndarray] = {}
         self._sparse = None
+        self._chunk_set: ChunkSet | None = None
         self._prepared = False
 
     # ------------------------------------------------------------------ building
@@ -134,9 +207,9 @@ class Pipeline:
     def _embedder(self) -> Embedder:
         return self.embedders.get(self.config.embedding)
 
-    def _embed(self, texts: list[str], kind: str, label: str) -> np.ndarray:
+    def _embed(self, texts: list[str], kind: str, label: str, keys: list[bytes] | None = None) -> np.ndarray:
         with self.progress(label, len(texts)) as advance:
-            vecs, stats = self.cache.embed(self._embedder(), texts, kind, progress=advance)
+            vecs, stats = self.cache.embed(self._embedder(), texts, kind, progress=advance, keys=keys)
         self.stats.add(stats)
         return self._shape(vecs)
 
@@ -154,25 +227,56 @@ class Pipeline:
         if self._prepared:
             return self
         cfg = self.config
-        self.chunks = chunk_corpus(self.dataset.corpus, cfg.chunking, cfg.embedding.model)
-        self._doc_ids = list(self.dataset.corpus)
-        pos = {d: i for i, d in enumerate(self._doc_ids)}
-        self._chunk_doc = np.fromiter((pos[c.doc_id] for c in self.chunks), dtype=np.int64, count=len(self.chunks))
+        cs = chunk_set(self.dataset, cfg.chunking, cfg.embedding.model)
+        self._chunk_set = cs
+        self.chunks = cs.chunks
+        self._doc_ids = cs.doc_ids
+        self._chunk_doc = cs.chunk_doc
         if self.uses_dense:
-            from evolve.index import build_index
-
-            texts = [cfg.embedding.doc_prefix + c.text for c in self.chunks]
-            vecs = self._embed(texts, "document", "embedding chunks")
-            self._index = build_index(vecs, cfg.index, seed=self.seed)
+            self._index = self._dense_index(cs)
         if self.uses_sparse:
             self._sparse = self._build_sparse()
         self._prepared = True
         return self
 
+    def _dense_index(self, cs: ChunkSet):
+        """The faiss index over the chunk vectors. It is named by the vectors' cache keys, so an index this
+        process or the cache folder already holds is served without reading a vector, once the cache confirms
+        it still holds them all (then they count as cache hits). Without a cache every vector is embedded."""
+        from evolve.index import get_index
+
+        cfg = self.config
+        prefix = cfg.embedding.doc_prefix
+        keys, n_distinct = cs.doc_keys(self._embedder().identity(), prefix)
+        fp = f"{keys_fingerprint(keys)}:dim={cfg.embedding.dim}:normalize={cfg.embedding.normalize}"
+        read: list[bool] = []
+
+        def vectors() -> np.ndarray:
+            read.append(True)
+            return self._embed([prefix + c.text for c in cs.chunks], "document", "embedding chunks", keys=keys)
+
+        build = {"config": cfg.index, "n": len(keys), "seed": self.seed, "store": self.cache.derived("faiss"),
+                 "model": cfg.embedding.model}
+        if not self.cache.enabled:
+            vecs = vectors()
+            return get_index(fp, vectors=lambda: vecs, **build)
+        index = get_index(fp, vectors=vectors, **build)
+        if read:  # every vector was just read (or embedded and stored): the cache holds them all today
+            self.cache.remember_present(fp, n_distinct)
+        else:
+            present = self.cache.touch(keys, memo=fp)
+            if present == n_distinct:
+                self.stats.add(CacheStats(n_texts=len(keys), n_hits=len(keys)))
+            else:  # vectors pruned or invalidated since the index was built: embed what is missing, rebuild
+                log.info("index %s: the cache lacks %d of its vectors; rebuilding it", fp[:16], n_distinct - present)
+                index = get_index(fp, vectors=vectors, reuse=False, **build)
+        return index
+
     def _build_sparse(self):
         from evolve.sparse import build_bm25
 
-        return build_bm25([c.text for c in self.chunks], self.config.sparse, cache=self.cache)
+        cs = self._chunk_set
+        return build_bm25(cs.texts, self.config.sparse, cache=self.cache, digest=cs.digest)
 
     # ------------------------------------------------------------------ retrieval
     def embed_queries(self, qids: list[str]) -> None:

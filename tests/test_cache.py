@@ -162,6 +162,76 @@ def test_key_covers_model_identity(tmp_path):
     assert ident(a) != base
 
 
+def test_vllm_identity_keys_on_the_effective_token_limit(tmp_path):
+    """Issue 14 item 8: vLLM cuts tokens at min(max_length, max_model_len). Two configs with the same max_length
+    but a smaller max_model_len embed different tokens, so they must not share keys (the old identity keyed on
+    max_length alone and served one's vectors for the other); two that cut at the same place may share them."""
+    folder = _fake_model(tmp_path / "m", b"\x00" * 1000)
+    (folder / "config.json").write_text('{"hidden_size": 8, "max_position_embeddings": 512}')
+
+    def ident(**kw) -> str:
+        return create_embedder(EmbeddingConfig(backend="vllm", model=str(folder), **kw)).identity()
+
+    full, cut = ident(max_length=512), ident(max_length=512, max_model_len=128)
+    assert full != cut
+    assert json.loads(full)["max_tokens"] == 512 and json.loads(cut)["max_tokens"] == 128
+    assert cache_key(full, "document", "t") != cache_key(cut, "document", "t")
+    # max_length above the position limit cuts at the limit: the same tokens, the same key
+    assert ident(max_length=1024) == full
+    assert ident(max_length=128) == cut == ident(max_length=4096, max_model_len=128)
+
+
+def test_st_identity_keys_on_the_resolved_dtype(tmp_path, monkeypatch):
+    """Issue 14 item 8: sentence-transformers vectors come out float16 on a GPU and float32 on a CPU. The old
+    identity said dtype 'auto' for both a GPU node and a CPU-pinned node on a GPU host, so a shared cache mixed
+    them. The identity now names the dtype the model is loaded with (decided without torch)."""
+    folder = _fake_model(tmp_path / "m", b"\x00" * 1000)
+
+    def emb(**kw):
+        return create_embedder(EmbeddingConfig(model=str(folder), **kw))
+
+    def dtype(e) -> str:
+        return json.loads(e.identity())["dtype"]
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")  # a GPU host, as cuda_visible() judges it
+    gpu, pinned = emb(), emb(device="cpu")
+    assert (gpu.device, dtype(gpu)) == ("cuda", "float16")
+    assert (pinned.device, dtype(pinned)) == ("cpu", "float32")
+    assert gpu.identity() != pinned.identity()
+    assert dtype(emb(device="cuda:1")) == "float16" and dtype(emb(dtype="bfloat16")) == "bfloat16"
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")  # no GPU: the default resolves to the CPU and float32
+    cpu = emb()
+    assert (cpu.device, dtype(cpu)) == ("cpu", "float32") and cpu.identity() == pinned.identity()
+
+
+def test_st_model_loads_with_the_dtype_its_identity_names(pool):
+    """The real MiniLM on this CPU: the weights are float32, as its identity says."""
+    emb = pool.get(EmbeddingConfig())
+    assert json.loads(emb.identity())["dtype"] == "float32"
+    emb.embed(["a probe"])
+    assert str(next(emb._model.parameters()).dtype) == "torch.float32"
+
+
+def test_cache_key_carries_the_key_scheme():
+    """Keys of the older scheme (no scheme in the hash) can never be computed again: the new keys differ from
+    them, so old entries are unreachable (never wrongly served) and `cache prune` removes them."""
+    import hashlib
+
+    from evolve.cache import KEY_SCHEME, cache_keys
+
+    def old_key(identity, kind, text):
+        h = hashlib.sha256()
+        for part in (identity, kind, text):
+            b = part.encode("utf-8")
+            h.update(len(b).to_bytes(8, "little"))
+            h.update(b)
+        return h.digest()
+
+    assert KEY_SCHEME == 2
+    assert cache_key("m", "document", "t") != old_key("m", "document", "t")
+    assert cache_keys("m", "query", ["a", "b"]) == [cache_key("m", "query", "a"), cache_key("m", "query", "b")]
+
+
 def test_real_model_identity_is_cheap_and_stable():
     code = textwrap.dedent("""
         import json, sys
@@ -220,7 +290,8 @@ def test_matryoshka_dim_reuses_full_vectors(warm, scifact_small, pool, baseline)
         # the cache still holds full 384-d vectors only
         assert cache.store.stats().entries == 360
         key = cache_key(pool.get(cfg.embedding).identity(), "query", scifact_small.queries[sorted(pipe._qvecs)[0]])
-        assert cache.store.get([key])[key].dim == 384
+        found = cache.store.get([key])
+        assert found.keys == [key] and found.dims.tolist() == [384]
     finally:
         pipe.close()
         cache.close()
@@ -518,28 +589,211 @@ def test_damaged_file_on_disk_is_survived(damage, tiny, seed, tmp_path, pool, ca
 # ----------------------------------------------------------------------------- store maintenance and stats
 
 
+class Clock:
+    """A settable clock for the stores' day-granular recency (a test stand-in for time.time)."""
+
+    def __init__(self, day: int = 20_000):
+        self.t = day * 86_400 + 3600.0
+
+    def __call__(self) -> float:
+        return self.t
+
+    def next_day(self) -> None:
+        self.t += 86_400
+
+
 def test_prune_lru_and_invalidate(tmp_path):
-    cache = EmbeddingCache(tmp_path / "c.sqlite")
+    clock = Clock()
+    cache = EmbeddingCache(SQLiteStore(tmp_path / "c.sqlite", clock=clock))
     try:
         cache.store_vectors([_key(i) for i in range(10)], np.stack([_vec(i, 384) for i in range(10)]), "m1")
+        clock.next_day()
         cache.store_vectors([_key(i) for i in range(10, 15)], np.stack([_vec(i, 384) for i in range(10, 15)]), "m2")
-        time.sleep(0.01)
-        cache.lookup([_key(0), _key(1)])  # recently used: survive the prune
+        clock.next_day()
+        cache.lookup([_key(0), _key(1)])  # used on the newest day: survive the prune
         store = cache.store
         assert store.stats().entries == 15
         per_entry = 384 * 4 + 32 + 2 + 48
+        assert store.payload_bytes() == 15 * per_entry
         removed = store.prune(per_entry * 4)
         assert removed == 11
         found, _ = cache.lookup([_key(i) for i in range(15)])
-        # the two just read, then the newest two: least recently used went first
+        # the two used last, then the two newest of the day before (the oldest of a day go first)
         assert set(found) == {_key(0), _key(1), _key(13), _key(14)}
         assert store.invalidate("m1") == 2
         assert store.invalidate("nope") == 0
         assert store.stats().entries == 2
+        assert store.prune(None) == 0  # no limit: only unreachable entries go
         assert store.prune(0) == 2
         assert store.stats().entries == 0
     finally:
         cache.close()
+
+
+def _fill(store_path: Path, n: int, dim: int = 384, clock=None) -> list[bytes]:
+    cache = EmbeddingCache(SQLiteStore(store_path, clock=clock or Clock()))
+    keys = [_key(i) for i in range(n)]
+    for s in range(0, n, 2000):
+        cache.store_vectors(keys[s : s + 2000], np.stack([_vec(i, dim) for i in range(s, min(n, s + 2000))]), "m")
+    cache.close()  # checkpoints the WAL
+    return keys
+
+
+def _wal(path: Path) -> int:
+    wal = Path(str(path) + "-wal")
+    return wal.stat().st_size if wal.exists() else 0
+
+
+def test_a_warm_read_writes_nothing_and_takes_no_write_lock(tmp_path):
+    """Issue 14: every cache hit used to rewrite its row (last_used, under BEGIN IMMEDIATE, on a WITHOUT ROWID
+    table: 20k touches wrote 83.5 MB of WAL for a 95 MB table). Now a read records the day of use apart from the
+    vectors, at most once per entry and day: a second read the same day writes nothing and needs no write lock
+    (it goes through while another process holds it), and the first read of a new day writes a few bytes per
+    entry, not the vectors' pages."""
+    import sqlite3
+    import threading
+
+    db, clock = tmp_path / "c.sqlite", Clock()
+    keys = _fill(db, 4000, clock=clock)
+    size = db.stat().st_size
+    assert size < 4000 * 1800  # ~1.6 KB per 384-d entry (the old layout took 4.7 KB)
+    cache = EmbeddingCache(SQLiteStore(db, clock=clock))
+    try:
+        before = _wal(db)
+        hits = cache.lookup_bulk(keys)
+        assert len(hits.positions) == 4000 and _wal(db) == before  # the day of the write counts as a use
+
+        other = sqlite3.connect(db, isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+        done = []
+        reader = threading.Thread(target=lambda: done.append(cache.lookup_bulk(keys)), daemon=True)
+        reader.start()
+        reader.join(10)
+        other.execute("ROLLBACK")
+        other.close()
+        assert done and len(done[0].positions) == 4000, "a warm read waited for the write lock"
+
+        clock.next_day()
+        before = _wal(db)
+        assert len(cache.lookup_bulk(keys).positions) == 4000
+        written = _wal(db) - before
+        assert 0 < written < 0.05 * size, (written, size)
+        before = _wal(db)
+        cache.lookup_bulk(keys)
+        assert _wal(db) == before  # once a day
+    finally:
+        cache.close()
+
+
+def test_bulk_read_is_one_array_in_the_order_asked(tmp_path):
+    db = tmp_path / "c.sqlite"
+    keys = _fill(db, 3000, dim=64)
+    cache = EmbeddingCache(db)
+    try:
+        asked = [keys[2999], b"\1" * 32, keys[5], *keys[100:2100], b"\2" * 32]
+        hits = cache.lookup_bulk(asked)
+        assert hits.n_damaged == 0
+        assert hits.positions.tolist() == [0, 2, *range(3, 2003)]
+        assert hits.vectors.shape == (2002, 64) and hits.vectors.dtype == np.float32
+        assert hits.vectors.flags.c_contiguous and hits.vectors.base is not None  # a view of one read buffer
+        np.testing.assert_array_equal(hits.vectors[0], _vec(2999, 64))
+        np.testing.assert_array_equal(hits.vectors[2:], np.stack([_vec(i, 64) for i in range(100, 2100)]))
+    finally:
+        cache.close()
+
+
+def test_damaged_entries_are_dropped_in_bulk(tmp_path, caplog):
+    """A flipped payload byte, a cut payload and a wrong checksum: each entry is dropped, deleted and counted;
+    the intact ones around it are served."""
+    import sqlite3
+
+    db = tmp_path / "c.sqlite"
+    keys = _fill(db, 50, dim=16)
+    con = sqlite3.connect(db)
+    payload = bytearray(con.execute("SELECT payload FROM entries WHERE key=?", (keys[3],)).fetchone()[0])
+    payload[7] ^= 0x40
+    con.execute("UPDATE entries SET payload=? WHERE key=?", (bytes(payload), keys[3]))
+    con.execute("UPDATE entries SET payload=substr(payload, 1, 60) WHERE key=?", (keys[10],))
+    con.execute("UPDATE entries SET checksum=zeroblob(16) WHERE key=?", (keys[20],))
+    con.commit()
+    con.close()
+    cache = EmbeddingCache(db)
+    try:
+        with caplog.at_level(logging.WARNING, logger="evolve.cache"):
+            hits = cache.lookup_bulk(keys)
+        assert hits.n_damaged == 3 and len(hits.positions) == 47
+        assert set(hits.positions.tolist()) == set(range(50)) - {3, 10, 20}
+        for row, pos in enumerate(hits.positions.tolist()):
+            np.testing.assert_array_equal(hits.vectors[row], _vec(pos, 16))
+        assert any("3 damaged" in r.getMessage() for r in caplog.records)
+        assert cache.store.stats().entries == 47  # deleted, to be recomputed
+    finally:
+        cache.close()
+
+
+def test_entries_of_an_older_key_scheme_are_stale_and_pruned(tmp_path):
+    """A cache written before key schemes (the old ``vectors`` table) and entries of scheme 1: no key reaches
+    them; stats count them as stale and `prune` without a size removes exactly them."""
+    import sqlite3
+
+    db = tmp_path / "c.sqlite"
+    con = sqlite3.connect(db)
+    con.executescript("""
+        CREATE TABLE vectors (key BLOB PRIMARY KEY, model TEXT NOT NULL, dim INTEGER NOT NULL,
+            payload BLOB NOT NULL, checksum BLOB NOT NULL, last_used REAL NOT NULL) WITHOUT ROWID;
+    """)
+    con.executemany("INSERT INTO vectors VALUES (?, 'm', 4, ?, ?, 0)", [(bytes([i]) * 32, b"\0" * 16, b"x" * 16)
+                                                                        for i in range(7)])
+    con.commit()
+    con.close()
+    keys = _fill(db, 20, dim=8)
+    con = sqlite3.connect(db)
+    con.execute("UPDATE entries SET scheme = 1 WHERE id <= 5")
+    con.commit()
+    con.close()
+    store = SQLiteStore(db)
+    try:
+        st = store.stats()
+        assert (st.entries, st.stale_entries) == (15, 12)
+        assert store.prune(None) == 12
+        st = store.stats()
+        assert (st.entries, st.stale_entries) == (15, 0)
+        assert store._db.execute("SELECT name FROM sqlite_master WHERE name='vectors'").fetchone() is None
+        assert len(store.get(keys)) == 15
+    finally:
+        store.close()
+
+
+def test_cli_prune_removes_stale_and_derived_files(tmp_path):
+    """`evolve cache prune` without a size removes unreachable entries and derived files of older layouts (the
+    per-(k1, b) BM25 index folders and JSON token lists of BM25 version 1); with a size, derived files go before
+    any vector."""
+    from conftest import run_cli
+
+    ws = tmp_path / "ws"
+    db = ws / "cache" / "embeddings.sqlite"
+    _fill(db, 30, dim=8)
+    old_index = ws / "cache" / "bm25" / ("a" * 64)
+    old_index.mkdir(parents=True)
+    (old_index / "data.csc.index.npy").write_bytes(b"x" * 5000)
+    (ws / "cache" / "bm25" / "tokens").mkdir()
+    (ws / "cache" / "bm25" / "tokens" / "t.json.gz").write_bytes(b"y" * 100)
+    from evolve.cache import DerivedStore
+
+    faiss_store = DerivedStore(ws / "cache", "faiss")
+    assert faiss_store.save("idx", lambda p: p.write_bytes(b"z" * 2000), {"version": "evolve-faiss-1", "model": "m"},
+                            expected_bytes=2000)
+    proc = run_cli("cache", "prune", "--workspace", str(ws))
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("removed 0 entries; 30 left, ")
+    assert proc.stdout.rstrip().endswith("; removed 2 derived files (5.1 KB)")
+    assert not (ws / "cache" / "bm25" / "tokens").exists() and not old_index.exists()
+    assert faiss_store.open("idx") is not None  # current layout: kept
+    per = 8 * 4 + 32 + 1 + 48
+    proc = run_cli("cache", "prune", "--max-size", f"{20 * per}B", "--workspace", str(ws))
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("removed 10 entries; 20 left, ")
+    assert "; removed 1 derived file (2." in proc.stdout  # the index and its sidecar
 
 
 def test_cache_stats_fields():

@@ -100,7 +100,7 @@ def test_cache_stats_after_eval(evaluated, cli):
     assert "entries        600" in proc.stdout
     assert "last run       hit rate 0.0% (0/600 texts, 600 embedded in" in proc.stdout
     data = json.loads(cli("cache", "stats", "--workspace", str(ws), "--json").stdout.strip().splitlines()[-1])
-    assert set(data) == {"entries", "size_bytes", "location", "last_run"}
+    assert set(data) == {"entries", "size_bytes", "location", "stale_entries", "derived_bytes", "last_run"}
     assert data["entries"] == 600 and data["size_bytes"] > 600 * 384 * 4
     assert data["location"] == str(ws.absolute() / "cache" / "embeddings.sqlite")
     last = data["last_run"]

@@ -471,8 +471,9 @@ def test_postgres_store_contract(pg):
     a, b = _entries(1500, "m1"), _entries(700, "m2")
     store.put(a + b)
     store.put(a[:10])  # idempotent
-    got = store.get([e.key for e in a] + [b"\0" * 32])
-    assert len(got) == 1500 and all(got[e.key] == e for e in a)
+    got = store.get([b"\0" * 32] + [e.key for e in a])
+    assert len(got) == 1500 and got.positions.tolist() == list(range(1, 1501))
+    assert got.entries() == a  # in the order asked, every field intact
     assert store.stats().entries == 2200
     assert store.invalidate("m2") == 700 and store.stats().entries == 1500
     store.delete([e.key for e in a[:500]])
@@ -485,12 +486,42 @@ def test_postgres_store_contract(pg):
     store.get([e.key for e in a[500:600]])
     per = 32 + 32 + 2 + 48  # payload + key + model + overhead, as SQLiteStore counts
     assert store.prune(100 * per) == 900
-    assert set(store.get([e.key for e in a])) == {e.key for e in a[500:600]}
+    assert set(store.get([e.key for e in a]).keys) == {e.key for e in a[500:600]}
+    assert store.touch([e.key for e in a]) == 100
     store.close()
     # a second store on the same table (another node) sees the same entries; schema creation is idempotent
     other = PostgresStore(url)
     assert other.stats().entries == 100
     other.close()
+
+
+def test_postgres_table_from_before_key_schemes_is_upgraded(pg):
+    """A shared table made before key schemes gains the column (its rows: scheme 1, unreachable); stats count
+    them as stale and prune removes exactly them. A warm read writes nothing (last_used moves once a day)."""
+    import psycopg
+
+    from evolve.cache import PostgresStore
+
+    url = pg_url(pg.create())
+    with psycopg.connect(url.replace("+psycopg", ""), autocommit=True) as conn:
+        conn.execute("""CREATE TABLE evolve_vectors (key bytea PRIMARY KEY, model text NOT NULL, dim integer NOT NULL,
+                        payload bytea NOT NULL, checksum bytea NOT NULL, last_used timestamptz NOT NULL DEFAULT now())""")
+        conn.execute("INSERT INTO evolve_vectors (key, model, dim, payload, checksum) "
+                     "SELECT decode(lpad(to_hex(i), 64, '0'), 'hex'), 'old', 1, '\\x00000000', '\\x00' "
+                     "FROM generate_series(1, 40) i")
+    store = PostgresStore(url)
+    new = _entries(25, "m2")
+    store.put(new)
+    st = store.stats()
+    assert (st.entries, st.stale_entries) == (25, 40)
+    with psycopg.connect(url.replace("+psycopg", ""), autocommit=True) as conn:
+        stamps = conn.execute("SELECT key, last_used FROM evolve_vectors ORDER BY key").fetchall()
+        assert len(store.get([e.key for e in new])) == 25
+        assert conn.execute("SELECT key, last_used FROM evolve_vectors ORDER BY key").fetchall() == stamps
+    assert store.prune(None) == 40
+    st = store.stats()
+    assert (st.entries, st.stale_entries) == (25, 0)
+    store.close()
 
 
 def test_tiered_cache_shares_vectors_between_workspaces(pg, tmp_path, caplog):

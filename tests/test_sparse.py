@@ -65,25 +65,92 @@ def test_bm25_known_answers_mixed_corpus(tmp_path):
     assert (scores[0, :-1] >= scores[0, 1:]).all()
 
 
-def test_bm25_index_cache_memory_then_disk(tmp_path):
+def test_bm25_tokenised_once_scored_per_k1_b(tmp_path):
+    """Issue 14: k1 and b are continuous, and every sparse trial saved a new index (about 0.5 GB at a million
+    chunks) that `cache prune` never removed. Now the corpus is tokenised once per (texts, tokenizer) into term
+    statistics, saved once (an .npz, not JSON), and each (k1, b) is scored from them in memory."""
     cache = EmbeddingCache(tmp_path / "cache" / "embeddings.sqlite")
     cfg = SparseConfig(tokenizer="english", k1=1.2, b=0.75)
     clear_memory()
     before = dict(STATS)
     a = build_bm25(CORPUS, cfg, cache)
-    assert a.source == "built" and STATS["built"] == before["built"] + 1
-    assert (tmp_path / "cache" / "bm25" / a.key / "evolve.json").is_file()
+    assert a.source == "built" and STATS["tokenized"] == before["tokenized"] + 1
+    folder = tmp_path / "cache" / "bm25"
+    assert sorted(p.suffix for p in folder.iterdir()) == [".bin", ".json"]  # one artefact: data + sidecar
     assert build_bm25(CORPUS, cfg, cache).source == "memory"
-    clear_memory()  # a fresh process: the on-disk copy is loaded, nothing is rebuilt
+    for k1, b in ((0.5, 0.3), (0.9, 0.4), (1.7, 0.9), (2.5, 0.0)):
+        other = build_bm25(CORPUS, SparseConfig(tokenizer="english", k1=k1, b=b), cache)
+        assert other.source == "scored" and other.key != a.key
+    assert STATS["tokenized"] == before["tokenized"] + 1
+    assert len(list(folder.iterdir())) == 2  # still one artefact on disk, whatever the k1/b
+    clear_memory()  # a fresh process: the statistics are loaded, nothing is tokenised
     b = build_bm25(CORPUS, cfg, cache)
-    assert b.source == "disk" and STATS["disk"] == before["disk"] + 1 and STATS["built"] == before["built"] + 1
-    q = ["mitochondria ATP cell"]
-    assert (a.search(q, 3)[1] == b.search(q, 3)[1]).all()
-    # other k1/b: a new index, built from the tokens kept for this tokenizer (no second tokenisation)
-    c = build_bm25(CORPUS, SparseConfig(tokenizer="english", k1=0.5, b=0.3), cache)
-    assert c.source == "built" and c.key != a.key and STATS["tokenized"] == before["tokenized"] + 1
-    # other texts: other key
+    assert b.source == "disk" and STATS["tokenized"] == before["tokenized"] + 1
+    q = ["mitochondria ATP cell", "capital of France"]
+    assert (a.search(q, 3)[1] == b.search(q, 3)[1]).all() and (a.search(q, 3)[0] == b.search(q, 3)[0]).all()
+    # other texts or another tokenizer: other statistics
     assert build_bm25(CORPUS[:-1], cfg, cache).key != a.key
+    assert build_bm25(CORPUS, SparseConfig(tokenizer="regex"), cache).source == "built"
+    assert len(list(folder.iterdir())) == 6
+    cache.close()
+
+
+def test_bm25_scores_are_bm25s_scores_exactly():
+    """Known answer: the score matrix computed from term statistics is bitwise bm25s' own (Lucene), for several
+    (k1, b) and with empty documents; searching it ranks as bm25s' retrieve does (queries with unknown and
+    repeated terms included), scores equal to float32 rounding of the sum."""
+    import random
+
+    import bm25s
+    import numpy as np
+
+    from evolve.sparse import BM25Index, TermStats
+    from evolve.sparse._bm25 import _score_matrix
+
+    rng = random.Random(0)
+    words = [f"w{i}" for i in range(300)]
+    docs = [" ".join(rng.choices(words, weights=[1 / (i + 1) for i in range(300)], k=rng.randint(0, 40)))
+            for _ in range(400)]
+    toks = tokenize(docs, "regex")
+    stats = TermStats.from_tokens(toks)
+    query_texts = ["w1 w2 w50", "w7 w7 w299", "zzz", "w0", "w120 w130 w140 w150"]
+    for k1, b in ((0.9, 0.4), (1.2, 0.75), (2.0, 0.0), (0.0, 1.0)):
+        ref = bm25s.BM25(k1=k1, b=b, method="lucene")
+        ref.index(toks, show_progress=False)
+        m = _score_matrix(stats, k1, b)
+        ours = {(t, int(m.indices[j])): m.data[j] for t, i in stats.vocab.items() for j in range(m.indptr[i], m.indptr[i + 1])}
+        sc = ref.scores
+        theirs = {(t, int(sc["indices"][j])): sc["data"][j] for t, i in ref.vocab_dict.items()
+                  if i + 1 < len(sc["indptr"]) for j in range(sc["indptr"][i], sc["indptr"][i + 1])}
+        assert ours.keys() == theirs.keys() and all(ours[c] == theirs[c] for c in ours)
+
+        idx = BM25Index(m, stats.vocab, "regex", len(docs), "k", "built")
+        got_s, got_i = idx.search(query_texts, 25)
+        r = ref.retrieve(tokenize(query_texts, "regex"), k=25, show_progress=False, n_threads=0)
+        for q in range(len(query_texts)):
+            hit = r.scores[q] > 0
+            want = sorted(zip(-r.scores[q][hit], r.documents[q][hit]))
+            np.testing.assert_allclose(got_s[q][: hit.sum()], [-s for s, _ in want], rtol=1e-6)
+            assert (got_i[q][hit.sum():] == -1).all() and (got_s[q][hit.sum():] == 0).all()
+            # same documents, in the same order wherever scores are not tied
+            assert set(got_i[q][: hit.sum()].tolist()) == {int(d) for _, d in want} or hit.sum() == 25
+        assert (got_i[2] == -1).all()  # no known term: nothing
+
+
+def test_prune_removes_bm25_statistics_and_old_indexes(tmp_path):
+    """Statistics are derived files: `cache prune` with a size removes them before any vector; the per-(k1, b)
+    index folders of BM25 version 1 go on any prune."""
+    cache = EmbeddingCache(tmp_path / "cache" / "embeddings.sqlite")
+    clear_memory()
+    build_bm25(CORPUS, SparseConfig(tokenizer="regex"), cache)
+    old = tmp_path / "cache" / "bm25" / ("0" * 64)
+    old.mkdir()
+    (old / "evolve.json").write_text('{"version": "evolve-bm25-1"}')
+    res = cache.prune()
+    assert res.files == 1 and not old.exists() and len(list((tmp_path / "cache" / "bm25").iterdir())) == 2
+    res = cache.prune(0)
+    assert res.files == 1 and not list((tmp_path / "cache" / "bm25").iterdir())
+    cache.close()
 
 
 def test_bm25_in_pipeline_scifact_small(scifact_small):

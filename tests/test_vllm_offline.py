@@ -72,7 +72,7 @@ def test_identity_is_cheap_and_missing_vllm_is_one_line():
         emb = VLLMEmbedder(EmbeddingConfig(backend="vllm", model="all-MiniLM-L6-v2", max_length=128, device="cpu"))
         ident = json.loads(emb.identity())
         assert ident["backend"] == "vllm" and ident["pooling"] == "mean" and ident["dtype"] == "float32", ident
-        assert ident["max_length"] == 128 and ident["normalize"] is True and len(ident["weights"]) == 64, ident
+        assert ident["max_tokens"] == 128 and ident["normalize"] is True and len(ident["weights"]) == 64, ident
         assert "torch" not in sys.modules, "identity imported torch"
         try:
             emb.embed(["hello"])

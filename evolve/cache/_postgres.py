@@ -2,9 +2,11 @@
 
 Vectors are ``bytea`` rows keyed by the content hash (:func:`evolve.cache.cache_key`). Writers never block
 each other for long and never deadlock: inserts are ``INSERT … ON CONFLICT DO NOTHING`` in key order (two
-writers inserting overlapping keys lock them in the same order), ``last_used`` is refreshed with
-``FOR UPDATE SKIP LOCKED`` (a row another session is touching is simply skipped), and a transaction that
-PostgreSQL still aborts (deadlock, serialization failure) is retried.
+writers inserting overlapping keys lock them in the same order), ``last_used`` is refreshed at most once a
+day per row (UTC), with ``FOR UPDATE SKIP LOCKED`` (a row another session is touching is simply skipped), and a
+transaction that PostgreSQL still aborts (deadlock, serialization failure) is retried. Each row records the
+key scheme it was written under (``scheme``; a table made before schemes existed gets the column, its rows
+scheme 1): rows of an older scheme are unreachable and :meth:`PostgresStore.prune` removes them.
 
 The password never appears in the URL this store keeps or shows: give it in ``PGPASSWORD`` or a libpq
 passfile (``~/.pgpass``, ``PGPASSFILE``); libpq reads both when the URL has none.
@@ -16,9 +18,9 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
-from evolve.cache._base import Entry, StoreDamaged, StoreStats, VectorStore
+from evolve.cache._base import KEY_SCHEME, Entry, Found, FoundBuilder, StoreDamaged, StoreStats, VectorStore
 
 __all__ = ["PostgresStore", "is_postgres_url", "libpq_url"]
 
@@ -26,9 +28,11 @@ log = logging.getLogger("evolve.cache")
 
 _SCHEMES = ("postgresql", "postgres", "postgresql+psycopg", "postgresql+psycopg2")
 _BATCH = 1000
-#: ``last_used`` is refreshed at most this often per row: LRU needs minutes, not every read a write.
-_TOUCH_SECONDS = 600
 _RETRIES = 5
+#: ``last_used`` older than this (midnight UTC today) is refreshed on a read: at most one write per row and day,
+#: as in the SQLite store
+_STALE = "last_used < (date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC')"
+_SIZE = "octet_length(payload) + octet_length(key) + octet_length(model) + 48"
 
 
 def is_postgres_url(url: object) -> bool:
@@ -119,7 +123,14 @@ class PostgresStore(VectorStore):
             # concurrent CREATE TABLE IF NOT EXISTS can still collide in the catalog: serialise the DDL
             conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"evolve-cache-schema:{t}",))
             if conn.execute("SELECT to_regclass(%s)", (t,)).fetchone()[0] is not None:
-                return  # made by an earlier open, indexes and storage setting included: take no DDL locks
+                # made by an earlier open, indexes and storage setting included: take no DDL locks, unless it
+                # predates key schemes (its rows are scheme 1; a constant default adds the column without a rewrite)
+                if conn.execute(
+                    "SELECT 1 FROM information_schema.columns WHERE table_schema = current_schema() "
+                    "AND table_name = %s AND column_name = 'scheme'", (t,)
+                ).fetchone() is None:
+                    conn.execute(f"ALTER TABLE {t} ADD COLUMN IF NOT EXISTS scheme integer NOT NULL DEFAULT 1")
+                return
             conn.execute(
                 f"""CREATE TABLE IF NOT EXISTS {t} (
                     key bytea PRIMARY KEY,
@@ -127,7 +138,8 @@ class PostgresStore(VectorStore):
                     dim integer NOT NULL,
                     payload bytea NOT NULL,
                     checksum bytea NOT NULL,
-                    last_used timestamptz NOT NULL DEFAULT now()
+                    last_used timestamptz NOT NULL DEFAULT now(),
+                    scheme integer NOT NULL DEFAULT 1
                 )"""
             )
             # float32 vectors do not compress: skip TOAST's compression attempt on wide ones
@@ -136,31 +148,54 @@ class PostgresStore(VectorStore):
             conn.execute(f"CREATE INDEX IF NOT EXISTS {t}_last_used ON {t} (last_used)")
 
     # ------------------------------------------------------------------ the contract
-    def get(self, keys: list[bytes]) -> dict[bytes, Entry]:
-        keys = sorted(set(keys))
+    def get(self, keys: Sequence[bytes]) -> Found:
         if not keys:
-            return {}
+            return Found.empty()
         t = self.table
 
         def work(conn):
-            out: dict[bytes, Entry] = {}
+            found = FoundBuilder()
             for i in range(0, len(keys), _BATCH):
-                batch = keys[i : i + _BATCH]
-                rows = conn.execute(
-                    f"SELECT key, model, dim, payload, checksum FROM {t} WHERE key = ANY(%s)", (batch,)
-                ).fetchall()
-                for key, model, dim, payload, checksum in rows:
-                    out[bytes(key)] = Entry(bytes(key), model, int(dim), bytes(payload), bytes(checksum))
-            found = sorted(out)
-            for i in range(0, len(found), _BATCH):
-                conn.execute(
-                    f"""UPDATE {t} SET last_used = now() WHERE key IN (
-                          SELECT key FROM {t} WHERE key = ANY(%s)
-                          AND last_used < now() - make_interval(secs => %s)
-                          ORDER BY key FOR UPDATE SKIP LOCKED)""",
-                    (found[i : i + _BATCH], _TOUCH_SECONDS),
-                )
-            return out
+                batch = list(keys[i : i + _BATCH])
+                rows = {
+                    bytes(row[0]): row
+                    for row in conn.execute(
+                        f"SELECT key, model, dim, payload, checksum FROM {t} WHERE key = ANY(%s) AND scheme = %s",
+                        (batch, KEY_SCHEME),
+                    )
+                }
+                for j, key in enumerate(batch):
+                    row = rows.get(key)
+                    if row is not None:
+                        found.add(i + j, key, row[1], row[2], row[3], row[4])
+            self._touch(conn, sorted(set(found.keys)))
+            return found.build()
+
+        return self._with_retries(work)
+
+    def _touch(self, conn, keys: list[bytes]) -> None:
+        t = self.table
+        for i in range(0, len(keys), _BATCH):
+            conn.execute(
+                f"""UPDATE {t} SET last_used = now() WHERE key IN (
+                      SELECT key FROM {t} WHERE key = ANY(%s) AND {_STALE}
+                      ORDER BY key FOR UPDATE SKIP LOCKED)""",
+                (keys[i : i + _BATCH],),
+            )
+
+    def touch(self, keys: Sequence[bytes]) -> int:
+        keys = sorted(set(keys))
+        if not keys:
+            return 0
+        t = self.table
+
+        def work(conn):
+            n = 0
+            for i in range(0, len(keys), _BATCH):
+                n += conn.execute(f"SELECT count(*) FROM {t} WHERE key = ANY(%s) AND scheme = %s",
+                                  (keys[i : i + _BATCH], KEY_SCHEME)).fetchone()[0]
+            self._touch(conn, keys)
+            return int(n)
 
         return self._with_retries(work)
 
@@ -175,17 +210,18 @@ class PostgresStore(VectorStore):
             for i in range(0, len(rows), _BATCH):
                 batch = rows[i : i + _BATCH]
                 conn.execute(
-                    f"""INSERT INTO {t} (key, model, dim, payload, checksum)
-                        SELECT * FROM unnest(%s::bytea[], %s::text[], %s::integer[], %s::bytea[], %s::bytea[])
+                    f"""INSERT INTO {t} (key, model, dim, payload, checksum, scheme)
+                        SELECT k, m, d, p, c, %s FROM unnest(%s::bytea[], %s::text[], %s::integer[], %s::bytea[],
+                                                            %s::bytea[]) AS u(k, m, d, p, c)
                         ORDER BY 1
                         ON CONFLICT (key) DO NOTHING""",
-                    ([e.key for e in batch], [e.model for e in batch], [e.dim for e in batch],
+                    (KEY_SCHEME, [e.key for e in batch], [e.model for e in batch], [e.dim for e in batch],
                      [e.payload for e in batch], [e.checksum for e in batch]),
                 )
 
         self._with_retries(work)
 
-    def delete(self, keys: list[bytes]) -> None:
+    def delete(self, keys: Sequence[bytes]) -> None:
         keys = sorted(set(keys))
         if not keys:
             return
@@ -201,14 +237,24 @@ class PostgresStore(VectorStore):
         t = self.table
 
         def work(conn):
-            n = conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
+            n, stale = conn.execute(
+                f"SELECT count(*) FILTER (WHERE scheme = %s), count(*) FILTER (WHERE scheme < %s) FROM {t}",
+                (KEY_SCHEME, KEY_SCHEME),
+            ).fetchone()
             size = conn.execute("SELECT pg_total_relation_size(%s::regclass)", (t,)).fetchone()[0]
-            return StoreStats(entries=int(n), size_bytes=int(size or 0), location=self.location)
+            return StoreStats(entries=int(n), size_bytes=int(size or 0), location=self.location,
+                              stale_entries=int(stale))
 
         return self._with_retries(work)
 
-    def prune(self, max_bytes: int) -> int:
-        """Keep the most recently used entries whose sizes add up to at most ``max_bytes``; drop the rest.
+    def payload_bytes(self) -> int:
+        t = self.table
+        return int(self._with_retries(lambda conn: conn.execute(
+            f"SELECT COALESCE(sum({_SIZE}), 0) FROM {t} WHERE scheme = %s", (KEY_SCHEME,)).fetchone()[0]))
+
+    def prune(self, max_bytes: int | None) -> int:
+        """Drop rows of older key schemes, then keep the most recently used entries whose sizes add up to at most
+        ``max_bytes`` (``None``: no limit).
 
         Sizes are counted as in :class:`~evolve.cache.SQLiteStore` (payload + key + model + 48 bytes), so one
         ``--max-size`` means the same on both stores. The table's files shrink when autovacuum reuses space.
@@ -216,15 +262,16 @@ class PostgresStore(VectorStore):
         t = self.table
 
         def work(conn):
-            cur = conn.execute(
-                f"""DELETE FROM {t} USING (
-                      SELECT key, sum(octet_length(payload) + octet_length(key) + octet_length(model) + 48)
-                             OVER (ORDER BY last_used DESC, key) AS kept
-                      FROM {t}) ranked
-                    WHERE {t}.key = ranked.key AND ranked.kept > %s""",
-                (int(max_bytes),),
-            )
-            return cur.rowcount
+            removed = conn.execute(f"DELETE FROM {t} WHERE scheme < %s", (KEY_SCHEME,)).rowcount
+            if max_bytes is not None:
+                removed += conn.execute(
+                    f"""DELETE FROM {t} USING (
+                          SELECT key, sum({_SIZE}) OVER (ORDER BY last_used DESC, key) AS kept
+                          FROM {t} WHERE scheme = %s) ranked
+                        WHERE {t}.key = ranked.key AND ranked.kept > %s""",
+                    (KEY_SCHEME, int(max_bytes)),
+                ).rowcount
+            return removed
 
         return int(self._with_retries(work))
 

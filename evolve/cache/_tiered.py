@@ -9,9 +9,11 @@ store is raised as :class:`StoreDamaged` for :class:`~evolve.cache.EmbeddingCach
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
-from evolve.cache._base import Entry, StoreDamaged, StoreStats, VectorStore
+import numpy as np
+
+from evolve.cache._base import Entry, Found, StoreDamaged, StoreStats, VectorStore
 
 __all__ = ["TieredStore"]
 
@@ -43,14 +45,27 @@ class TieredStore(VectorStore):
             self._remote_failed(err)
             return default
 
-    def get(self, keys: list[bytes]) -> dict[bytes, Entry]:
+    def get(self, keys: Sequence[bytes]) -> Found:
         found = self.local.get(keys)
-        missing = [k for k in keys if k not in found]
-        fetched = self._on_remote("get", missing, default={}) if missing else {}
-        if fetched:
-            self.local.put(fetched.values())  # the cache verifies checksums; a bad one is deleted from both
-            found.update(fetched)
-        return found
+        if len(found) == len(keys) or self.remote is None:
+            return found
+        have = np.zeros(len(keys), dtype=bool)
+        have[found.positions] = True
+        missing_at = np.flatnonzero(~have)
+        fetched = self._on_remote("get", [keys[i] for i in missing_at.tolist()], default=None)
+        if fetched is None or not len(fetched):
+            return found
+        self.local.put(fetched.entries())  # the cache verifies checksums; a bad one is deleted from both
+        return found.merge(fetched, missing_at)
+
+    def touch(self, keys: Sequence[bytes]) -> int:
+        """Touches both tiers; the larger count (every write goes to both, so the shared store holds the union
+        unless it was pruned on its own)."""
+        n = self.local.touch(keys)
+        return max(n, self._on_remote("touch", keys, default=0))
+
+    def payload_bytes(self) -> int:
+        return self.local.payload_bytes()
 
     def put(self, entries: Iterable[Entry]) -> None:
         entries = list(entries)
@@ -65,9 +80,10 @@ class TieredStore(VectorStore):
     def stats(self) -> StoreStats:
         """The local tier's numbers; ``self.remote.stats()`` has the shared store's."""
         s = self.local.stats()
-        return StoreStats(entries=s.entries, size_bytes=s.size_bytes, location=self.location)
+        return StoreStats(entries=s.entries, size_bytes=s.size_bytes, location=self.location,
+                          stale_entries=s.stale_entries)
 
-    def prune(self, max_bytes: int) -> int:
+    def prune(self, max_bytes: int | None) -> int:
         """Prunes the local tier only: the shared store is pruned where it is addressed on its own."""
         return self.local.prune(max_bytes)
 

@@ -51,6 +51,8 @@ class Dataset:
     queries: dict[str, str]
     qrels: dict[str, dict[str, dict[str, int]]]
     warnings: list[str] = field(default_factory=list)
+    #: (the corpus dict, its length, its fingerprint): computed once per corpus, not once per trial
+    _corpus_fp: tuple | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def splits(self) -> list[str]:
@@ -77,7 +79,15 @@ class Dataset:
         return self.qrels[split]
 
     def corpus_fingerprint(self) -> str:
-        return _sha(sorted((d.id, d.title, d.text) for d in self.corpus.values()))
+        """sha256 of the corpus content (ids, titles, texts; order and metadata do not count). Computed once per
+        corpus dict: a corpus is not edited in place once loaded (build a new dict or Dataset to change it; a
+        replaced dict, or one whose length changed, is fingerprinted again)."""
+        memo = self._corpus_fp
+        if memo is not None and memo[0] is self.corpus and memo[1] == len(self.corpus):
+            return memo[2]
+        fp = _sha(sorted((d.id, d.title, d.text) for d in self.corpus.values()))
+        self._corpus_fp = (self.corpus, len(self.corpus), fp)
+        return fp
 
     def qrels_fingerprint(self) -> str:
         """Fingerprint of the gold queries: their texts and judgements (all splits)."""

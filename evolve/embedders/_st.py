@@ -31,17 +31,17 @@ class SentenceTransformerEmbedder(Embedder):
 
     @property
     def device(self) -> str:
+        """``embedding.device``, else ``cuda`` when a GPU is visible (judged without torch), else ``cpu``. The
+        identity and the loaded model use this one answer, so a key always names the dtype the vectors had."""
         if self.config.device:
             return self.config.device
-        import torch
-
-        return "cuda" if torch.cuda.is_available() else "cpu"
+        return "cuda" if cuda_visible() else "cpu"
 
     def _dtype(self) -> str:
+        """``embedding.dtype``, else float16 on a GPU and float32 on a CPU: the dtype the vectors come out in."""
         if self.config.dtype:
             return self.config.dtype
-        # float32 on CPU; the GPU default (float16) is decided without importing torch when CUDA is hidden.
-        return "float32" if (self.config.device or "cpu").startswith("cpu") and not cuda_visible() else "auto"
+        return "float16" if self.device.startswith("cuda") else "float32"
 
     def identity(self) -> str:
         return json.dumps(
@@ -63,9 +63,16 @@ class SentenceTransformerEmbedder(Embedder):
 
             device = self.device
             kwargs = {}
-            dtype = self.config.dtype or ("float16" if device.startswith("cuda") else "float32")
+            dtype = self._dtype()
             import torch
 
+            if device.startswith("cuda") and not torch.cuda.is_available():
+                from evolve.errors import ConfigError
+
+                raise ConfigError(
+                    "embedding.device: a GPU looks visible (CUDA_VISIBLE_DEVICES or /dev/nvidia0) but torch sees no "
+                    "CUDA; expected embedding.device: cpu, or CUDA_VISIBLE_DEVICES='' to run on the CPU"
+                )
             kwargs["model_kwargs"] = {"dtype": getattr(torch, dtype)}
             self._model = SentenceTransformer(str(self.path), device=device, local_files_only=True, **kwargs)
             self._model.max_seq_length = self.config.max_length

@@ -539,7 +539,8 @@ class VLLMEmbedder(Embedder):
                 "dtype": self._dtype(),
                 "pooling": (pool or "default").lower(),
                 "normalize": self.config.normalize,
-                "max_length": self.config.max_length,
+                # tokens are cut at min(max_length, max_model_len): key on that limit, not on max_length alone
+                "max_tokens": self._limit(),
             },
             sort_keys=True,
         )

@@ -7,9 +7,12 @@ from evolve.sparse._bm25 import (
     BM25_VERSION,
     STATS,
     BM25Index,
+    TermStats,
     bm25_key,
     build_bm25,
     clear_memory,
+    term_stats,
+    texts_digest,
 )
 from evolve.sparse._tokenizers import (
     KOREAN_TAGS,
@@ -25,10 +28,13 @@ __all__ = [
     "STATS",
     "TOKENIZERS",
     "BM25Index",
+    "TermStats",
     "bm25_key",
     "build_bm25",
     "clear_memory",
     "get_tokenizer",
     "is_korean",
+    "term_stats",
+    "texts_digest",
     "tokenize",
 ]
