@@ -397,6 +397,38 @@ def test_judge_grades_pooled_results_and_keeps_the_generated_positive(generated,
 
 @pytest.mark.slow
 @pytest.mark.vllm
+def test_append_adds_new_passages_and_keeps_what_the_folder_had(generated, llm_server, tmp_path):  # noqa: F811
+    import shutil
+
+    from evolve.gold._generate import GenerateOptions, generate_gold
+    from evolve.gold._llm import ChatClient
+
+    _, previous, proc = generated
+    assert proc.returncode == 0, proc.stderr
+    out = tmp_path / "gold"
+    shutil.copytree(previous, out)
+    before = read_gold(out)
+    new_doc = {"badge": ("Visitor badges", "Visitors collect a day badge at the front desk on the ground floor "
+                                           "after their host confirms the visit in the booking tool; badges are "
+                                           "returned at the same desk before leaving the building.")}
+    ds = in_memory({**EN_DOCS, **KO_DOCS, **new_doc})
+    with ChatClient(llm_server.url, llm_server.model, concurrency=2) as client:
+        result = generate_gold(ds, out, client, GenerateOptions(n=3, max_tokens=48, seed=1), append=True)
+    assert result.generated == 1  # every other passage is quoted by the folder already
+    report = json.loads((out / "report.json").read_text())
+    assert report["appended_to"] == len(before.queries) and sum(report["counts"].values()) == 1
+    after = read_gold(out)
+    assert set(before.queries) <= set(after.queries) and len(after.queries) == len(before.queries) + result.kept
+    for q in before.queries:
+        assert after.provenance[q] == before.provenance[q] and after.qrels[q] == before.qrels[q]
+    new = set(after.queries) - set(before.queries)
+    assert all(after.metadata[q]["doc_id"] == "badge" for q in new)
+    old_rejected = (previous / "rejected.jsonl").read_text().splitlines()
+    assert (out / "rejected.jsonl").read_text().splitlines()[: len(old_rejected)] == old_rejected
+
+
+@pytest.mark.slow
+@pytest.mark.vllm
 def test_judge_takes_a_korean_gold_folder_written_for_the_test(llm_server, tmp_path):  # noqa: F811
     """The tiny model cannot write Korean questions (above: the language filter counts them), so the Korean
     chain runs on a small hand-written gold folder: BM25 with kiwipiepy pools, the UMBRELA prompt grades."""

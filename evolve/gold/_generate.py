@@ -14,7 +14,7 @@
    and ``overlap.png`` (the distribution of question/passage overlap).
 
 With ``append``, an existing gold folder at ``out`` keeps everything it has; new passages skip the ones it
-quotes and new questions are checked for duplicates against its questions.
+quotes or tried before (``rejected.jsonl``) and new questions are checked for duplicates against its questions.
 """
 
 from __future__ import annotations
@@ -98,6 +98,13 @@ def _existing(out: Path):
     return read_gold(out) if is_gold_folder(out) else None
 
 
+def _read_rejected(folder: Path) -> list[dict]:
+    path = folder / "rejected.jsonl"
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
 def _extra_files(folder: Path, skip: set[str]) -> dict[str, bytes]:
     """Files of an existing gold folder besides the ones the format defines (reports, pictures)."""
     keep = {}
@@ -127,10 +134,12 @@ def generate_gold(
     identity = client.identity()  # an unreachable endpoint or an unserved model fails before any work
     old = _existing(out) if append else None
     exclude = set()
-    if old is not None:
+    if old is not None:  # passages the folder quotes, or tried and rejected before, are not asked about again
         for meta in old.metadata.values():
             if meta.get("doc_id") and meta.get("passage"):
                 exclude.add((str(meta["doc_id"]), str(meta["passage"])))
+        for rec in _read_rejected(out):
+            exclude.add((str(rec.get("doc_id")), str(rec.get("passage"))))
     passages = sample_passages(dataset, options.n, seed=options.seed, lang=options.lang,
                                max_per_doc=options.max_per_doc, size=options.passage_tokens, exclude=exclude,
                                doc_ids=doc_ids)
@@ -207,9 +216,7 @@ def generate_gold(
     extra: dict[str, str | bytes] = {}
     if old is not None:
         extra.update(_extra_files(out, skip={"report.md", "report.json", "overlap.png", "rejected.jsonl"}))
-        prev = out / "rejected.jsonl"
-        if prev.is_file():
-            rejected = [json.loads(line) for line in prev.read_text(encoding="utf-8").splitlines() if line] + rejected
+        rejected = _read_rejected(out) + rejected
     extra["report.md"] = render_report(report)
     extra["report.json"] = json.dumps(report, ensure_ascii=False, indent=2, sort_keys=True) + "\n"
     extra["rejected.jsonl"] = "".join(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n" for r in rejected)
