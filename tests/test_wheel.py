@@ -32,6 +32,9 @@ def installed(tmp_path_factory) -> Path:
         "evolve/_data/datasets/scifact/queries.jsonl.gz",
         "evolve/_data/datasets/scifact/qrels/test.tsv",
         "evolve/_data/datasets/scifact/README.md",
+        "evolve/gold/prompts/generate.en.yaml",  # the LLM prompts are package data
+        "evolve/gold/prompts/generate.ko.yaml",
+        "evolve/gold/prompts/judge.en.yaml",
     ):
         assert required in names, required
     assert not any(n.startswith("tests/") or "__pycache__" in n for n in names)

@@ -20,3 +20,22 @@ __all__ = [
     "read_gold",
     "write_gold",
 ]
+
+# --- LLM-made gold (generate, judge): loaded on first use, since they pull in the pipeline's config and datasets
+_LLM_EXPORTS = {
+    "ChatClient": "evolve.gold._llm",
+    "GenerateOptions": "evolve.gold._generate",
+    "generate_gold": "evolve.gold._generate",
+    "JudgeOptions": "evolve.gold._judge",
+    "judge_gold": "evolve.gold._judge",
+}
+__all__ += list(_LLM_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _LLM_EXPORTS:
+        import importlib
+
+        return getattr(importlib.import_module(_LLM_EXPORTS[name]), name)
+    raise AttributeError(f"module 'evolve.gold' has no attribute {name!r}")
+# --- end of LLM-made gold

@@ -165,10 +165,10 @@ def _qrels_lines(qrels: dict[str, dict[str, int]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _write_file(path: Path, text: str) -> None:
+def _write_file(path: Path, text: str | bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", encoding="utf-8") as fh:
-        fh.write(text)
+    with open(path, "wb") as fh:
+        fh.write(text if isinstance(text, bytes) else text.encode("utf-8"))
         fh.flush()
         os.fsync(fh.fileno())
 
@@ -181,15 +181,15 @@ def write_gold(
     metadata: dict[str, dict[str, Any]] | None = None,
     pinned: dict[str, dict[str, dict[str, int]]] | None = None,
     provenance: list[dict] | None = None,
-    extra_files: dict[str, str] | None = None,
+    extra_files: dict[str, str | bytes] | None = None,
     keep_extra: bool = False,
 ) -> Path:
     """Write a gold folder at ``out`` (replacing one that is there), all or nothing.
 
     ``qrels`` are the judgements whose role comes by hash; ``pinned`` maps a role to judgements pinned to it.
-    ``provenance`` records each carry a ``query_id``. ``extra_files`` (name -> text) are written beside them
-    (a report, a README). With ``keep_extra``, everything else the old folder held (a report, a README, review
-    files) is carried over, unless ``extra_files`` names it. Returns ``out``.
+    ``provenance`` records each carry a ``query_id``. ``extra_files`` (name -> text, or bytes for a picture) are
+    written beside them (a report, a README, a PNG). With ``keep_extra``, everything else the old folder held (a
+    report, a README, review files) is carried over, unless ``extra_files`` names it. Returns ``out``.
     """
     out = Path(out).expanduser().absolute()
     for role in pinned or {}:
