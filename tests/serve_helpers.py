@@ -115,3 +115,87 @@ def get(url: str, *, key: str | None = None, timeout: float = 30):
     import httpx
 
     return httpx.get(url, headers={"Authorization": f"Bearer {key}"} if key else {}, timeout=timeout)
+
+
+#: SciFact train queries in the served subset (the scripted users search about 60 of them)
+N_TRAIN = 100
+
+HYBRID = """\
+# MiniLM dense + BM25 (english), reciprocal rank fusion: the hybrid champion of the serve tests
+retrieval:
+  mode: hybrid
+  top_k: 100
+fusion:
+  method: rrf
+  rrf_k: 10
+"""
+
+DENSE16 = """\
+# MiniLM truncated to 16 Matryoshka dimensions: a deliberately weak challenger
+embedding:
+  dim: 16
+retrieval:
+  mode: dense
+  top_k: 100
+"""
+
+
+def scifact_serve_folder(tmp_path_factory) -> tuple[Path, Path, list[str]]:
+    """A BEIR folder with the 300 documents of the session's `scifact_small` (whose MiniLM vectors conftest's
+    `seeded_cache` holds) plus every document judged for N_TRAIN seeded SciFact `train` queries, with `train` and
+    `test` qrels; and a cache file with every MiniLM vector they need (documents and queries). Built once per
+    session; every serve test module shares it. Returns (folder, cache file, train query ids)."""
+    import random
+    import shutil
+
+    from conftest import seeded_cache
+
+    from evolve.cache import EmbeddingCache
+    from evolve.config import PipelineConfig
+    from evolve.datasets import load_dataset
+    from evolve.pipeline import evaluate_config
+
+    base = tmp_path_factory.getbasetemp() / "scifact-serve"
+    folder, cache_file, ready = base / "beir", base / "embeddings.sqlite", base / "ready.json"
+    if ready.exists():
+        return folder, cache_file, json.loads(ready.read_text())["train"]
+    scifact = load_dataset("scifact")
+    test_qids = sorted(scifact.qrels["test"])[:60]
+    small = scifact.__class__(scifact.name, scifact.source, scifact.corpus, scifact.queries,
+                              {"test": {q: scifact.qrels["test"][q] for q in test_qids}}).subset(300, "test")
+    seeded = seeded_cache(tmp_path_factory, small)
+    train = sorted(scifact.qrels["train"])
+    random.Random(12).shuffle(train)
+    train = sorted(train[:N_TRAIN])
+    docs = set(small.corpus) | {d for q in train for d in scifact.qrels["train"][q]}
+    (folder / "qrels").mkdir(parents=True, exist_ok=True)
+    with open(folder / "corpus.jsonl", "w", encoding="utf-8") as fh:
+        for d in sorted(docs):
+            doc = scifact.corpus[d]
+            fh.write(json.dumps({"_id": d, "title": doc.title, "text": doc.text}, ensure_ascii=False) + "\n")
+    qids = sorted(set(train) | set(small.qrels["test"]))
+    with open(folder / "queries.jsonl", "w", encoding="utf-8") as fh:
+        for q in qids:
+            fh.write(json.dumps({"_id": q, "text": scifact.queries[q]}, ensure_ascii=False) + "\n")
+    for split, judged in (("train", {q: scifact.qrels["train"][q] for q in train}), ("test", small.qrels["test"])):
+        lines = ["query-id\tcorpus-id\tscore"] + [f"{q}\t{d}\t{r}" for q in sorted(judged) for d, r in sorted(judged[q].items())]
+        (folder / "qrels" / f"{split}.tsv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    building = base / "building.sqlite"
+    shutil.copy(seeded, building)
+    cache = EmbeddingCache(building)
+    try:
+        ds = load_dataset(folder)
+        for split in ("train", "test"):
+            evaluate_config(PipelineConfig(), ds, split, cache=cache)
+    finally:
+        cache.close()
+    os.replace(building, cache_file)
+    ready.write_text(json.dumps({"train": train}))
+    return folder, cache_file, train
+
+
+def seed_workspace_cache(ws: Path, cache_file: Path) -> None:
+    import shutil
+
+    (ws / "cache").mkdir(parents=True, exist_ok=True)
+    shutil.copy(cache_file, ws / "cache" / "embeddings.sqlite")

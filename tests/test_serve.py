@@ -230,3 +230,29 @@ def test_the_page_in_real_chromium(served):
         q = store.get_query(e["query_id"])
         assert not list(qv.iter_errors(q)), q
         assert q["user_query"] in ("VPN 인증서 오류", "printer offline")
+
+
+def test_sighup_reloads_a_changed_corpus(served):
+    """A new document in the folder is seen by its corpus fingerprint on SIGHUP: the server swaps to a new
+    config_version that finds it (and keeps answering meanwhile)."""
+    import signal
+    import time
+
+    server, ws = served
+    before = get(server.url + "/v1/version", key=KEY).json()
+    doc = ws.parent / "corpus" / "docs" / "monitor.md"  # the served folder dataset, beside the workspace
+    doc.write_text("# Second monitor stays black\nPlug the monitor into the dock's DisplayPort and press the input "
+                   "button until the laptop screen appears.\n", encoding="utf-8")
+    server.proc.send_signal(signal.SIGHUP)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        now = get(server.url + "/v1/version", key=KEY).json()
+        if now["config_version"] != before["config_version"]:
+            break
+        assert _retrieve(server, "printer offline")["results"][0]["doc_id"] == "printer"
+        time.sleep(0.2)
+    assert now["config_version"] != before["config_version"]
+    assert now["corpus_fingerprint"] != before["corpus_fingerprint"] and now["n_documents"] == 7
+    assert now["config_fingerprint"] == before["config_fingerprint"]
+    assert _retrieve(server, "monitor black DisplayPort")["results"][0]["doc_id"] == "monitor"
+    assert "corpus changed; now serving config_version" in server.log_text()
