@@ -199,3 +199,64 @@ def seed_workspace_cache(ws: Path, cache_file: Path) -> None:
 
     (ws / "cache").mkdir(parents=True, exist_ok=True)
     shutil.copy(cache_file, ws / "cache" / "embeddings.sqlite")
+
+
+class InProcessServer:
+    """The same app `evolve serve` runs (LiveChampion + SearchEngine + create_app under uvicorn) on 127.0.0.1,
+    in a thread of the test process: models load once per process, not once per server start. The CLI path is
+    covered by `Server`; this one is for experiments that need several servers (champion vs challenger, A/A)."""
+
+    def __init__(self, ws: Path, dataset: Path, *, challenger=None, query_id_seed: int | None = None,
+                 store_url: str | None = None):
+        import random
+        import threading
+
+        import uvicorn
+
+        from evolve._servers import free_port
+        from evolve.cache import EmbeddingCache
+        from evolve.feedback import open_feedback_store
+        from evolve.serve import (
+            ChampionFile,
+            CorpusSource,
+            LiveChampion,
+            SearchEngine,
+            ServeOptions,
+            create_app,
+        )
+        from evolve.workspace import Workspace
+
+        workspace = Workspace(ws).ensure()
+        self.store = open_feedback_store(workspace, store_url)
+        self.live = LiveChampion(ChampionFile(workspace), CorpusSource(str(dataset), None, str(dataset)),
+                                 cache_factory=lambda: EmbeddingCache.open(workspace), challenger_config=challenger,
+                                 challenger_label="test challenger")
+        self.live.start()
+        self.engine = SearchEngine()
+        ids = None
+        if query_id_seed is not None:
+            rng = random.Random(query_id_seed)
+            ids = lambda: f"{rng.getrandbits(128):032x}"  # noqa: E731
+        app = create_app(self.live, self.store, self.engine, ServeOptions(query_ids=ids))
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning",
+                                                    lifespan="off"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread.start()
+        deadline = time.monotonic() + 60
+        while not self.server.started and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+    def close(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=30)
+        self.engine.close()
+        self.live.close()
+        self.store.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from evolve.cli._common import CacheUrlOpt, StorageOpt, StudyOpt, TrackingOpt, WorkspaceOpt
+from evolve.cli._common import CacheUrlOpt, FeedbackUrlOpt, StorageOpt, StudyOpt, TrackingOpt, WorkspaceOpt
 
 __all__ = ["register"]
 
@@ -30,11 +30,13 @@ def promote_command(
     export: Annotated[str | None, typer.Option("--export", help="Also write the champion YAML here (for a deployment repository).")] = None,
     max_p: Annotated[float, typer.Option("--max-p", help="Significance level of the paired test.")] = 0.05,
     search_space: Annotated[str | None, typer.Option("--search-space", help="The study's search space.")] = None,
+    require_interleaving: Annotated[bool, typer.Option("--require-interleaving", help="Also require the candidate to have won `evolve serve --challenger` interleaving against this champion (one-sided sign test, p <= --max-p, at least 30 queries with a preference).")] = False,
     workspace: WorkspaceOpt = None,
     study: StudyOpt = None,
     storage: StorageOpt = None,
     tracking_uri: TrackingOpt = None,
     cache_url: CacheUrlOpt = None,
+    feedback_url: FeedbackUrlOpt = None,
 ):
     """Promote a trial's config to champion only if it beats the champion on holdout queries, significantly."""
     from optuna.trial import TrialState
@@ -89,17 +91,32 @@ def promote_command(
     if verdict.same_config:
         out_console.print("verdict: the best trial is the current champion itself; nothing to promote", highlight=False)
         return
-    decision = "PROMOTE" if verdict.significant else ("PROMOTE (forced)" if force else "KEEP the champion")
-    out_console.print(f"verdict: {decision}: {verdict.reason}", highlight=False)
-    if dry_run or not (verdict.significant or force):
+    passed, interleaving = verdict.significant, None
+    if require_interleaving:
+        from evolve.feedback import interleaving_gate, interleaving_results, open_feedback_store
+
+        with open_feedback_store(ws, feedback_url) as fb:
+            results = interleaving_results(fb.queries(), fb.events())
+        ok, why = interleaving_gate(results, champion.fingerprint(), candidate.fingerprint(), max_p=max_p)
+        interleaving = {"passed": ok, "reason": why}
+        out_console.print(why, highlight=False)
+        passed = passed and ok
+    reason = verdict.reason
+    if interleaving is not None and verdict.significant:
+        reason = (f"{reason}; and it won the interleaving" if interleaving["passed"]
+                  else f"{reason}, but it did not win the interleaving")
+    decision = "PROMOTE" if passed else ("PROMOTE (forced)" if force else "KEEP the champion")
+    out_console.print(f"verdict: {decision}: {reason}", highlight=False)
+    if dry_run or not (passed or force):
         if dry_run:
             out_console.print("dry run: nothing written", highlight=False)
         return
     run_id = frozen.user_attrs.get(ATTR + "mlflow_run_id")
     report = st.user_attrs.get(ATTR + f"report.{trial}")
     record = promote(ws, candidate, verdict, trial=trial, mlflow_run_id=run_id, study=st.study_name,
-                     holdout_fingerprint=splits.holdout_fingerprint(), report_metrics=report, forced=force and not verdict.significant,
-                     export=export, provenance={**provenance(), "dataset_fingerprint": dataset.fingerprint})
+                     holdout_fingerprint=splits.holdout_fingerprint(), report_metrics=report, forced=force and not passed,
+                     export=export, provenance={**provenance(), "dataset_fingerprint": dataset.fingerprint,
+                                                **({"interleaving": interleaving} if interleaving else {})})
     if run_id:
         uri = tracking_uri or ws.default_tracking_uri
         mark_mlflow_champion(uri, run_id, st.study_name)

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from evolve.cli._common import StorageOpt, StudyOpt, TrackingOpt, WorkspaceOpt
+from evolve.cli._common import FeedbackUrlOpt, StorageOpt, StudyOpt, TrackingOpt, WorkspaceOpt
 
 __all__ = ["register"]
 
@@ -18,8 +18,10 @@ def status_command(
     study: StudyOpt = None,
     storage: StorageOpt = None,
     tracking_uri: TrackingOpt = None,
+    feedback_url: FeedbackUrlOpt = None,
 ):
-    """Show the top trials on the current corpus, the champion and trial counts by state."""
+    """Show the top trials on the current corpus, the champion and trial counts by state (and, when `evolve serve`
+    has collected feedback, its counts, the failure list's length and interleaving results)."""
     from rich.table import Table
 
     from evolve.cli._common import emit_json, load_workspace_study, out_console
@@ -43,11 +45,12 @@ def status_command(
         mlflow_states[r.info.status] = mlflow_states.get(r.info.status, 0) + 1
     tracker.close()
     promotions = [r for r in history(ws) if r.get("kind") == "promotion"]
+    feedback = _feedback_summary(ws, feedback_url)
     if json_out:
         emit_json({
             "study": st.study_name, "counts": counts, "mlflow_trial_runs": mlflow_states,
             "leaderboard": frame.to_dict(orient="records"), "champion": {"source": source, "config": champion.to_dict()},
-            "promotions": len(promotions),
+            "promotions": len(promotions), "feedback": feedback,
         })
         return
     table = Table(title=f"study {st.study_name}: top {top} on the current corpus", title_justify="left")
@@ -66,6 +69,36 @@ def status_command(
     last = promotions[-1] if promotions else None
     out_console.print(f"champion: {source}" + (f" (trial {last['trial']}, promoted {last['time']})" if last else ""),
                       highlight=False)
+    _print_feedback(feedback)
+
+
+def _feedback_summary(ws, feedback_url: str | None) -> dict | None:
+    """Counts and interleaving results of the feedback store; None when there is none (status never creates one)."""
+    import os
+
+    from evolve.feedback import feedback_path, grade_feedback, interleaving_results, open_feedback_store
+
+    if not (feedback_url or os.environ.get("EVOLVE_FEEDBACK_URL")) and not feedback_path(ws).exists():
+        return None
+    with open_feedback_store(ws, feedback_url) as fb:
+        queries, events = fb.queries(), fb.events()
+    return {"searches": len(queries), "events": len(events),
+            "no_answer_queries": len(grade_feedback(queries, events).no_answer),
+            "interleaving": [r.as_dict() for r in interleaving_results(queries, events)]}
+
+
+def _print_feedback(feedback: dict | None) -> None:
+    from evolve.cli._common import out_console
+
+    if feedback is None:
+        return
+    out_console.print(f"feedback: {feedback['searches']} searches, {feedback['events']} events; "
+                      f"failure list: {feedback['no_answer_queries']} queries (evolve feedback stats)", highlight=False)
+    for r in feedback["interleaving"]:
+        p = f"{r['p_value']:.4f}" if r["p_value"] >= 1e-4 else f"{r['p_value']:.1e}"
+        out_console.print(f"interleaving: challenger {'/'.join(r['challenger_versions'])} vs champion "
+                          f"{'/'.join(r['champion_versions'])}: {r['wins']} wins, {r['ties']} ties, {r['losses']} losses, "
+                          f"one-sided sign test p = {p}", highlight=False)
 
 
 def _fmt(v) -> str:

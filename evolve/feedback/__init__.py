@@ -6,6 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from evolve.feedback._base import FeedbackCounts, FeedbackStore
+from evolve.feedback._export import FORMATS, ExportSummary, export_gold
+from evolve.feedback._grades import FeedbackJudgements, GradeRules, PairJudgement, grade_feedback, query_key
+from evolve.feedback._interleaving import InterleavingResult, interleaving_gate, interleaving_results, sign_test
 from evolve.feedback._records import (
     ACTIONS,
     APPLICATION,
@@ -19,6 +22,18 @@ from evolve.feedback._records import (
 from evolve.feedback._ubi import SCHEMA_DIR, ubi_schema, ubi_schema_verbatim, ubi_validator
 
 __all__ = [
+    "FORMATS",
+    "ExportSummary",
+    "FeedbackJudgements",
+    "GradeRules",
+    "InterleavingResult",
+    "PairJudgement",
+    "export_gold",
+    "grade_feedback",
+    "interleaving_gate",
+    "interleaving_results",
+    "query_key",
+    "sign_test",
     "ACTIONS",
     "APPLICATION",
     "OBJECT_ACTIONS",

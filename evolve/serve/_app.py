@@ -7,6 +7,7 @@ import logging
 import re
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,6 +34,9 @@ class ServeOptions:
     api_key: str | None = None
     snippet_chars: int = 240
     search_timeout: float = 120.0
+    #: makes query ids (default: random UUIDs); the interleaving coin is seeded by the query id, so a seeded
+    #: factory replays a whole interleaving experiment exactly (tests, benchmarks)
+    query_ids: Callable[[], str] | None = None
 
 
 class RetrieveRequest(BaseModel):
@@ -123,7 +127,7 @@ def create_app(live, store, engine, options: ServeOptions | None = None):
             raise unprocessable(f"query: expected at most {opts.max_query_chars} characters, got {len(text)}")
         if not 1 <= req.k <= opts.max_k:
             raise unprocessable(f"k: expected 1 to {opts.max_k}, got {req.k}")
-        query_id = uuid.uuid4().hex
+        query_id = opts.query_ids() if opts.query_ids else uuid.uuid4().hex
         client_id = req.client_id or "anonymous"
         with live.using() as st:
             fut_a = engine.submit(st.champion, text)
