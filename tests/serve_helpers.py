@@ -260,3 +260,43 @@ class InProcessServer:
 
     def __exit__(self, *exc):
         self.close()
+
+
+#: configs that differ only on cheap axes (MiniLM whole documents: every vector comes from the cache)
+PANEL = {
+    "dense": "retrieval:\n  mode: dense\n",
+    "dense-64": "embedding:\n  dim: 64\nretrieval:\n  mode: dense\n",
+    "dense-16": "embedding:\n  dim: 16\nretrieval:\n  mode: dense\n",
+    "bm25": "retrieval:\n  mode: sparse\n",
+    "hybrid-rrf": "retrieval:\n  mode: hybrid\nfusion:\n  method: rrf\n  rrf_k: 10\n",
+    "hybrid-wsum": "retrieval:\n  mode: hybrid\nfusion:\n  method: wsum\n  weight: 0.4\n",
+}
+
+
+def panel_ndcg(dataset, qrels: dict[str, dict[str, int]], cache_file: Path, metric: str = "ndcg@10") -> dict[str, float]:
+    """nDCG@10 of every PANEL config on ``qrels`` (queries from ``dataset.queries``), one embedder for all."""
+    import yaml
+
+    from evolve.cache import EmbeddingCache
+    from evolve.config import PipelineConfig
+    from evolve.datasets import Dataset
+    from evolve.embedders import EmbedderPool
+    from evolve.pipeline import evaluate_config
+
+    view = Dataset(dataset.name, dataset.source, dataset.corpus, dataset.queries, {"panel": qrels})
+    cache, pool, out = EmbeddingCache(cache_file), EmbedderPool(), {}
+    try:
+        for name, text in PANEL.items():
+            cfg = PipelineConfig.model_validate(yaml.safe_load(text))
+            out[name] = evaluate_config(cfg, view, "panel", cache=cache, embedders=pool, metrics=[metric]).metrics[metric]
+    finally:
+        pool.close()
+        cache.close()
+    return out
+
+
+def kendall_tau(a: dict[str, float], b: dict[str, float]) -> float:
+    from scipy.stats import kendalltau
+
+    names = sorted(a)
+    return float(kendalltau([a[n] for n in names], [b[n] for n in names]).statistic)

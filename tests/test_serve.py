@@ -256,3 +256,28 @@ def test_sighup_reloads_a_changed_corpus(served):
     assert now["config_fingerprint"] == before["config_fingerprint"]
     assert _retrieve(server, "monitor black DisplayPort")["results"][0]["doc_id"] == "monitor"
     assert "corpus changed; now serving config_version" in server.log_text()
+
+
+def test_serve_refuses_bad_setups_in_one_line(tmp_path, served):
+    """Ambiguous corpus, an unset key variable, a trial challenger without a study, a taken port: each one line
+    on stderr, exit code 2, before any model loads."""
+    from conftest import run_cli
+
+    server, ws = served
+    corpus = ws.parent / "corpus"
+    empty = tmp_path / "empty-ws"
+    cases = [
+        (["--workspace", str(empty)], "which corpus to serve is ambiguous: no promotion in"),
+        (["--workspace", str(empty), "--dataset", str(corpus), "--api-key-env", "EVOLVE_NO_SUCH_VAR_SET"],
+         "--api-key-env EVOLVE_NO_SUCH_VAR_SET: expected the environment variable to hold a key"),
+        (["--workspace", str(empty), "--dataset", str(corpus), "--challenger", "3"],
+         "--challenger 3: expected a trial number of a study"),
+        (["--workspace", str(empty), "--dataset", str(corpus), "--port", str(server.port)],
+         f"--host 127.0.0.1 --port {server.port}: expected an address this machine can listen on"),
+    ]
+    for args, expected in cases:
+        proc = run_cli("serve", *args, env={"EVOLVE_NO_SUCH_VAR_SET": ""})
+        assert proc.returncode == 2, (args, proc.stderr[-500:])
+        errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("error: ")]
+        assert len(errors) == 1 and expected in errors[0], proc.stderr[-500:]
+        assert "Traceback" not in proc.stderr

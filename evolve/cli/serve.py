@@ -102,7 +102,8 @@ def serve_command(
     from evolve.cli._common import err_console
     from evolve.errors import ConfigError
     from evolve.feedback import open_feedback_store
-    from evolve.serve import ChampionFile, LiveChampion, SearchEngine, ServeOptions, create_app, serve_forever
+    from evolve.serve import ChampionFile, LiveChampion, SearchEngine, ServeOptions, create_app
+    from evolve.serve._run import bind, serve_forever
     from evolve.workspace import Workspace
 
     if not 1 <= port <= 65535:
@@ -122,29 +123,34 @@ def serve_command(
     challenger_cfg, challenger_label = (None, "")
     if challenger is not None:
         challenger_cfg, challenger_label = load_challenger(challenger, st)
-    store = open_feedback_store(ws, feedback_url)
-    live = LiveChampion(ChampionFile(ws), source, cache_factory=lambda: EmbeddingCache.open(ws),
-                        challenger_config=challenger_cfg, challenger_label=challenger_label,
-                        check_interval=check_interval, watch_interval=watch_interval)
-    err_console.print(f"evolve serve: loading {source.label} and the champion ...", highlight=False)
-    state = live.start()
-    engine = SearchEngine()
-    app = create_app(live, store, engine, ServeOptions(max_k=max_k, keep_query_text=not no_query_text, api_key=key))
-    url = f"http://{host}:{port}"
-
-    def ready():
-        extra = f"; interleaving with {challenger_label} ({state.challenger.config_version})" if state.challenger else ""
-        err_console.print(f"evolve serve: {url} serves config_version {state.champion.config_version} "
-                          f"({state.champion.source}) on {len(state.dataset.corpus)} documents{extra}; "
-                          f"feedback in {store.location}" + ("; API key required" if key else ""), highlight=False)
-
+    sock = bind(host, port)  # a taken port fails now, not after the model loaded
+    store = live = engine = None
     try:
-        serve_forever(app, live, host=host, port=port, on_ready=ready)
-    finally:
-        engine.close()
-        live.close()
-        store.close()
+        store = open_feedback_store(ws, feedback_url)
+        live = LiveChampion(ChampionFile(ws), source, cache_factory=lambda: EmbeddingCache.open(ws),
+                            challenger_config=challenger_cfg, challenger_label=challenger_label,
+                            check_interval=check_interval, watch_interval=watch_interval)
+        err_console.print(f"evolve serve: loading {source.label} and the champion ...", highlight=False)
+        state = live.start()
+        engine = SearchEngine()
+        app = create_app(live, store, engine,
+                         ServeOptions(max_k=max_k, keep_query_text=not no_query_text, api_key=key))
+        url = f"http://{host}:{port}"
 
+        def ready():
+            extra = (f"; interleaving with {challenger_label} ({state.challenger.config_version})"
+                     if state.challenger else "")
+            err_console.print(f"evolve serve: {url} serves config_version {state.champion.config_version} "
+                              f"({state.champion.source}) on {len(state.dataset.corpus)} documents{extra}; "
+                              f"feedback in {store.location}" + ("; API key required" if key else ""),
+                              highlight=False)
+
+        serve_forever(app, live, sock, on_ready=ready)
+    finally:
+        sock.close()
+        for part in (engine, live, store):
+            if part is not None:
+                part.close()
 
 def register(app: typer.Typer) -> None:
     app.command("serve")(serve_command)

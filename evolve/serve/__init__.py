@@ -7,7 +7,7 @@ from evolve.serve._app import STATIC_DIR, ServeOptions, create_app
 from evolve.serve._engine import SearchEngine, Slot
 from evolve.serve._interleave import CHALLENGER, CHAMPION, team_draft
 from evolve.serve._live import LiveChampion, ServeState
-from evolve.serve._run import serve_forever
+from evolve.serve._run import bind, serve_forever
 from evolve.serve._sources import ChampionFile, CorpusSource, config_version, trial_config
 
 __all__ = [
@@ -23,6 +23,7 @@ __all__ = [
     "Slot",
     "config_version",
     "create_app",
+    "bind",
     "serve_forever",
     "team_draft",
     "trial_config",
