@@ -177,8 +177,10 @@ def test_require_interleaving_keeps_the_champion_without_interleaving_evidence(s
     assert get(server.url + "/v1/version").json()["config_version"] == before["config_version"]
 
 
-#: Kendall's tau between the panel's ranking under feedback gold and under SciFact's qrels must reach this
-#: (seeded users and queries: the value is reproducible; benchmarks/feedback_loop.py prints it)
+#: Kendall's tau between the panel's ranking under feedback gold and under SciFact's qrels must reach this.
+#: Seeded users and queries: the value is reproducible (0.600 here: 12 of the 15 pairs of the 6 configs agree).
+#: The gold judges only what the serving champion (dense MiniLM) showed, so it ranks that champion too high:
+#: the presentation bias interleaving exists for. One more discordant pair (0.467) fails the test.
 TAU_FLOOR = 0.6
 
 
@@ -186,20 +188,24 @@ TAU_FLOOR = 0.6
 def feedback_gold(study, server, tmp_path_factory):
     """Scripted users (a stand-in for people, tests/click_model.py) search 60 SciFact train queries through the
     HTTP API; `evolve feedback export` writes the gold folder."""
+    from datetime import UTC, datetime
+
     from click_model import CascadeUser, simulate
 
     from evolve.datasets import load_dataset
+    from evolve.feedback import iso
 
     ds = load_dataset(study["folder"])
     queries = {q: ds.queries[q] for q in study["train"][:60]}
     users = [CascadeUser(f"person-{i}", seed=11) for i in range(6)]
+    since = iso(datetime.now(UTC))  # the load tests' searches before this are not the users'
     sim = simulate(post, server.url, queries, ds.qrels["train"], users)
     status = run_cli("status", "--workspace", str(study["ws"]), "--study", "serve")
     assert status.returncode == 0, status.stderr
     line = next(ln for ln in status.stdout.splitlines() if ln.startswith("feedback: "))
     assert int(line.split()[1]) >= sim["searches"] and "failure list:" in line  # the load tests' searches too
     out = tmp_path_factory.mktemp("feedback-gold") / "gold"
-    proc = run_cli("feedback", "export", "--out", str(out), "--workspace", str(study["ws"]), "--json")
+    proc = run_cli("feedback", "export", "--out", str(out), "--workspace", str(study["ws"]), "--since", since, "--json")
     assert proc.returncode == 0, proc.stderr
     return {"dir": out, "queries": queries, "dataset": ds, "sim": sim}
 
@@ -231,7 +237,7 @@ def test_run_on_feedback_gold_promotes_and_the_server_swaps(study, server, feedb
     """Acceptance 4, second half: `evolve run --gold DIR` (issue 10's option) tunes on the feedback gold, then
     promote-config promotes, and the running server swaps to the new champion."""
     help_text = run_cli("run", "--help").stdout
-    if "--gold" not in help_text:
+    if "--gold <" not in help_text:  # the option itself, not a mention of it in a help text
         pytest.skip("needs `evolve run --gold DIR` (issue 10, the goldcore branch): run this test after merging it")
     ws = study["ws"]
     before = get(server.url + "/v1/version").json()

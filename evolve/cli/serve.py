@@ -75,6 +75,21 @@ def load_challenger(spec: str, study):
     return load_config(spec), str(Path(spec).expanduser().absolute())
 
 
+def _one_line_logs() -> None:
+    """A server's log is read in a journal: one plain line per record (rich would wrap long lines)."""
+    import logging
+    import sys
+
+    logger = logging.getLogger("evolve.serve")
+    if not any(getattr(h, "_evolve_serve", False) for h in logger.handlers):
+        handler = logging.StreamHandler(sys.stderr)
+        handler._evolve_serve = True
+        handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+        logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+
+
 def serve_command(
     host: Annotated[str, typer.Option("--host", help="Address to bind (0.0.0.0 exposes it to the network).")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", help="TCP port.")] = 8080,
@@ -95,7 +110,6 @@ def serve_command(
     """Serve the champion over HTTP (POST /v1/retrieve, POST /v1/feedback, the page at /); swap in a new champion
     when promote-config or rollback changes it. --tracking-uri is accepted like everywhere; serve reads nothing
     from MLflow."""
-    import logging
     import os
 
     from evolve.cache import EmbeddingCache
@@ -117,7 +131,7 @@ def serve_command(
         key = os.environ.get(api_key_env, "").strip()
         if not key:
             raise ConfigError(f"--api-key-env {api_key_env}: expected the environment variable to hold a key, got it unset or empty")
-    logging.getLogger("evolve.serve").setLevel(logging.INFO)
+    _one_line_logs()
     ws = Workspace(workspace, cache_url).ensure()
     source, st = resolve_corpus(ws, dataset=dataset, study=study, storage=storage)
     challenger_cfg, challenger_label = (None, "")
