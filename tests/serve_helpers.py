@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -100,21 +101,31 @@ class Server:
         self._fh.close()
 
 
-def post(url: str, body, *, key: str | None = None, timeout: float = 60, raw: bytes | None = None,
-         content_type: str = "application/json"):
+_local = threading.local()
+
+
+def _client():
+    """One keep-alive httpx client per thread (a new client per request costs tens of ms: it builds an SSL
+    context even for http)."""
     import httpx
 
+    client = getattr(_local, "client", None)
+    if client is None:
+        client = _local.client = httpx.Client(timeout=60)
+    return client
+
+
+def post(url: str, body, *, key: str | None = None, timeout: float = 60, raw: bytes | None = None,
+         content_type: str = "application/json"):
     headers = {"Content-Type": content_type}
     if key:
         headers["Authorization"] = f"Bearer {key}"
     data = raw if raw is not None else json.dumps(body, ensure_ascii=False).encode("utf-8")
-    return httpx.post(url, content=data, headers=headers, timeout=timeout)
+    return _client().post(url, content=data, headers=headers, timeout=timeout)
 
 
 def get(url: str, *, key: str | None = None, timeout: float = 30):
-    import httpx
-
-    return httpx.get(url, headers={"Authorization": f"Bearer {key}"} if key else {}, timeout=timeout)
+    return _client().get(url, headers={"Authorization": f"Bearer {key}"} if key else {}, timeout=timeout)
 
 
 #: SciFact train queries in the served subset (the scripted users search about 60 of them)

@@ -200,14 +200,19 @@ def test_cli_export_stats_delete(workspace, tmp_path):
     q2 = search(store, "회의실 프린터", hits, client="bob")
     act(store, q2, "no_answer", None, hits, client="bob")
     act(store, search(store, "회의실 프린터", hits, client="bob"), "no_answer", None, hits, client="bob")
+    iq = _interleaved(store, ["d1", "d2"], ["challenger", "champion"], client="carol")
+    act(store, iq, "click", "d1", ["d1", "d2"], client="carol")
     store.close()
     ws = str(workspace.path)
     r = run_cli("feedback", "stats", "--workspace", ws)
     assert r.returncode == 0, r.stderr
     assert r.stdout.splitlines() == [
-        f"feedback in {workspace.path / 'feedback.sqlite'}: 3 searches by 2 clients, 3 events (answered 1, no_answer 2)",
+        f"feedback in {workspace.path / 'feedback.sqlite'}: 4 searches by 3 clients, 4 events "
+        "(answered 1, click 1, no_answer 2)",
         "failure list (no_answer), 1 queries:",
         "     2  회의실 프린터",
+        "interleaving: challenger v-chall vs champion v-champ: 1 wins, 0 ties, 0 losses over 1 queries, "
+        "one-sided sign test p = 0.5000",
     ]
     out = tmp_path / "gold"
     r = run_cli("feedback", "export", "--out", str(out), "--workspace", ws, "--json")
@@ -219,7 +224,7 @@ def test_cli_export_stats_delete(workspace, tmp_path):
     r = run_cli("feedback", "delete", "--client", "bob", "--workspace", ws)
     assert r.returncode == 0 and r.stdout.strip() == "deleted 2 searches and 2 events of client 'bob'"
     r = run_cli("feedback", "delete", "--before", "2025-03-02", "--workspace", ws)
-    assert r.stdout.strip() == "deleted 1 searches and 1 events before 2025-03-02"
+    assert r.stdout.strip() == "deleted 2 searches and 2 events before 2025-03-02"  # alice's and carol's
     r = run_cli("feedback", "delete", "--workspace", ws)
     assert r.returncode == 2 and r.stderr.strip() == "error: expected exactly one of --client ID or --before DATE"
     r = run_cli("feedback", "delete", "--before", "soon", "--workspace", ws)
