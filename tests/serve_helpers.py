@@ -218,7 +218,7 @@ class InProcessServer:
     covered by `Server`; this one is for experiments that need several servers (champion vs challenger, A/A)."""
 
     def __init__(self, ws: Path, dataset: Path, *, challenger=None, query_id_seed: int | None = None,
-                 store_url: str | None = None):
+                 store_url: str | None = None, keep_query_text: bool = True):
         import random
         import threading
 
@@ -248,7 +248,8 @@ class InProcessServer:
         if query_id_seed is not None:
             rng = random.Random(query_id_seed)
             ids = lambda: f"{rng.getrandbits(128):032x}"  # noqa: E731
-        app = create_app(self.live, self.store, self.engine, ServeOptions(query_ids=ids))
+        app = create_app(self.live, self.store, self.engine,
+                         ServeOptions(query_ids=ids, keep_query_text=keep_query_text))
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning",

@@ -283,3 +283,28 @@ def test_serve_refuses_bad_setups_in_one_line(tmp_path, served):
         errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("error: ")]
         assert len(errors) == 1 and expected in errors[0], proc.stderr[-500:]
         assert "Traceback" not in proc.stderr
+
+
+def test_no_query_text_stores_no_text(tmp_path):
+    """`--no-query-text` (ServeOptions.keep_query_text=False): the query record keeps ids, not what was typed;
+    such searches are counted apart by the export and never become gold queries."""
+    from serve_helpers import InProcessServer
+
+    from evolve.feedback import grade_feedback
+
+    corpus = write_mixed_corpus(tmp_path / "corpus")
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    (ws / "champion.yaml").write_text("retrieval:\n  mode: sparse\n  top_k: 100\n", encoding="utf-8")
+    with InProcessServer(ws, corpus, keep_query_text=False) as srv:
+        r = post(srv.url + "/v1/retrieve", {"query": "printer offline secret project", "k": 3}).json()
+        assert r["results"][0]["doc_id"] == "printer"
+        ok = post(srv.url + "/v1/feedback", {"query_id": r["query_id"], "action_name": "answered",
+                                            "object_id": "printer"})
+        assert ok.status_code == 201
+        rec = srv.store.get_query(r["query_id"])
+        assert rec["user_query"] == "" and rec["query_attributes"]["query_text"] == "dropped"
+        stored = b"".join(p.read_bytes() for p in ws.glob("feedback.sqlite*"))  # the WAL too
+        assert b"printer" in stored and b"secret" not in stored
+        judged = grade_feedback(srv.store.queries(), srv.store.events())
+    assert judged.without_text == 1 and judged.qrels() == {}
