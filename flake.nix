@@ -69,6 +69,14 @@
             imports = [ ./nix/modules/evolve.nix ];
             services.evolve.package = lib.mkDefault self.packages.${pkgs.stdenv.hostPlatform.system}.evolve;
           };
+        evolve-serve =
+          { lib, pkgs, ... }:
+          {
+            key = "evolve-flake#nixosModules.evolve-serve";
+            _file = "${toString ./flake.nix}#nixosModules.evolve-serve";
+            imports = [ ./nix/modules/evolve-serve.nix ];
+            services.evolve-serve.package = lib.mkDefault self.packages.${pkgs.stdenv.hostPlatform.system}.evolve;
+          };
         vllm-api =
           { lib, pkgs, ... }:
           {
@@ -89,6 +97,7 @@
           _file = "${toString ./flake.nix}#nixosModules.default";
           imports = [
             self.nixosModules.evolve
+            self.nixosModules.evolve-serve
             self.nixosModules.vllm-api
             self.nixosModules.evolve-mlflow
           ];

@@ -391,6 +391,38 @@ class Pipeline:
         queries = {q: self.dataset.queries[q] for q in qids}
         return rerank_run(self, queries, run)
 
+    def search_texts(self, texts: list[str]) -> list[dict[str, float]]:
+        """Ranked lists (doc id -> score) for ad-hoc query texts that are not in the dataset (the serving path):
+        the same first and second stage as :meth:`retrieve`, query vectors through the cache, nothing kept in
+        ``self``. Not thread-safe: one caller at a time (``evolve serve`` batches requests into one thread)."""
+        from evolve.index import search_index
+
+        self.prepare()
+        cfg = self.config
+        k = cfg.retrieval.top_k
+        keys = [str(i) for i in range(len(texts))]
+        if not texts:
+            return []
+        dense = sparse = None
+        if self.uses_dense:
+            qmat = self._embed([cfg.embedding.query_prefix + t for t in texts], "query", "embedding queries")
+            scores, ids = search_index(self._index, qmat, self._chunk_depth(k), cfg.index)
+            dense = {q: self._aggregate(scores[i], ids[i], k) for i, q in enumerate(keys)}
+        if self.uses_sparse:
+            scores, ids = self._sparse.search(list(texts), self._chunk_depth(k))
+            sparse = {q: self._aggregate(scores[i], ids[i], k) for i, q in enumerate(keys)}
+        if dense is not None and sparse is not None:
+            from evolve.fusion import fuse_runs
+
+            run = fuse_runs(dense, sparse, cfg.fusion, k=k)
+        else:
+            run = dense if dense is not None else sparse
+        if cfg.rerank.transport != "none":
+            from evolve.rerankers import rerank_run
+
+            run = rerank_run(self, dict(zip(keys, texts)), run)
+        return [run[q] for q in keys]
+
     def retrieve(self, qids: list[str]) -> dict[str, dict[str, float]]:
         """The final ranked lists (doc id -> score) of ``qids``."""
         self.prepare()

@@ -146,7 +146,7 @@ expect_outputs() { # attribute, names...
   if [ -z "$missing" ]; then pass "flake outputs: $attr: $*"; else fail "flake outputs: $attr lacks$missing"; fi
 }
 expect_outputs packages.x86_64-linux evolve evolve-gpu vllm default
-expect_outputs nixosModules default evolve vllm-api evolve-mlflow
+expect_outputs nixosModules default evolve evolve-serve vllm-api evolve-mlflow
 expect_outputs devShells.x86_64-linux default
 expect_outputs checks.x86_64-linux vm-test evolve python-sets-apart
 

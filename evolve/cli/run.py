@@ -9,6 +9,7 @@ import typer
 from evolve.cli._common import (
     CacheUrlOpt,
     DatasetOpt,
+    FeedbackUrlOpt,
     GoldModeOpt,
     GoldOpt,
     SetOpt,
@@ -72,8 +73,11 @@ def run_command(
     storage: StorageOpt = None,
     tracking_uri: TrackingOpt = None,
     cache_url: CacheUrlOpt = None,
+    feedback_url: FeedbackUrlOpt = None,
 ):
-    """Search pipeline configs with Optuna on tune queries; record every trial in MLflow."""
+    """Search pipeline configs with Optuna on tune queries; record every trial in MLflow.
+    --feedback-url names the store that `--gold feedback` exports at the start of the night
+    (evolve.cli.feedback.resolve_feedback_gold)."""
     if worker or workers:
         from evolve.cli.worker import run_workers, worker_command
 

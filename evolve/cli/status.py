@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from evolve.cli._common import GoldModeOpt, GoldOpt, StorageOpt, StudyOpt, TrackingOpt, WorkspaceOpt
+from evolve.cli._common import FeedbackUrlOpt, GoldModeOpt, GoldOpt, StorageOpt, StudyOpt, TrackingOpt, WorkspaceOpt
 
 __all__ = ["register"]
 
@@ -20,9 +20,11 @@ def status_command(
     study: StudyOpt = None,
     storage: StorageOpt = None,
     tracking_uri: TrackingOpt = None,
+    feedback_url: FeedbackUrlOpt = None,
 ):
     """Show the top trials on the current corpus (tune scores), the champion (with its report-split scores, revealed
-    when it was promoted) and trial counts by state."""
+    when it was promoted), trial counts by state and, when `evolve serve` has collected feedback, its counts, the
+    failure list's length and interleaving results."""
     from rich.table import Table
 
     from evolve.cli._common import emit_json, load_study_view, out_console
@@ -50,6 +52,7 @@ def status_command(
     # the record that made the current champion: the last promotion, unless a rollback came after it
     last = records[-1] if records and records[-1].get("kind") == "promotion" else None
     revealed = (last or {}).get("report_metrics") or {}
+    feedback = _feedback_summary(ws, feedback_url)
     if json_out:
         emit_json({
             "study": st.study_name, "counts": counts, "mlflow_trial_runs": mlflow_states,
@@ -58,6 +61,7 @@ def status_command(
                          "trial": (last or {}).get("trial"), "promoted": (last or {}).get("time")},
             "promotions": len(promotions),
             "gold": {**view.gold.spec.to_dict(), "n_queries": view.gold.n_queries, "tune_fingerprint": view.gold_fp},
+            "feedback": feedback,
         })
         return
     table = Table(title=f"study {st.study_name}: top {top} on the current corpus and gold", title_justify="left")
@@ -81,6 +85,37 @@ def status_command(
             line += "; report (test): " + ", ".join(f"{k} {v:.4f}" for k, v in revealed.items())
         line += ")"
     out_console.print(line, highlight=False)
+    _print_feedback(feedback)
+
+
+def _feedback_summary(ws, feedback_url: str | None) -> dict | None:
+    """Counts and interleaving results of the feedback store; None when there is none (status never creates one)."""
+    import os
+
+    from evolve.feedback import feedback_path, grade_feedback, interleaving_results, open_feedback_store
+
+    if not (feedback_url or os.environ.get("EVOLVE_FEEDBACK_URL")) and not feedback_path(ws).exists():
+        return None
+    with open_feedback_store(ws, feedback_url) as fb:
+        queries, events = fb.queries(), fb.events()
+    return {"searches": len(queries), "events": len(events),
+            "no_answer_queries": len(grade_feedback(queries, events).no_answer),
+            "interleaving": [r.as_dict() for r in interleaving_results(queries, events)]}
+
+
+def _print_feedback(feedback: dict | None) -> None:
+    from evolve.cli._common import out_console
+
+    if feedback is None:
+        return
+    out_console.print(f"feedback: {feedback['searches']} searches, {feedback['events']} events; "
+                      f"failure list: {feedback['no_answer_queries']} queries (evolve feedback stats)", highlight=False)
+    for r in feedback["interleaving"]:
+        p = f"{r['p_value']:.4f}" if r["p_value"] >= 1e-4 else f"{r['p_value']:.1e}"
+        out_console.print(f"interleaving: challenger {'/'.join(r['challenger_versions'])} vs champion "
+                          f"{'/'.join(r['champion_versions'])}: {r['wins']} wins, {r['ties']} ties, {r['losses']} losses, "
+                          f"one-sided sign test p = {p}", highlight=False)
+
 
 
 def register(app: typer.Typer) -> None:

@@ -48,6 +48,8 @@ let
   ++ cfg.extraArgs;
 in
 {
+  imports = [ ./evolve-user.nix ];
+
   options.services.evolve = {
     enable = lib.mkEnableOption "the nightly evolve run (a systemd timer starting a oneshot service)";
 
@@ -191,7 +193,9 @@ in
       serviceConfig = {
         Type = "oneshot";
         ExecStart = util.escapeExecArgs command;
-        DynamicUser = true;
+        # a static user, shared with services.evolve-serve: both own /var/lib/evolve (nix/modules/evolve-user.nix)
+        User = "evolve";
+        Group = "evolve";
         StateDirectory = "evolve";
         StateDirectoryMode = "0750";
         WorkingDirectory = stateDir;

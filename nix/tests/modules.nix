@@ -89,6 +89,42 @@ let
     ];
   };
 
+  evalServe =
+    cfg:
+    eval {
+      services.evolve-serve = {
+        enable = true;
+        package = fakeEvolve;
+      }
+      // cfg;
+    };
+  serveMinimal = evalServe { };
+  serveFull = evalServe {
+    host = "0.0.0.0";
+    port = 8443;
+    openFirewall = true;
+    studyName = "nightly";
+    optunaStorage = "postgresql+psycopg://evolve@storage.lan:5432/optuna";
+    feedbackUrl = "postgresql://evolve@storage.lan:5432/evolve";
+    apiKeyEnv = "EVOLVE_API_KEY";
+    environmentFile = "/run/secrets/evolve-serve.env";
+    keepQueryText = false;
+    challenger = "17";
+    checkInterval = 60;
+    embeddingEndpoint = "http://127.0.0.1:8000/v1";
+  };
+  both = eval {
+    services.evolve = {
+      enable = true;
+      package = fakeEvolve;
+      optunaStorage = "postgresql+psycopg://evolve@storage.lan:5432/optuna";
+    };
+    services.evolve-serve = {
+      enable = true;
+      package = fakeEvolve;
+    };
+  };
+
   minimal = evalEvolve { };
   full = evalEvolve {
     studyName = "bge-m3";
@@ -220,17 +256,21 @@ let
       expr = {
         inherit (minimal.systemd.services.evolve.serviceConfig)
           Type
-          DynamicUser
+          User
+          Group
           StateDirectory
           WorkingDirectory
           TimeoutStartSec
           ;
+        dynamicUser = minimal.systemd.services.evolve.serviceConfig ? DynamicUser;
         hasEnvFile = minimal.systemd.services.evolve.serviceConfig ? EnvironmentFile;
         inherit (minimal.systemd.services.evolve) restartIfChanged onFailure;
       };
       expected = {
         Type = "oneshot";
-        DynamicUser = true;
+        User = "evolve";
+        Group = "evolve";
+        dynamicUser = false;
         StateDirectory = "evolve";
         WorkingDirectory = "/var/lib/evolve";
         TimeoutStartSec = "25200s";
@@ -473,6 +513,100 @@ let
         sameDeps = true;
       };
     };
+    serve-execstart-minimal = {
+      expr = serveMinimal.systemd.services.evolve-serve.serviceConfig.ExecStart;
+      expected = "${evo} serve --workspace /var/lib/evolve --host 127.0.0.1 --port 8080 --check-interval 300";
+    };
+    serve-execstart-full = {
+      expr = {
+        exec = serveFull.systemd.services.evolve-serve.serviceConfig.ExecStart;
+        inherit (serveFull.systemd.services.evolve-serve.serviceConfig) EnvironmentFile;
+        ports = serveFull.networking.firewall.allowedTCPPorts;
+        warnings = serveFull.warnings;
+      };
+      expected = {
+        exec = "${evo} serve --workspace /var/lib/evolve --host 0.0.0.0 --port 8443 --check-interval 60 --study nightly --storage postgresql+psycopg://evolve@storage.lan:5432/optuna --feedback-url postgresql://evolve@storage.lan:5432/evolve --api-key-env EVOLVE_API_KEY --no-query-text --challenger 17 --set embedding.base_url=http://127.0.0.1:8000/v1";
+        EnvironmentFile = "/run/secrets/evolve-serve.env";
+        ports = [ 8443 ];
+        warnings = [ ];
+      };
+    };
+    serve-unit = {
+      expr = {
+        inherit (serveMinimal.systemd.services.evolve-serve.serviceConfig)
+          Type
+          User
+          Group
+          StateDirectory
+          WorkingDirectory
+          Restart
+          ExecReload
+          ;
+        dynamicUser = serveMinimal.systemd.services.evolve-serve.serviceConfig ? DynamicUser;
+        inherit (serveMinimal.systemd.services.evolve-serve) wantedBy;
+        inherit (serveMinimal.systemd.services.evolve-serve.environment) EVOLVE_HOME;
+        ports = serveMinimal.networking.firewall.allowedTCPPorts;
+      };
+      expected = {
+        Type = "simple";
+        User = "evolve";
+        Group = "evolve";
+        StateDirectory = "evolve";
+        WorkingDirectory = "/var/lib/evolve";
+        Restart = "on-failure";
+        ExecReload = "${pkgs.coreutils}/bin/kill -HUP $MAINPID";
+        dynamicUser = false;
+        wantedBy = [ "multi-user.target" ];
+        EVOLVE_HOME = "/var/lib/evolve";
+        ports = [ ];
+      };
+    };
+    serve-and-nightly-share-one-user-and-state = {
+      expr = {
+        users = lib.attrNames both.users.users;
+        groups = lib.attrNames both.users.groups;
+        inherit (both.users.users.evolve) isSystemUser group home;
+        nightly = with both.systemd.services.evolve.serviceConfig; [ User Group StateDirectory ];
+        serve = with both.systemd.services.evolve-serve.serviceConfig; [ User Group StateDirectory ];
+        # serve follows the nightly run's storage, so it finds the study the promotion names
+        serveExec = both.systemd.services.evolve-serve.serviceConfig.ExecStart;
+      };
+      expected = {
+        users = [ "evolve" ];
+        groups = [ "evolve" ];
+        isSystemUser = true;
+        group = "evolve";
+        home = "/var/lib/evolve";
+        nightly = [ "evolve" "evolve" "evolve" ];
+        serve = [ "evolve" "evolve" "evolve" ];
+        serveExec = "${evo} serve --workspace /var/lib/evolve --host 127.0.0.1 --port 8080 --check-interval 300 --storage postgresql+psycopg://evolve@storage.lan:5432/optuna";
+      };
+    };
+    serve-alone-still-makes-the-user = {
+      expr = lib.attrNames serveMinimal.users.users;
+      expected = [ "evolve" ];
+    };
+    serve-open-host-without-key-warns = {
+      expr = (evalServe { host = "0.0.0.0"; }).warnings;
+      expected = [ "services.evolve-serve.host is 0.0.0.0 without apiKeyEnv: anyone who reaches the port can search and store feedback." ];
+    };
+    serve-disabled-adds-nothing = {
+      expr = {
+        services = lib.attrNames (eval { services.evolve-serve.port = 9000; }).systemd.services;
+        users = lib.attrNames (eval { }).users.users;
+      };
+      expected = {
+        services = [ ];
+        users = [ ];
+      };
+    };
+    flake-sets-serve-package = {
+      expr = (nixos.evalSystem [
+        flake.nixosModules.default
+        { services.evolve-serve.enable = true; }
+      ]).systemd.services.evolve-serve.serviceConfig.ExecStart;
+      expected = "${flake.packages.x86_64-linux.evolve}/bin/evolve serve --workspace /var/lib/evolve --host 127.0.0.1 --port 8080 --check-interval 300";
+    };
     # every file in nix/pkgs instantiates (callPackage arguments exist, hashes are real)
     pkgs-instantiate = {
       expr = map (n: builtins.isString (python.pkgs.callPackage ../pkgs/${n}.nix { }).drvPath) [
@@ -493,6 +627,42 @@ let
   };
 
   negative = {
+    serve-password-in-feedback-url = {
+      cfg = {
+        services.evolve-serve = {
+          enable = true;
+          package = fakeEvolve;
+          feedbackUrl = "postgresql://evolve:s3cret@storage.lan/evolve";
+        };
+      };
+      expect = "services.evolve-serve.feedbackUrl contains a password";
+    };
+    serve-api-key-without-environment-file = {
+      cfg = {
+        services.evolve-serve = {
+          enable = true;
+          package = fakeEvolve;
+          apiKeyEnv = "EVOLVE_API_KEY";
+        };
+      };
+      expect = "apiKeyEnv names a variable but no environmentFile sets it";
+    };
+    serve-without-package = {
+      cfg = {
+        services.evolve-serve.enable = true;
+      };
+      expect = "services.evolve-serve.package is not set";
+    };
+    serve-port-out-of-range = {
+      cfg = {
+        services.evolve-serve = {
+          enable = true;
+          package = fakeEvolve;
+          port = 70000;
+        };
+      };
+      expect = "services.evolve-serve.port' is not of type `16 bit unsigned integer";
+    };
     misspelled-option = {
       cfg = {
         services.evolve = {

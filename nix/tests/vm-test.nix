@@ -73,7 +73,7 @@
         env = machine.succeed("systemctl show evolve.service -p Environment --value")
         assert "EVOLVE_HOME=/var/lib/evolve" in env, env
         assert "NUMBA_CACHE_DIR=/var/lib/evolve/" in env, env
-        machine.succeed("systemctl show evolve.service -p DynamicUser --value | grep -qx yes")
+        machine.succeed("systemctl show evolve.service -p User --value | grep -qx evolve")
         machine.succeed("systemctl show evolve.service -p StateDirectory --value | grep -qx evolve")
         machine.succeed("systemctl show evolve.service -p OnFailure --value | grep -q evolve-failed.service")
 

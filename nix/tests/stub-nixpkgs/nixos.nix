@@ -155,6 +155,40 @@ let
         type = types.listOf types.package;
         default = [ ];
       };
+      # nixpkgs: nixos/modules/config/users-groups.nix (the part evolve's modules set)
+      users.users = mkOption {
+        type = types.attrsOf (
+          types.submodule {
+            options = {
+              isSystemUser = mkOption {
+                type = types.bool;
+                default = false;
+              };
+              isNormalUser = mkOption {
+                type = types.bool;
+                default = false;
+              };
+              group = mkOption {
+                type = types.str;
+                default = "";
+              };
+              home = mkOption {
+                type = types.path;
+                default = "/var/empty";
+              };
+              description = mkOption {
+                type = types.str;
+                default = "";
+              };
+            };
+          }
+        );
+        default = { };
+      };
+      users.groups = mkOption {
+        type = types.attrsOf (types.submodule { options.gid = mkOption { type = types.nullOr types.int; default = null; }; });
+        default = { };
+      };
       networking.firewall.allowedTCPPorts = mkOption {
         type = types.listOf types.port;
         default = [ ];

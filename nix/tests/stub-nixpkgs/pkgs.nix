@@ -147,6 +147,7 @@ let
     "bm25s"
     "build"
     "cbor2"
+    "fastapi"
     "fastparquet"
     "hatchling"
     "httpx"
@@ -177,6 +178,7 @@ let
     "tqdm"
     "transformers"
     "typer"
+    "uvicorn"
     "wheel"
   ];
   # built with CUDA when config.cudaSupport; unfree then

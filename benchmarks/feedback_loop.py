@@ -1,0 +1,181 @@
+"""The loop closing, measured: feedback gold against SciFact's qrels (Kendall's tau over a panel of configs), and
+how many queries interleaving needs to tell a better config from a worse one, next to the holdout test.
+
+Scripted users (tests/click_model.py: a cascade model with position-dependent examination, SciFact's qrels
+deciding relevance, seeded) stand in for people. Everything goes through a real `evolve serve` app on
+127.0.0.1 (in this process, so the model loads once per arm), over full SciFact, `train` queries only.
+
+1. tau: 6 users search 60 seeded train queries on the default champion (dense MiniLM); `export_gold` turns their
+   events into a gold folder; the PANEL of configs (cheap axes only) is scored with nDCG@10 under that gold and
+   under SciFact's qrels of the same queries; Kendall's tau between the two rankings.
+2. interleaving: champion = MiniLM at 16 Matryoshka dimensions (worse), challenger = hybrid MiniLM + BM25 (better);
+   3 users search up to 200 train queries, in a seeded order; after each search the one-sided sign test on wins
+   and losses so far. Reported: the searches until p <= 0.05, and until the promote gate holds (also >= 30
+   queries with a preference). Beside it, the holdout test promote-config runs (ranx's paired Fisher randomization
+   test on nDCG@10, p <= 0.05) on growing prefixes of the same queries, one search each. And an A/A run (hybrid
+   against itself) over the same searches.
+
+    python benchmarks/feedback_loop.py --workspace .evolve-bench/serve     # reuses benchmarks/serve.py's cache
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "tests"))
+
+
+def arm(base: Path, cache_src: Path, champion: str, challenger: str | None, queries: dict, qrels: dict, users,
+        seed: int):
+    """One in-process server on a fresh workspace (cache copied); users search; returns (store records, sim)."""
+    from click_model import simulate
+    from serve_helpers import InProcessServer, post
+
+    from evolve.config import load_config
+
+    ws = Path(tempfile.mkdtemp(prefix="arm-", dir=base))
+    (ws / "cache").mkdir(parents=True)
+    if cache_src.exists():
+        shutil.copy(cache_src, ws / "cache" / "embeddings.sqlite")
+    (ws / "champion.yaml").write_text(champion, encoding="utf-8")
+    ch = None
+    if challenger is not None:
+        (ws / "challenger.yaml").write_text(challenger, encoding="utf-8")
+        ch = load_config(ws / "challenger.yaml")
+    with InProcessServer(ws, Path("scifact"), challenger=ch, query_id_seed=seed) as srv:
+        sim = simulate(post, srv.url, queries, qrels, users)
+        return srv.store.queries(), srv.store.events(), sim, ws
+
+
+def sequential(queries: list[dict], events: list[dict]):
+    """Cumulative (searches, wins, ties, losses, p) after each interleaved search, in the order they were made."""
+    from evolve.feedback import interleaving_results, sign_test
+
+    by_q: dict[str, list[dict]] = {}
+    for e in events:
+        by_q.setdefault(e["query_id"], []).append(e)
+    out, seen_q, seen_e = [], [], []
+    for q in queries:
+        seen_q.append(q)
+        seen_e.extend(by_q.get(q["query_id"], []))
+        [r] = interleaving_results(seen_q, seen_e)
+        out.append((len(seen_q), r.wins, r.ties, r.losses, sign_test(r.wins, r.losses)))
+    return out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--workspace", default=str(REPO / ".evolve-bench" / "serve"),
+                    help="a workspace whose cache holds SciFact's MiniLM vectors (benchmarks/serve.py makes one)")
+    ap.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "feedback_loop.txt"))
+    ap.add_argument("--seed", type=int, default=11)
+    args = ap.parse_args()
+
+    from click_model import CascadeUser
+    from serve_helpers import DENSE16, HYBRID, PANEL, kendall_tau, panel_ndcg
+
+    from evolve.datasets import Dataset, load_dataset
+    from evolve.evaluate import compare_runs
+    from evolve.feedback import export_gold, open_feedback_store
+    from evolve.gold import read_gold
+    from evolve.pipeline import Pipeline
+    from evolve.workspace import Workspace
+
+    lines: list[str] = []
+
+    def say(s: str = "") -> None:
+        print(s, flush=True)
+        lines.append(s)
+
+    cache_src = Path(args.workspace) / "cache" / "embeddings.sqlite"
+    base = Path(tempfile.mkdtemp(prefix="evolve-feedback-loop-"))
+    ds = load_dataset("scifact")
+    train = sorted(ds.qrels["train"])
+    random.Random(args.seed).shuffle(train)
+    qrels = ds.qrels["train"]
+    say("feedback loop benchmark: full SciFact, train queries only, scripted cascade users (a stand-in for people)")
+
+    # ------------------------------------------------------------------ 1. tau
+    tau_q = {q: ds.queries[q] for q in sorted(train[:60])}
+    users = [CascadeUser(f"person-{i}", seed=args.seed) for i in range(6)]
+    _, _, sim, ws = arm(base, cache_src, "retrieval:\n  mode: dense\n", None, tau_q, qrels, users, seed=args.seed)
+    with open_feedback_store(Workspace(ws)) as store:
+        summary = export_gold(store, base / "gold")
+    gold = read_gold(base / "gold")
+    cache = ws / "cache" / "embeddings.sqlite"
+    fb = panel_ndcg(Dataset(ds.name, ds.source, ds.corpus, gold.queries, {}), gold.qrels, cache)
+    ref = panel_ndcg(ds, {q: qrels[q] for q in tau_q}, cache)
+    tau = kendall_tau(fb, ref)
+    say(f"1. {len(tau_q)} queries x {len(users)} users = {sim['searches']} searches, {len(sim['events'])} events; "
+        f"feedback gold: {summary.queries} queries, {summary.judgements} judgements {summary.by_grade}")
+    say(f"{'config':<12} {'nDCG@10 feedback gold':>22} {'nDCG@10 SciFact qrels':>22}")
+    for name in PANEL:
+        say(f"{name:<12} {fb[name]:>22.4f} {ref[name]:>22.4f}")
+    say(f"Kendall's tau between the two rankings: {tau:.3f} (the test's floor: 0.6)")
+
+    # ------------------------------------------------------------------ 2. interleaving vs holdout
+    inter_q = {q: ds.queries[q] for q in train[:200]}
+    users3 = [CascadeUser(f"user-{i}", seed=args.seed) for i in range(3)]
+    queries, events, sim, _ = arm(base, cache_src, DENSE16, HYBRID, inter_q, qrels, users3, seed=args.seed + 1)
+    seq = sequential(queries, events)
+    first_p = next((n for n, w, t, lo, p in seq if p <= 0.05 and w > lo), None)
+    first_gate = next((n for n, w, t, lo, p in seq if p <= 0.05 and w > lo and w + lo >= 30), None)
+    n, w, t, lo, p = seq[-1]
+    say()
+    say(f"2. interleaving, champion dense-16 vs challenger hybrid-rrf, {n} searches ({len(inter_q)} queries x 3 users): "
+        f"{w} wins, {t} ties, {lo} losses, one-sided sign test p = {p:.2e}")
+    say(f"   searches until p <= 0.05: {first_p}; until the promote gate holds (p <= 0.05, >= 30 with a preference): {first_gate}")
+
+    def run_of(cfg_text: str, qids: list[str]):
+        import yaml
+
+        from evolve.cache import EmbeddingCache
+        from evolve.config import PipelineConfig
+
+        c = EmbeddingCache(cache)
+        pipe = Pipeline(PipelineConfig.model_validate(yaml.safe_load(cfg_text)), ds, cache=c)
+        try:
+            return pipe.retrieve(qids)
+        finally:
+            pipe.close()
+            c.close()
+
+    order = list(inter_q)
+    weak, strong = run_of(DENSE16, order), run_of(HYBRID, order)
+    needed = None
+    for k in range(5, len(order) + 1, 5):
+        sub = {q: qrels[q] for q in order[:k]}
+        cmp = compare_runs(sub, {"champion": weak, "candidate": strong}, "ndcg@10")
+        if cmp["p_value"] <= 0.05 and cmp["means"]["candidate"] > cmp["means"]["champion"]:
+            needed = (k, cmp)
+            break
+    if needed:
+        k, cmp = needed
+        say(f"   holdout test (paired Fisher randomization, nDCG@10, graded qrels) on the same queries: significant after "
+            f"{k} queries (p = {cmp['p_value']:.4f}, {cmp['means']['champion']:.3f} -> {cmp['means']['candidate']:.3f})")
+    else:
+        say("   holdout test: not significant on these queries")
+
+    queries, events, sim, _ = arm(base, cache_src, HYBRID, HYBRID, inter_q, qrels, users3, seed=args.seed + 2)
+    n, w, t, lo, p = sequential(queries, events)[-1]
+    say(f"3. A/A (hybrid-rrf against itself), {n} searches: {w} wins, {t} ties, {lo} losses, p = {p:.3f} "
+        f"({'non-significant' if p > 0.05 else 'SIGNIFICANT: a false positive'})")
+    shutil.rmtree(base, ignore_errors=True)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text("\n".join(lines) + "\n", encoding="utf-8")
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

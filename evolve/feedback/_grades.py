@@ -1,0 +1,174 @@
+"""From events to graded judgements: explicit marks, and clicks weighed by COEC.
+
+Rules (docs/serve.md states them for users):
+
+* ``answered`` 3, ``useful`` 2, ``not_useful`` 0: a person's explicit mark.
+* ``click`` 1, but only where the document's COEC for the query is at least 1 and the document was shown at
+  least ``min_impressions`` times for it. COEC ("clicks over expected clicks", as in OpenSearch's Search
+  Relevance Workbench, ``CoecClickModel``) divides the clicks a document got by the clicks an average document
+  gets at the ranks it was shown at: ``EC = sum over its impressions of CTR(rank)``, where ``CTR(rank)`` is the
+  click-through rate of that rank over every query. A COEC of 1 or more means it drew more clicks than its
+  positions explain. A click below that is no judgement at all (not a 0): few clicks is weak evidence.
+* Per person (UBI ``client_id``): the latest explicit mark wins over earlier ones and over the person's clicks.
+* Across people: the mean of their grades, rounded half up.
+* Queries are grouped by their text (NFC, case-folded, whitespace collapsed), as SRW groups by ``user_query``;
+  impressions are the hits each query record shows (``query_response_hit_ids``), so no impression events are
+  needed. A query stored without its text (``--no-query-text``) cannot become a gold query and is counted apart.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import unicodedata
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+
+__all__ = ["GradeRules", "PairJudgement", "FeedbackJudgements", "grade_feedback", "query_key", "gold_query_id"]
+
+EXPLICIT = {"answered": 3, "useful": 2, "not_useful": 0}
+
+
+@dataclass(frozen=True)
+class GradeRules:
+    min_impressions: int = 5
+    min_coec: float = 1.0
+    click_grade: int = 1
+
+
+def query_key(text: str) -> str:
+    """What makes two searches the same query: NFC, case-folded, whitespace collapsed."""
+    return " ".join(unicodedata.normalize("NFC", text).casefold().split())
+
+
+def gold_query_id(key: str) -> str:
+    return "fb-" + hashlib.sha256(key.encode("utf-8")).hexdigest()[:12]
+
+
+@dataclass
+class PairJudgement:
+    """One (query, document) pair: the grade (None: no judgement) and the evidence behind it."""
+
+    query: str
+    doc_id: str
+    grade: int | None
+    events: dict[str, int]
+    impressions: int
+    clicks: int
+    coec: float
+    client_grades: dict[str, int]
+
+
+@dataclass
+class FeedbackJudgements:
+    #: query key -> the text people typed most often for it
+    texts: dict[str, str]
+    #: query key -> number of searches
+    searches: dict[str, int]
+    #: query key -> distinct clients
+    clients: dict[str, int]
+    pairs: list[PairJudgement]
+    #: query key -> no_answer events
+    no_answer: dict[str, int]
+    #: query records without a text (--no-query-text): they cannot become gold queries
+    without_text: int = 0
+    #: rank -> click-through rate over every query
+    rank_ctr: dict[int, float] = field(default_factory=dict)
+
+    def qrels(self) -> dict[str, dict[str, int]]:
+        """query key -> doc -> grade, for queries with at least one grade above 0."""
+        out: dict[str, dict[str, int]] = defaultdict(dict)
+        for p in self.pairs:
+            if p.grade is not None:
+                out[p.query][p.doc_id] = p.grade
+        return {q: d for q, d in out.items() if any(g > 0 for g in d.values())}
+
+
+def _round_half_up(x: float) -> int:
+    return int(math.floor(x + 0.5))
+
+
+def grade_feedback(queries: list[dict], events: list[dict], rules: GradeRules | None = None) -> FeedbackJudgements:
+    """Judgements from UBI query and event records (see the module docstring for the rules)."""
+    rules = rules or GradeRules()
+    by_id: dict[str, dict] = {}
+    texts: dict[str, Counter] = defaultdict(Counter)
+    searches: Counter = Counter()
+    clients: dict[str, set] = defaultdict(set)
+    without_text = 0
+    impressions: dict[tuple[str, str], list[int]] = defaultdict(list)
+    shown_at_rank: Counter = Counter()
+    for q in queries:
+        text = q.get("user_query") or ""
+        if not text.strip():
+            without_text += 1
+            continue
+        key = query_key(text)
+        by_id[q["query_id"]] = {"key": key, "hits": q.get("query_response_hit_ids") or []}
+        texts[key][text.strip()] += 1
+        searches[key] += 1
+        clients[key].add(q.get("client_id", ""))
+        for r, doc in enumerate(by_id[q["query_id"]]["hits"], 1):
+            impressions[(key, doc)].append(r)
+            shown_at_rank[r] += 1
+
+    clicked: set[tuple[str, str]] = set()  # (query_id, doc): one click per list and document
+    clicks: Counter = Counter()
+    clicks_at_rank: Counter = Counter()
+    clickers: dict[tuple[str, str], set] = defaultdict(set)
+    counts: dict[tuple[str, str], Counter] = defaultdict(Counter)
+    latest: dict[tuple[str, str, str], tuple[str, str]] = {}  # (key, doc, client) -> (timestamp, action)
+    no_answer: Counter = Counter()
+    for e in sorted(events, key=lambda e: (e.get("timestamp", ""), e.get("event_id", ""))):
+        q = by_id.get(e.get("query_id"))
+        if q is None:
+            continue  # its query was deleted, or stored without text
+        action = e.get("action_name")
+        attrs = e.get("event_attributes") or {}
+        if action == "no_answer":
+            no_answer[q["key"]] += 1
+            continue
+        doc = (attrs.get("object") or {}).get("object_id")
+        if doc is None:
+            continue
+        pair = (q["key"], doc)
+        counts[pair][action] += 1
+        client = e.get("client_id", "")
+        if action == "click":
+            if (e["query_id"], doc) in clicked:
+                continue
+            clicked.add((e["query_id"], doc))
+            clicks[pair] += 1
+            rank = int((attrs.get("position") or {}).get("ordinal") or 0)
+            clicks_at_rank[rank] += 1
+            clickers[pair].add(client)
+        elif action in EXPLICIT:
+            latest[(q["key"], doc, client)] = (e.get("timestamp", ""), action)
+
+    rank_ctr = {r: clicks_at_rank[r] / n for r, n in sorted(shown_at_rank.items()) if n}
+    explicit_by_pair: dict[tuple[str, str], dict[str, int]] = defaultdict(dict)
+    for (key, doc, client), (_, action) in latest.items():
+        explicit_by_pair[(key, doc)][client] = EXPLICIT[action]
+
+    pairs: list[PairJudgement] = []
+    for pair in sorted(set(counts) | set(explicit_by_pair)):
+        key, doc = pair
+        shown = impressions.get(pair, [])
+        expected = sum(rank_ctr.get(r, 0.0) for r in shown)
+        coec = clicks[pair] / expected if expected > 0 else 0.0
+        client_grades = dict(explicit_by_pair.get(pair, {}))
+        click_counts = len(shown) >= rules.min_impressions and coec >= rules.min_coec
+        for client in clickers.get(pair, ()):
+            if client not in client_grades and click_counts:
+                client_grades[client] = rules.click_grade
+        grade = _round_half_up(sum(client_grades.values()) / len(client_grades)) if client_grades else None
+        pairs.append(PairJudgement(key, doc, grade, dict(counts[pair]), len(shown), clicks[pair], coec, client_grades))
+    return FeedbackJudgements(
+        texts={k: c.most_common(1)[0][0] for k, c in texts.items()},
+        searches=dict(searches),
+        clients={k: len(v) for k, v in clients.items()},
+        pairs=pairs,
+        no_answer=dict(no_answer),
+        without_text=without_text,
+        rank_ctr=rank_ctr,
+    )

@@ -1,0 +1,122 @@
+"""A prepared pipeline (:class:`Slot`) and the one thread that runs every search on it (:class:`SearchEngine`)."""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from concurrent.futures import Future
+
+from evolve.serve._sources import config_version
+
+__all__ = ["Slot", "SearchEngine"]
+
+log = logging.getLogger("evolve.serve")
+
+
+class Slot:
+    """One config prepared on one corpus (embedder loaded, faiss index and BM25 built): what a response answers
+    as. Each slot owns its embedder pool and its cache connection (``cache_factory()``), so a slot being built
+    never shares a model, a tokenizer or a SQLite connection with the slot serving."""
+
+    def __init__(self, config, dataset, corpus_fingerprint: str, *, cache_factory, source: str,
+                 promoted_at: str | None, role: str = "champion"):
+        from evolve.pipeline import Pipeline
+
+        self.config = config
+        self.dataset = dataset
+        self.source = source
+        self.promoted_at = promoted_at
+        self.role = role
+        self.config_fingerprint = config.fingerprint()
+        self.corpus_fingerprint = corpus_fingerprint
+        self.config_version = config_version(self.config_fingerprint, corpus_fingerprint)
+        self.cache = cache_factory()
+        self.pipeline = Pipeline(config, dataset, cache=self.cache)
+        self.closed = False
+
+    def prepare(self) -> Slot:
+        """Build everything and answer two queries (English and Korean: the ``auto`` tokenizer loads Kiwi on its
+        first Korean text), so the first person does not pay for loading a model."""
+        self.pipeline.prepare()
+        self.pipeline.search_texts(["warm up", "준비 운동"])
+        return self
+
+    def same_as(self, config, corpus_fingerprint: str) -> bool:
+        return self.config_fingerprint == config.fingerprint() and self.corpus_fingerprint == corpus_fingerprint
+
+    def describe(self) -> dict:
+        return {
+            "role": self.role,
+            "config_version": self.config_version,
+            "config_fingerprint": self.config_fingerprint,
+            "corpus_fingerprint": self.corpus_fingerprint,
+            "source": self.source,
+            "promoted_at": self.promoted_at,
+        }
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            try:
+                self.pipeline.close()
+            finally:
+                self.cache.close()
+
+
+class SearchEngine:
+    """Every search of the server runs on this one thread, in batches of whatever is waiting.
+
+    A pipeline is not thread-safe (its embedder's tokenizer and its counters are shared state), and on a
+    2-core box parallel searches only fight for the cores; one thread that embeds and searches all waiting
+    queries at once (per slot: champion, challenger, or a slot that is being retired) is both safe and faster
+    under load than a lock taken per request.
+    """
+
+    def __init__(self, max_batch: int = 32):
+        self.max_batch = max_batch
+        self._queue: queue.Queue = queue.Queue()
+        self._closed = False
+        self._thread = threading.Thread(target=self._loop, name="evolve-search", daemon=True)
+        self._thread.start()
+
+    def submit(self, slot: Slot, text: str) -> Future:
+        fut: Future = Future()
+        if self._closed:
+            fut.set_exception(RuntimeError("the search engine is shut down"))
+            return fut
+        self._queue.put((slot, text, fut))
+        return fut
+
+    def _loop(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            batch = [item]
+            while len(batch) < self.max_batch:
+                try:
+                    nxt = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is None:
+                    self._queue.put(None)  # finish this batch, then stop
+                    break
+                batch.append(nxt)
+            groups: dict[int, tuple[Slot, list]] = {}
+            for slot, text, fut in batch:
+                groups.setdefault(id(slot), (slot, []))[1].append((text, fut))
+            for slot, items in groups.values():
+                try:
+                    lists = slot.pipeline.search_texts([t for t, _ in items])
+                except Exception as err:  # noqa: BLE001 - every waiting request gets the error
+                    for _, fut in items:
+                        fut.set_exception(err)
+                    continue
+                for (_, fut), ranked in zip(items, lists):
+                    fut.set_result(ranked)
+
+    def close(self) -> None:
+        self._closed = True
+        self._queue.put(None)
+        self._thread.join(timeout=30)

@@ -1,0 +1,262 @@
+"""The whole cycle on a SciFact subset: a real study (`evolve run`), a real `evolve serve`, a promotion under load
+(acceptance 2: blue/green, zero failed requests), a failed build that leaves the champion serving, and the loop
+closing (acceptance 4): scripted users -> `evolve feedback export` -> gold -> the panel's ranking -> promotion ->
+the server swaps."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+from conftest import run_cli
+from serve_helpers import Server, get, post, scifact_serve_folder, seed_workspace_cache
+
+pytestmark = pytest.mark.slow
+
+SPACE = """\
+# cheap axes only: every vector is in the seeded cache
+base: default
+params:
+  retrieval.mode: {choices: [dense, sparse, hybrid]}
+  embedding.dim: {choices: [null, 64]}
+"""
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    folder, cache_file, train = scifact_serve_folder(tmp_path_factory)
+    base = tmp_path_factory.mktemp("serve-loop")
+    ws = base / "ws"
+    seed_workspace_cache(ws, cache_file)
+    (base / "space.yaml").write_text(SPACE, encoding="utf-8")
+    proc = run_cli("run", "--workspace", str(ws), "--study", "serve", "--dataset", str(folder), "--trials", "4",
+                   "--search-space", str(base / "space.yaml"), "--seed", "3", "--report-top", "1")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return {"ws": ws, "base": base, "folder": folder, "train": train}
+
+
+@pytest.fixture(scope="module")
+def server(study):
+    srv = Server(["--workspace", str(study["ws"]), "--watch-interval", "0.5"], study["base"] / "serve.log")
+    yield srv
+    srv.stop()
+
+
+def _completed_trials(ws):
+    import optuna
+
+    from evolve.config import PipelineConfig
+    from evolve.storage import open_storage
+    from evolve.study import ATTR
+
+    st = optuna.load_study(study_name="serve", storage=open_storage(f"sqlite:///{ws / 'optuna.db'}"))
+    out = {}
+    for t in st.trials:
+        cfg = t.user_attrs.get(ATTR + "config")
+        if t.state.name == "COMPLETE" and cfg:
+            out[t.number] = PipelineConfig.model_validate(cfg)
+    return out
+
+
+def _load(url: str, n_threads: int, stop: threading.Event, seen: list, failures: list, texts: list[str]) -> list:
+    import httpx
+
+    def work(i):
+        with httpx.Client(timeout=60) as http:
+            for n in range(20000):  # bounded; the test stops it long before
+                if stop.is_set():
+                    return
+                try:
+                    r = http.post(url + "/v1/retrieve", json={"query": texts[(i + n) % len(texts)], "k": 10})
+                    if r.status_code != 200:
+                        failures.append(f"{r.status_code} {r.text[:200]}")
+                    else:
+                        seen.append((time.monotonic(), r.json()["config_version"]))
+                except httpx.HTTPError as err:
+                    failures.append(repr(err))
+                time.sleep(0.05)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(n_threads)]
+    for t in threads:
+        t.start()
+    return threads
+
+
+def test_promotion_under_load_swaps_without_a_failed_request(study, server):
+    """Acceptance 2: 4 threads on loopback; `evolve promote-config --force` changes the champion; zero failed
+    requests, both config_versions seen, the load runs on the new one after the switch; `evolve rollback`
+    swaps back the same way."""
+    from evolve.datasets import load_dataset
+
+    ws = study["ws"]
+    before = get(server.url + "/v1/version").json()
+    assert "the dataset of study" not in before["champion_source"]  # the shipped default, no promotion yet
+    trials = _completed_trials(ws)
+    candidate = next(n for n, cfg in sorted(trials.items()) if cfg.fingerprint() != before["config_fingerprint"])
+    ds = load_dataset(study["folder"])
+    texts = [ds.queries[q] for q in study["train"][:40]]
+    seen, failures, stop = [], [], threading.Event()
+    threads = _load(server.url, 4, stop, seen, failures, texts)
+    try:
+        time.sleep(2)
+        proc = run_cli("promote-config", "--workspace", str(ws), "--study", "serve", "--trial", str(candidate), "--force")
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        assert "PROMOTE" in proc.stdout
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline and get(server.url + "/v1/version").json()["swaps"] < 1:
+            time.sleep(0.2)
+        switched = time.monotonic()
+        deadline = switched + 120
+        while time.monotonic() < deadline and (  # the load keeps running on the new champion
+                time.monotonic() < switched + 3 or sum(1 for t, _ in list(seen) if t > switched + 0.5) < 20):
+            time.sleep(0.1)
+        after = get(server.url + "/v1/version").json()
+        rolling_back = time.monotonic()
+        rb = run_cli("rollback", "--workspace", str(ws))
+        assert rb.returncode == 0, rb.stderr
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and get(server.url + "/v1/version").json()["swaps"] < 2:
+            time.sleep(0.2)
+        time.sleep(2)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(timeout=60)
+    assert not failures, failures[:5]
+    old, new = before["config_version"], after["config_version"]
+    assert old != new and after["config_fingerprint"] == trials[candidate].fingerprint()
+    assert after["promoted_at"] and after["corpus_fingerprint"] == before["corpus_fingerprint"]
+    versions = [v for _, v in seen]
+    assert set(versions) == {old, new}
+    after_switch = [v for t, v in seen if switched + 0.5 < t < rolling_back]
+    assert len(after_switch) >= 20 and set(after_switch) == {new}
+    assert versions[-1] == old  # rolled back
+    assert get(server.url + "/v1/version").json()["config_version"] == old
+    log = server.log_text()
+    assert f"now serving config_version {new} (was {old}" in log and f"now serving config_version {old} (was {new}" in log
+
+
+def test_a_failed_build_leaves_the_champion_serving(study, server):
+    ws = study["ws"]
+    before = get(server.url + "/v1/version").json()
+    champion = ws / "champion.yaml"
+    saved = champion.read_text(encoding="utf-8") if champion.exists() else None
+    champion.write_text("embedding:\n  model: no-such-model-anywhere\nretrieval:\n  mode: dense\n", encoding="utf-8")
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and "building the new champion failed" not in server.log_text():
+            r = post(server.url + "/v1/retrieve", {"query": "vitamin D and bone fractures", "k": 5})
+            assert r.status_code == 200 and r.json()["config_version"] == before["config_version"]
+            time.sleep(0.2)
+        lines = [ln for ln in server.log_text().splitlines() if "building the new champion failed" in ln]
+        assert len(lines) == 1 and "no-such-model-anywhere" in lines[0]
+        assert f"still serving config_version {before['config_version']}" in lines[0]
+        assert get(server.url + "/v1/version").json()["config_version"] == before["config_version"]
+    finally:
+        if saved is None:
+            champion.unlink()
+        else:
+            champion.write_text(saved, encoding="utf-8")
+
+
+def test_require_interleaving_keeps_the_champion_without_interleaving_evidence(study, server):
+    """`promote-config --require-interleaving`: a candidate never interleaved against this champion is not
+    promoted, whatever the holdout says; the server keeps its champion."""
+    ws = study["ws"]
+    before = get(server.url + "/v1/version").json()
+    trials = _completed_trials(ws)
+    candidate = next(n for n, cfg in sorted(trials.items()) if cfg.fingerprint() != before["config_fingerprint"])
+    proc = run_cli("promote-config", "--workspace", str(ws), "--study", "serve", "--trial", str(candidate),
+                   "--require-interleaving")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert ("no interleaving of this candidate against the current champion in the feedback store: expected "
+            "`evolve serve --challenger TRIAL` to have run") in proc.stdout
+    assert "verdict: KEEP the champion" in proc.stdout
+    time.sleep(2)
+    assert get(server.url + "/v1/version").json()["config_version"] == before["config_version"]
+
+
+#: Kendall's tau between the panel's ranking under feedback gold and under SciFact's qrels must reach this.
+#: Seeded users and queries: the value is reproducible (0.600 here: 12 of the 15 pairs of the 6 configs agree).
+#: The gold judges only what the serving champion (dense MiniLM) showed, so it ranks that champion too high:
+#: the presentation bias interleaving exists for. One more discordant pair (0.467) fails the test.
+TAU_FLOOR = 0.6
+
+
+@pytest.fixture(scope="module")
+def feedback_gold(study, server, tmp_path_factory):
+    """Scripted users (a stand-in for people, tests/click_model.py) search 60 SciFact train queries through the
+    HTTP API; `evolve feedback export` writes the gold folder."""
+    from datetime import UTC, datetime
+
+    from click_model import CascadeUser, simulate
+
+    from evolve.datasets import load_dataset
+    from evolve.feedback import iso
+
+    ds = load_dataset(study["folder"])
+    queries = {q: ds.queries[q] for q in study["train"][:60]}
+    users = [CascadeUser(f"person-{i}", seed=11) for i in range(6)]
+    since = iso(datetime.now(UTC))  # the load tests' searches before this are not the users'
+    sim = simulate(post, server.url, queries, ds.qrels["train"], users)
+    status = run_cli("status", "--workspace", str(study["ws"]), "--study", "serve")
+    assert status.returncode == 0, status.stderr
+    line = next(ln for ln in status.stdout.splitlines() if ln.startswith("feedback: "))
+    assert int(line.split()[1]) >= sim["searches"] and "failure list:" in line  # the load tests' searches too
+    out = tmp_path_factory.mktemp("feedback-gold") / "gold"
+    proc = run_cli("feedback", "export", "--out", str(out), "--workspace", str(study["ws"]), "--since", since, "--json")
+    assert proc.returncode == 0, proc.stderr
+    return {"dir": out, "queries": queries, "dataset": ds, "sim": sim}
+
+
+def test_feedback_gold_ranks_the_panel_like_the_qrels(study, feedback_gold):
+    """Acceptance 4, first half: the gold the users' events make ranks a panel of configs (cheap axes only) the
+    way SciFact's own judgements rank it."""
+    import json as _json
+
+    from serve_helpers import kendall_tau, panel_ndcg
+
+    from evolve.datasets import Dataset
+    from evolve.gold import read_gold
+
+    gold = read_gold(feedback_gold["dir"])
+    assert len(gold.queries) >= 40 and all(m["source"] == "feedback" for m in gold.metadata.values())
+    assert set(gold.queries.values()) <= set(feedback_gold["queries"].values())
+    ds = feedback_gold["dataset"]
+    cache_file = study["ws"] / "cache" / "embeddings.sqlite"
+    fb_view = Dataset(ds.name, ds.source, ds.corpus, gold.queries, {})
+    under_feedback = panel_ndcg(fb_view, gold.qrels, cache_file)
+    under_qrels = panel_ndcg(ds, {q: ds.qrels["train"][q] for q in feedback_gold["queries"]}, cache_file)
+    tau = kendall_tau(under_feedback, under_qrels)
+    print(_json.dumps({"tau": tau, "feedback": under_feedback, "qrels": under_qrels}, indent=1))
+    assert tau >= TAU_FLOOR, (tau, under_feedback, under_qrels)
+
+
+def test_run_on_feedback_gold_promotes_and_the_server_swaps(study, server, feedback_gold):
+    """Acceptance 4, second half: `evolve run --gold DIR` (issue 10's option) tunes on the feedback gold, then
+    promote-config promotes, and the running server swaps to the new champion."""
+    help_text = run_cli("run", "--help").stdout
+    if "--gold <" not in help_text:  # the option itself, not a mention of it in a help text
+        pytest.skip("needs `evolve run --gold DIR` (issue 10, the goldcore branch): run this test after merging it")
+    ws = study["ws"]
+    before = get(server.url + "/v1/version").json()
+    proc = run_cli("run", "--workspace", str(ws), "--study", "serve-feedback", "--dataset", str(study["folder"]),
+                   "--gold", str(feedback_gold["dir"]), "--gold-mode", "replace", "--trials", "4",
+                   "--search-space", str(study["base"] / "space.yaml"), "--seed", "5", "--report-top", "0")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    # --force: the holdout of ~18 feedback queries decides promotions elsewhere (test_promote*); here the point
+    # is that a champion tuned on feedback gold reaches the running server
+    proc = run_cli("promote-config", "--workspace", str(ws), "--study", "serve-feedback", "--best", "--force")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    if "nothing to promote" in proc.stdout:
+        pytest.fail("the best trial on feedback gold is the serving champion itself; widen the space")
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        now = get(server.url + "/v1/version").json()
+        if now["config_version"] != before["config_version"]:
+            break
+        time.sleep(0.3)
+    assert now["config_version"] != before["config_version"]
+    r = post(server.url + "/v1/retrieve", {"query": "vitamin D and bone fractures", "k": 5})
+    assert r.status_code == 200 and r.json()["config_version"] == now["config_version"]
