@@ -10,14 +10,19 @@ import os
 __all__ = ["cuda_visible", "quiet_hf", "api_key_from_env"]
 
 
+def gpu_device_nodes() -> list[str]:
+    """The NVIDIA device nodes of this machine (``/dev/nvidia0`` ...); none on a machine without a GPU."""
+    import glob
+
+    return sorted(glob.glob("/dev/nvidia[0-9]*"))
+
+
 def cuda_visible() -> bool:
     """Whether a CUDA GPU is visible, judged from the device nodes and ``CUDA_VISIBLE_DEVICES`` (no torch).
 
     A machine without ``/dev/nvidia*`` has no GPU whatever ``CUDA_VISIBLE_DEVICES`` says (`evolve run --gpus`
     sets it for every worker, also where the workers end up on the CPU)."""
-    import glob
-
-    if not glob.glob("/dev/nvidia[0-9]*"):
+    if not gpu_device_nodes():
         return False
     v = os.environ.get("CUDA_VISIBLE_DEVICES")
     return v is None or v.strip() not in {"", "-1"}

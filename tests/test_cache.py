@@ -193,7 +193,10 @@ def test_st_identity_keys_on_the_resolved_dtype(tmp_path, monkeypatch):
     def dtype(e) -> str:
         return json.loads(e.identity())["dtype"]
 
-    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")  # a GPU host, as cuda_visible() judges it
+    import evolve._platform
+
+    monkeypatch.setattr(evolve._platform, "gpu_device_nodes", lambda: ["/dev/nvidia0"])  # a GPU host's nodes
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")  # and a GPU id, as cuda_visible() judges it
     gpu, pinned = emb(), emb(device="cpu")
     assert (gpu.device, dtype(gpu)) == ("cuda", "float16")
     assert (pinned.device, dtype(pinned)) == ("cpu", "float32")
