@@ -63,6 +63,10 @@ def eval_command(
 
     ws = Workspace(workspace, cache_url).ensure()
     cfg = pipeline_config(ws, config, set_)
+    if cfg.embedding.backend in ("sentence-transformers", "vllm"):
+        from evolve.embedders import resolve_model_path
+
+        resolve_model_path(cfg.embedding.model)  # a missing model fails before the dataset work
     spec = GoldSpec.parse(gold, gold_mode)
     ds = load_dataset(dataset, strict=strict)
     ds, _ = apply_gold(ds, spec, strict=strict)
