@@ -12,6 +12,7 @@ import logging
 import os
 import secrets
 import signal
+import sys
 import threading
 from pathlib import Path
 
@@ -66,13 +67,17 @@ def test_every_entry_point_warns(caplog, tmp_path, monkeypatch):
 
         from evolve import _servers
 
-        class NoServer:  # start nothing: only the warning and the argv are under test here
+        real_popen = sp.Popen
+
+        class NoServer:  # no mlflow server: a process that exits at once; only the warning and argv are under test
             def __init__(self, cmd, **kw):
                 NoServer.cmd, NoServer.env = cmd, kw.get("env", {})
-                self.returncode = 1
+                self._proc = real_popen([sys.executable, "-c", "raise SystemExit(1)"], start_new_session=True)
+                self.pid = self._proc.pid
+                self._proc.wait()
 
-            def poll(self):
-                return 1
+            def __getattr__(self, name):  # poll, wait, returncode: the exited process's
+                return getattr(self._proc, name)
 
         monkeypatch.setattr(sp, "Popen", NoServer)
         from evolve.errors import BackendError
