@@ -234,23 +234,38 @@ def test_feedback_gold_ranks_the_panel_like_the_qrels(study, feedback_gold):
 
 
 def test_run_on_feedback_gold_promotes_and_the_server_swaps(study, server, feedback_gold):
-    """Acceptance 4, second half: `evolve run --gold DIR` (issue 10's option) tunes on the feedback gold, then
-    promote-config promotes, and the running server swaps to the new champion."""
-    help_text = run_cli("run", "--help").stdout
-    if "--gold <" not in help_text:  # the option itself, not a mention of it in a help text
-        pytest.skip("needs `evolve run --gold DIR` (issue 10, the goldcore branch): run this test after merging it")
+    """Acceptance 4, second half: `evolve run --gold feedback` exports the feedback store at the start of the
+    night and tunes on it, promote-config promotes, and the running server swaps to the new champion."""
+    import optuna
+
+    from evolve.config import PipelineConfig
+    from evolve.gold import read_gold
+    from evolve.storage import open_storage
+    from evolve.study import ATTR
+
     ws = study["ws"]
     before = get(server.url + "/v1/version").json()
     proc = run_cli("run", "--workspace", str(ws), "--study", "serve-feedback", "--dataset", str(study["folder"]),
-                   "--gold", str(feedback_gold["dir"]), "--gold-mode", "replace", "--trials", "4",
+                   "--gold", "feedback", "--gold-mode", "replace", "--trials", "4",
                    "--search-space", str(study["base"] / "space.yaml"), "--seed", "5", "--report-top", "0")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    # --force: the holdout of ~18 feedback queries decides promotions elsewhere (test_promote*); here the point
-    # is that a champion tuned on feedback gold reaches the running server
-    proc = run_cli("promote-config", "--workspace", str(ws), "--study", "serve-feedback", "--best", "--force")
+    exported = sorted((ws / "gold").glob("feedback-*"))
+    assert len(exported) == 1 and read_gold(exported[0]).qrels  # the night's export, a gold folder
+    st = optuna.load_study(study_name="serve-feedback", storage=open_storage(f"sqlite:///{ws / 'optuna.db'}"))
+    assert st.user_attrs[ATTR + "gold"]["folders"] == [str(exported[0])]  # stored with the study
+    # the feedback gold judges only what the serving champion showed, so it favours that champion (presentation
+    # bias, see TAU_FLOOR): promote the best trial that differs from it. --force: the holdout of ~18 feedback
+    # queries decides promotions elsewhere (test_promote*); here the point is that a champion tuned on feedback
+    # gold reaches the running server.
+    done = [t for t in st.trials if t.state.name == "COMPLETE" and t.user_attrs.get(ATTR + "config")]
+    others = [t for t in done if PipelineConfig.model_validate(t.user_attrs[ATTR + "config"]).fingerprint()
+              != before["config_fingerprint"]]
+    assert others, "every trial on feedback gold was the serving champion: widen the space"
+    best = max(others, key=lambda t: t.value)
+    proc = run_cli("promote-config", "--workspace", str(ws), "--study", "serve-feedback", "--trial", str(best.number),
+                   "--force")
     assert proc.returncode == 0, proc.stderr[-2000:]
-    if "nothing to promote" in proc.stdout:
-        pytest.fail("the best trial on feedback gold is the serving champion itself; widen the space")
+    assert "PROMOTE" in proc.stdout
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
         now = get(server.url + "/v1/version").json()

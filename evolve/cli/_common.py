@@ -76,7 +76,7 @@ SetOpt = Annotated[
 ]
 GoldOpt = Annotated[
     list[str] | None,
-    typer.Option("--gold", help="A gold folder (queries.jsonl + qrels.tsv/qrels.txt), repeatable; stored with the study.",
+    typer.Option("--gold", help="A gold folder (queries.jsonl + qrels.tsv/qrels.txt), repeatable; stored with the study. `feedback` (run only): what people marked, exported from the feedback store at the start of the night.",
                  show_default="the study's stored gold, else none"),
 ]
 GoldModeOpt = Annotated[

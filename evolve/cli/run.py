@@ -78,7 +78,12 @@ def run_command(
     """Search pipeline configs with Optuna on tune queries; record every trial in MLflow.
     --feedback-url names the store that `--gold feedback` exports at the start of the night
     (evolve.cli.feedback.resolve_feedback_gold)."""
-    if worker or workers:
+    if gold and not worker:  # `--gold feedback`: export the store once, before any worker starts
+        from evolve.cli.feedback import resolve_feedback_gold
+        from evolve.workspace import Workspace
+
+        gold = resolve_feedback_gold(Workspace(workspace, cache_url).ensure(), gold, feedback_url)
+    if worker or workers or gpus:  # --gpus alone: one worker per GPU id
         from evolve.cli.worker import run_workers, worker_command
 
         if worker:
