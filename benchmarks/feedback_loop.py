@@ -11,7 +11,7 @@ deciding relevance, seeded) stand in for people. Everything goes through a real 
 2. interleaving: champion = MiniLM at 16 Matryoshka dimensions (worse), challenger = hybrid MiniLM + BM25 (better);
    3 users search up to 200 train queries, in a seeded order; after each search the one-sided sign test on wins
    and losses so far. Reported: the searches until p <= 0.05, and until the promote gate holds (also >= 30
-   queries with a preference). Beside it, the holdout test promote-config runs (ranx's paired Fisher randomization
+   queries with a preference). Beside it, the holdout test promote-config runs (a one-sided paired permutation
    test on nDCG@10, p <= 0.05) on growing prefixes of the same queries, one search each. And an A/A run (hybrid
    against itself) over the same searches.
 
@@ -85,7 +85,7 @@ def main() -> int:
     from serve_helpers import DENSE16, HYBRID, PANEL, kendall_tau, panel_ndcg
 
     from evolve.datasets import Dataset, load_dataset
-    from evolve.evaluate import compare_runs
+    from evolve.evaluate import evaluate_run, paired_permutation_test
     from evolve.feedback import export_gold, open_feedback_store
     from evolve.gold import read_gold
     from evolve.pipeline import Pipeline
@@ -155,14 +155,17 @@ def main() -> int:
     needed = None
     for k in range(5, len(order) + 1, 5):
         sub = {q: qrels[q] for q in order[:k]}
-        cmp = compare_runs(sub, {"champion": weak, "candidate": strong}, "ndcg@10")
-        if cmp["p_value"] <= 0.05 and cmp["means"]["candidate"] > cmp["means"]["champion"]:
-            needed = (k, cmp)
+        per = {name: evaluate_run(sub, {q: r[q] for q in sub}, ["ndcg@10"])[1] for name, r in
+               (("champion", weak), ("candidate", strong))}
+        test = paired_permutation_test(per["candidate"]["ndcg@10"], per["champion"]["ndcg@10"], seed=args.seed)
+        if test.p_value <= 0.05:
+            needed = (k, test)
             break
     if needed:
-        k, cmp = needed
-        say(f"   holdout test (paired Fisher randomization, nDCG@10, graded qrels) on the same queries: significant after "
-            f"{k} queries (p = {cmp['p_value']:.4f}, {cmp['means']['champion']:.3f} -> {cmp['means']['candidate']:.3f})")
+        k, test = needed
+        say(f"   holdout test (promote-config's: one-sided paired permutation, nDCG@10, graded qrels, "
+            f"{test.n_permutations} permutations) on the same queries: significant after {k} queries "
+            f"(p = {test.p_value:.4f}, mean gain {test.mean_difference:+.3f})")
     else:
         say("   holdout test: not significant on these queries")
 
