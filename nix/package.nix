@@ -38,6 +38,8 @@ let
     scipy = ps.scipy; # the sign test of interleaving (and the gold work's statistics)
     fastapi = ps.fastapi; # evolve serve
     uvicorn = ps.uvicorn;
+    sentencex = ps.sentencex; # English sentence splitting (chunking.strategy=sentences)
+    json-repair = ps.json-repair; # evolve gold generate
   };
   # Optuna and MLflow storage on PostgreSQL (the `postgres` extra)
   postgres = [ ps.psycopg ];

