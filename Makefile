@@ -39,7 +39,7 @@ demo: install
 	@echo "The gate's rules (one-sided permutation test, every holdout look counted): docs/promotion.md"
 
 test: install
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=25
 	@if command -v nix-instantiate >/dev/null 2>&1; then $(MAKE) --no-print-directory nix-check; else echo "nix-instantiate not found: skipping nix-check (.ci/run installs nix-bin)"; fi
 
 test-fast: install
