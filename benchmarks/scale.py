@@ -75,7 +75,7 @@ class StandInEmbedder(Embedder):
     def identity(self) -> str:
         return json.dumps({"backend": self.name, "weights": "stand-in-random-unit-vectors-v1", "dim": DIM})
 
-    def embed(self, texts, *, progress=None):
+    def embed(self, texts, *, kind="document", progress=None):
         seed = zlib.crc32(texts[0].encode()) ^ len(texts) if texts else 0
         v = np.random.default_rng(seed).standard_normal((len(texts), DIM)).astype(np.float32)
         v /= np.linalg.norm(v, axis=1, keepdims=True)

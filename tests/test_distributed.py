@@ -541,7 +541,7 @@ def test_tiered_cache_shares_vectors_between_workspaces(pg, tmp_path, caplog):
         def identity(self):
             return "fake-1"
 
-        def embed(self, texts, progress=None):
+        def embed(self, texts, kind="document", progress=None):
             Fake.calls += len(texts)
             return np.stack([np.full(4, len(t), dtype=np.float32) for t in texts])
 

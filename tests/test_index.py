@@ -215,7 +215,7 @@ class StandInEmbedder:
     def identity(self) -> str:
         return "index-test-standin-v1"
 
-    def embed(self, texts, *, progress=None):
+    def embed(self, texts, *, kind="document", progress=None):
         import zlib
 
         return np.stack([_unit(1, 16, zlib.crc32(t.encode()))[0] for t in texts])

@@ -425,7 +425,8 @@ class EmbeddingCache:
             for start in range(0, len(todo), self.block_size):
                 block = todo[start : start + self.block_size]
                 t0 = time.perf_counter()
-                new = embedder.embed([texts[i if first is None else int(first[i])] for i in block], progress=progress)
+                new = embedder.embed([texts[i if first is None else int(first[i])] for i in block], kind=kind,
+                                    progress=progress)
                 stats.embed_seconds += time.perf_counter() - t0
                 new = np.ascontiguousarray(new, dtype=np.float32)
                 if out is None:

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import abc
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 if TYPE_CHECKING:
     import numpy as np
 
     from evolve.config import EmbeddingConfig
 
-__all__ = ["Embedder"]
+__all__ = ["Embedder", "Kind"]
+
+#: the role of the texts of one :meth:`Embedder.embed` call (the cache's kinds)
+Kind = Literal["query", "document"]
 
 
 class Embedder(abc.ABC):
@@ -22,6 +25,8 @@ class Embedder(abc.ABC):
       the model's **full** dimension (truncated Matryoshka dimensions are derived by the caller), L2-normalised
       when ``config.normalize`` is true.
     * Texts arrive **final**: query/document prefixes are applied by the caller, never by the embedder.
+    * ``kind`` says whether the texts are queries or documents. Local backends ignore it (prefixes carry the
+      role); an HTTP backend may tell the server (``embedding.input_type``), and then its identity says so.
     * Truncation to ``config.max_length`` tokens is the embedder's job.
     * :meth:`identity` is a stable string that changes whenever the vectors could change (model weights or
       served revision, backend, dtype, pooling, normalisation, max length). It is the model part of every
@@ -42,8 +47,8 @@ class Embedder(abc.ABC):
         """Stable identity of everything that shapes a vector, except the text itself."""
 
     @abc.abstractmethod
-    def embed(self, texts: list[str], *, progress=None) -> np.ndarray:
-        """Embed ``texts``; ``progress(n)`` (optional) is called as batches finish."""
+    def embed(self, texts: list[str], *, kind: Kind = "document", progress=None) -> np.ndarray:
+        """Embed ``texts`` (all of one ``kind``); ``progress(n)`` (optional) is called as batches finish."""
 
     def count_tokens(self, texts: list[str]) -> list[int]:  # pragma: no cover - optional
         raise NotImplementedError

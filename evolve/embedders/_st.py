@@ -78,7 +78,7 @@ class SentenceTransformerEmbedder(Embedder):
             self._model.max_seq_length = self.config.max_length
         return self._model
 
-    def embed(self, texts, *, progress=None):
+    def embed(self, texts, *, kind="document", progress=None):
         if not texts:
             return np.zeros((0, self.dimension()), dtype=np.float32)
         model = self._load()

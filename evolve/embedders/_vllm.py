@@ -584,7 +584,7 @@ class VLLMEmbedder(Embedder):
             for d in self._devices()
         ]
 
-    def embed(self, texts, *, progress=None):
+    def embed(self, texts, *, kind="document", progress=None):
         texts = list(texts)
         if not texts:
             return np.zeros((0, self.dimension()), dtype=np.float32)
