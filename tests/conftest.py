@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from llm_server import llm_server  # noqa: F401  (the session fixture: one served SmolLM2 for every test module)
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "datasets"

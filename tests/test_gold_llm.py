@@ -17,7 +17,6 @@ from pathlib import Path
 import pytest
 from conftest import expect_one_line, run_cli
 from fault_proxy import FaultProxy
-from llm_server import llm_server  # noqa: F401  (the session fixture)
 
 from evolve.datasets import Dataset, Document
 from evolve.gold import read_gold
