@@ -7,7 +7,8 @@ up to the number generated.
 
 * ``malformed``: the model's reply held no readable question (after JSON repair and one retry).
 * ``unanswerable``: the model said the passage answers nothing ("NONE", "I don't know", "없음", "알 수 없"...).
-* ``too_short``: fewer than ``min_words`` words (English) or content morphemes (Korean).
+* ``too_short``: fewer than ``min_words`` words (English) or kiwipiepy morphemes (Korean; particles and endings
+  count, so a one-word question with an ending, "휴가는요", passes: a known limit).
 * ``dangling_reference``: a question that points at something it never names: it opens with a pronoun or a
   demonstrative ("this", "it", "that paper", "이것", "그것"...) or speaks of "the passage" / "이 문서".
 * ``language``: not in the passage's language, by the share of Hangul among the letters (no language-ID model
