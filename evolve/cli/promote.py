@@ -102,7 +102,14 @@ def promote_command(
         cfg_dict = st.trials[frozen.user_attrs[ATTR + "repeat_of"]].user_attrs.get(ATTR + "config")
     candidate = PipelineConfig.model_validate(cfg_dict)
     champion, source = current_champion(ws)
+
+    def warn_if_small() -> None:
+        small = promotion_warning(view, ws, champion, alpha=max_p if max_p is not None else 0.05)
+        if small:
+            err_console.print(small, highlight=False, markup=False)
+
     if candidate.fingerprint() == champion.fingerprint():
+        warn_if_small()
         out_console.print(f"champion: {source}", highlight=False)
         out_console.print(f"verdict: trial {trial} is the current champion itself; nothing to promote (no holdout look taken)",
                           highlight=False)
@@ -122,9 +129,7 @@ def promote_command(
     with looks.lock():
         look = looks.budget(holdout_fp, budget=holdout_budget, alpha=max_p)
         looks.check_not_spent(look)
-        small = promotion_warning(view, ws, champion, alpha=max_p if max_p is not None else 0.05)
-        if small:  # after the budget checks: a refused look is one error line
-            err_console.print(small, highlight=False, markup=False)
+        warn_if_small()  # after the budget checks: a refused look is one error line
         cache = EmbeddingCache.open(ws)
         try:
             verdict = decide(candidate, champion, dataset, splits.qrels(dataset, "holdout"), look=look, metric=objective,
