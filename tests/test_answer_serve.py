@@ -303,6 +303,9 @@ def test_an_llm_that_stalls_times_out_into_a_502(answering, proxy_pass):
         assert r.status_code == 502 and "timed out after 2s" in r.json()["error"], r.text
         assert time.perf_counter() - t0 < 5 and r.json()["passages"][0]["doc_id"] == "printer"
         _retrieve_ok(server)
+        proxy.mode = "error500"  # an LLM server that answers every request with HTTP 500
+        r = _answer(server, {"query": "printer offline"})
+        assert r.status_code == 502 and "HTTP 500" in r.json()["error"] and r.json()["passages"]
     finally:
         (ws / "champion.yaml").write_text(SPARSE_AUTO, encoding="utf-8")
         time.sleep(1.5)
@@ -346,7 +349,7 @@ def test_max_answers_one_gives_a_second_answer_429_while_retrieve_serves(answeri
             seen["retrieve"] = post(server.url + "/v1/retrieve", {"query": "printer offline", "k": 3}, key=KEY)
         return False
 
-    events = _stream(server, {"query": "VPN 인증서", "stream": True}, stop_after=during)
+    events = _stream(server, {"query": "password reset link", "stream": True}, stop_after=during)
     assert events[-1][0] == "done"
     for name in ("second", "chat"):
         r = seen[name]
