@@ -44,7 +44,7 @@ def router(svc):
             raise unprocessable(f"event_id: expected 1 to 100 of A-Z a-z 0-9 _ . : -, got '{req.event_id[:100]}'")
         q = store.get_query(req.query_id)
         if q is None:
-            raise unprocessable(f"query_id: expected one returned by POST /v1/retrieve, got unknown '{req.query_id}'")
+            raise unprocessable(f"query_id: expected one returned by POST /v1/retrieve or /v1/answer, got unknown '{req.query_id}'")
         hits = q.get("query_response_hit_ids") or []
         attrs = q.get("query_attributes") or {}
         extra: dict = {}
