@@ -298,11 +298,15 @@ def test_an_llm_that_stalls_times_out_into_a_502(answering, proxy_pass):
             time.sleep(0.2)
         assert get(server.url + "/v1/version", key=KEY).json()["config_version"] == before["config_version"]
         proxy.mode, proxy.delay = "slow", 5
+        proxy.closed.clear()
+        closed = proxy.client_closed
         t0 = time.perf_counter()
         r = _answer(server, {"query": "printer offline"})
         assert r.status_code == 502 and "timed out after 2s" in r.json()["error"], r.text
         assert time.perf_counter() - t0 < 5 and r.json()["passages"][0]["doc_id"] == "printer"
         _retrieve_ok(server)
+        # evolve gave up on the stalled request and closed it: the proxy sees that once it writes the late answer
+        assert proxy.closed.wait(60) and proxy.client_closed == closed + 1
         proxy.mode = "error500"  # an LLM server that answers every request with HTTP 500
         r = _answer(server, {"query": "printer offline"})
         assert r.status_code == 502 and "HTTP 500" in r.json()["error"] and r.json()["passages"]
