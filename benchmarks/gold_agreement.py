@@ -41,7 +41,7 @@ from evolve.embedders import EmbedderPool
 from evolve.gold import read_gold
 from evolve.gold._generate import GenerateOptions, generate_gold
 from evolve.gold._judge import JudgeOptions, default_pool_configs, judge_gold
-from evolve.gold._llm import ChatClient
+from evolve.llm import ChatClient
 from evolve.pipeline import Pipeline
 
 SPARSE = {"retrieval": {"mode": "sparse"}}

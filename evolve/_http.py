@@ -37,13 +37,14 @@ log = logging.getLogger("evolve.http")
 RETRY_STATUSES = frozenset({408, 429} | set(range(500, 600)) - {501})
 
 
-def normalize_base_url(url: str) -> str:
-    """Strip trailing slashes; a bare ``http://host:port`` gets the OpenAI-style ``/v1``."""
+def normalize_base_url(url: str, *, add_v1: bool = True) -> str:
+    """Strip trailing slashes; a bare ``http://host:port`` gets the OpenAI-style ``/v1`` (unless ``add_v1`` is
+    off: a server's root, where vLLM serves ``/tokenize``)."""
     url = url.strip().rstrip("/")
     parts = urlsplit(url)
     if parts.scheme not in {"http", "https"} or not parts.netloc:
         raise BackendError(f"expected an http(s) URL such as http://127.0.0.1:8000/v1, got '{redact_url(url)}'")
-    if parts.path in {"", "/"}:
+    if add_v1 and parts.path in {"", "/"}:
         url += "/v1"
     return url
 
@@ -108,8 +109,9 @@ class HTTPClient:
         backoff_max: float = 30.0,
         what: str = "endpoint",
         headers: dict[str, str] | None = None,
+        add_v1: bool = True,
     ):
-        self.base_url = normalize_base_url(base_url)
+        self.base_url = normalize_base_url(base_url, add_v1=add_v1)
         #: the URL as messages show it: inline credentials (``http://user:pw@host``) become ``***``
         self.display_url = redact_url(self.base_url) or self.base_url
         self.timeout = float(timeout)
@@ -152,6 +154,13 @@ class HTTPClient:
 
     def url(self, path: str) -> str:
         return f"{self.base_url}/{path.lstrip('/')}"
+
+    def request_headers(self, *, stream: bool = False) -> dict[str, str]:
+        """The headers every request carries (the key included); ``stream`` asks for server-sent events."""
+        headers = dict(self._headers)
+        if stream:
+            headers["Accept"] = "text/event-stream"
+        return headers
 
     def _fail(self, message: str) -> BackendError:
         return BackendError(self.scrub(_one_line(message, 400)))

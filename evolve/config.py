@@ -34,7 +34,9 @@ __all__ = [
     "FusionConfig",
     "RerankConfig",
     "TrackingConfig",
+    "AnswerConfig",
     "PipelineConfig",
+    "RETRIEVAL_SECTIONS",
     "load_config",
     "parse_config",
     "apply_overrides",
@@ -220,8 +222,72 @@ class TrackingConfig(_Section):
     log_texts: bool = False
 
 
+def _http_url(v: str | None) -> str | None:
+    if v is None:
+        return v
+    from urllib.parse import urlsplit
+
+    from evolve.secrets import has_inline_password, redact_url
+
+    parts = urlsplit(v.strip())
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError(f"expected an http(s) URL such as http://127.0.0.1:8000/v1, got '{redact_url(v)}'")
+    if has_inline_password(v):
+        raise ValueError(f"expected a URL without a password (name the environment variable that holds the key in "
+                         f"api_key_env), got '{redact_url(v)}'")
+    return v.strip()
+
+
+class AnswerConfig(_Section):
+    """How ``evolve serve`` and ``evolve answer`` answer from the champion's passages with the team's LLM
+    (see :mod:`evolve.answer`). Not part of the retrieval: it is left out of :meth:`PipelineConfig.fingerprint`
+    (so of ``config_version``, study identity and every cache key); pointing at another LLM needs no holdout
+    look and re-embeds nothing. Promotion and rollback keep the serving champion's section."""
+
+    base_url: str | None = Field(None, description="the LLM's OpenAI-compatible URL (vLLM: http://host:8000/v1, "
+                                                   "Ollama: http://host:11434/v1)")
+    model: str | None = Field(None, description="the served model's name (GET /v1/models)")
+    api_key_env: str | None = Field(None, description="NAME of the environment variable holding the API key")
+    timeout: float = Field(120.0, gt=0, description="seconds the LLM may stay silent (first token included)")
+    max_retries: int = Field(1, ge=0, le=10, description="retries of a request that failed before its first byte")
+    context_tokens: int = Field(2000, ge=64, le=1_000_000, description="token budget of the packed passages")
+    max_passages: int = Field(8, ge=1, le=100, description="at most this many passages (documents)")
+    max_tokens: int = Field(512, ge=1, le=100_000, description="the answer's token limit")
+    temperature: float = Field(0.0, ge=0.0, le=2.0)
+    prompt_version: str = Field("1", description="version of the shipped answer prompts (answer.<lang>.yaml)")
+    tokenizer: str = Field("minilm", description="local token counter: minilm, smollm2, whitespace, or a path "
+                                                 "to a tokenizer.json or a folder holding one")
+    min_score: float | None = Field(None, description="refuse without asking the LLM when no passage's raw "
+                                                      "first-stage score reaches this (None: off)")
+    min_score_on: Literal["auto", "dense", "sparse"] = Field(
+        "auto", description="which first-stage score min_score reads: dense cosine or BM25; auto: dense where "
+                            "the pipeline has it")
+
+    @field_validator("base_url")
+    @classmethod
+    def _url(cls, v):
+        return _http_url(v)
+
+    @field_validator("prompt_version")
+    @classmethod
+    def _known_prompt(cls, v: str) -> str:
+        from evolve.answer.prompts import prompt_versions
+
+        return _one_of(str(v), prompt_versions())
+
+    @property
+    def configured(self) -> bool:
+        """Whether an LLM is named (base_url and model)."""
+        return bool(self.base_url and self.model)
+
+
+#: the sections that make a retrieval pipeline (everything but ``answer``): what fingerprints, config_version,
+#: study identity and cache keys are made of
+RETRIEVAL_SECTIONS = ("chunking", "embedding", "index", "retrieval", "sparse", "fusion", "rerank", "tracking")
+
+
 class PipelineConfig(_Section):
-    """One retrieval pipeline, end to end."""
+    """One retrieval pipeline, end to end, and how its passages are answered from (``answer``)."""
 
     chunking: ChunkingConfig = ChunkingConfig()
     embedding: EmbeddingConfig = EmbeddingConfig()
@@ -231,6 +297,7 @@ class PipelineConfig(_Section):
     fusion: FusionConfig = FusionConfig()
     rerank: RerankConfig = RerankConfig()
     tracking: TrackingConfig = TrackingConfig()
+    answer: AnswerConfig = AnswerConfig()
 
     @model_validator(mode="after")
     def _cross_checks(self):
@@ -245,9 +312,14 @@ class PipelineConfig(_Section):
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
 
+    def retrieval_dict(self) -> dict[str, Any]:
+        """The config without its ``answer`` section: the retrieval pipeline alone."""
+        return self.model_dump(mode="json", include=set(RETRIEVAL_SECTIONS))
+
     def fingerprint(self) -> str:
-        """sha256 of the canonical JSON of the full config."""
-        blob = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":")).encode()
+        """sha256 of the canonical JSON of the retrieval config (every section but ``answer``: which LLM answers
+        from the passages changes no ranking, so no config_version, study identity or cache key)."""
+        blob = json.dumps(self.retrieval_dict(), sort_keys=True, separators=(",", ":")).encode()
         return hashlib.sha256(blob).hexdigest()
 
 

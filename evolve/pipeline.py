@@ -391,26 +391,35 @@ class Pipeline:
         queries = {q: self.dataset.queries[q] for q in qids}
         return rerank_run(self, queries, run)
 
-    def search_texts(self, texts: list[str]) -> list[dict[str, float]]:
-        """Ranked lists (doc id -> score) for ad-hoc query texts that are not in the dataset (the serving path):
-        the same first and second stage as :meth:`retrieve`, query vectors through the cache, nothing kept in
-        ``self``. Not thread-safe: one caller at a time (``evolve serve`` batches requests into one thread)."""
+    def _search_hits(self, texts: list[str]) -> tuple[list[dict[str, float]], list[dict[str, tuple]]]:
+        """Per query text: the final ranked list (doc id -> score) and each first-stage retriever's raw chunk
+        hits (``{"dense": (scores, chunk ids), "sparse": ...}``), searched deep enough for ``retrieval.top_k``
+        documents as :meth:`retrieve` does (:meth:`_search_deep`)."""
         from evolve.index import search_index
+        from evolve.passages import DENSE, SPARSE
 
         self.prepare()
         cfg = self.config
         k = cfg.retrieval.top_k
         keys = [str(i) for i in range(len(texts))]
         if not texts:
-            return []
+            return [], []
+        hits: list[dict[str, tuple]] = [{} for _ in texts]
         dense = sparse = None
         if self.uses_dense:
             qmat = self._embed([cfg.embedding.query_prefix + t for t in texts], "query", "embedding queries")
-            scores, ids = search_index(self._index, qmat, self._chunk_depth(k), cfg.index)
-            dense = {q: self._aggregate(scores[i], ids[i], k) for i, q in enumerate(keys)}
+            found = self._search_deep(lambda rows, depth: search_index(self._index, qmat[rows], depth, cfg.index),
+                                      len(texts), k)
+            dense = {q: self._aggregate(*found[i], k) for i, q in enumerate(keys)}
+            for i, h in enumerate(found):
+                hits[i][DENSE] = h
         if self.uses_sparse:
-            scores, ids = self._sparse.search(list(texts), self._chunk_depth(k))
-            sparse = {q: self._aggregate(scores[i], ids[i], k) for i, q in enumerate(keys)}
+            texts = list(texts)
+            found = self._search_deep(lambda rows, depth: self._sparse.search([texts[i] for i in rows], depth),
+                                      len(texts), k)
+            sparse = {q: self._aggregate(*found[i], k) for i, q in enumerate(keys)}
+            for i, h in enumerate(found):
+                hits[i][SPARSE] = h
         if dense is not None and sparse is not None:
             from evolve.fusion import fuse_runs
 
@@ -421,7 +430,29 @@ class Pipeline:
             from evolve.rerankers import rerank_run
 
             run = rerank_run(self, dict(zip(keys, texts)), run)
-        return [run[q] for q in keys]
+        return [run[q] for q in keys], hits
+
+    def search_texts(self, texts: list[str]) -> list[dict[str, float]]:
+        """Ranked lists (doc id -> score) for ad-hoc query texts that are not in the dataset (the serving path):
+        the same first and second stage as :meth:`retrieve`, query vectors through the cache, nothing kept in
+        ``self``. Not thread-safe: one caller at a time (``evolve serve`` batches requests into one thread)."""
+        return self._search_hits(texts)[0]
+
+    def retrieve_passages(self, texts: list[str], k: int) -> list:
+        """Per query text, its best ``k`` documents AND the chunks behind them, with each first-stage retriever's
+        raw score (a list of :class:`evolve.passages.Retrieval`): the chunk-level step answers are built on,
+        the same for serving and for evaluation (pass a dataset's query texts). The ranking is
+        :meth:`search_texts`'s. Not thread-safe, as :meth:`search_texts`."""
+        from evolve.passages import DENSE, SPARSE, Retrieval, collect_passages
+
+        runs, hits = self._search_hits(texts)
+        cfg = self.config
+        chunked = cfg.chunking.strategy != "none"
+        retrievers = tuple(r for r, on in ((DENSE, self.uses_dense), (SPARSE, self.uses_sparse)) if on)
+        return [Retrieval(collect_passages(run, h, k, chunks=self.chunks, chunk_doc=self._chunk_doc,
+                                           doc_ids=self._doc_ids, chunked=chunked,
+                                           overlap=chunked and cfg.chunking.overlap > 0), retrievers, chunked)
+                for run, h in zip(runs, hits)]
 
     def retrieve(self, qids: list[str]) -> dict[str, dict[str, float]]:
         """The final ranked lists (doc id -> score) of ``qids``."""

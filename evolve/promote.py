@@ -163,6 +163,8 @@ def promote(workspace: Workspace, candidate: PipelineConfig, verdict: Verdict, *
     if not verdict.significant and not forced:
         raise EvolveError(f"refusing to promote: {verdict.reason}")
     previous, previous_source = current_champion(workspace)
+    # the answer section is the serving side's (which LLM answers), not what the night tuned: it stays
+    candidate = candidate.model_copy(update={"answer": previous.answer})
     record = {
         "kind": "promotion",
         "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -201,6 +203,7 @@ def rollback(workspace: Workspace) -> dict:
     last = records[-1]
     previous = PipelineConfig.model_validate(last["previous_champion"])
     current, current_source = current_champion(workspace)
+    previous = previous.model_copy(update={"answer": current.answer})  # the retrieval goes back; the LLM stays
     record = {
         "kind": "rollback",
         "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),

@@ -98,10 +98,11 @@ class SearchSpace:
         return self.spec.params
 
     def hash(self) -> str:
-        """sha256 of the canonical space (base config, fixed values and params)."""
+        """sha256 of the canonical space (base config, fixed values and params), its ``answer`` section and
+        ``answer.*`` values left out: they change no retrieval, so no study identity."""
         blob = {
-            "base": self.base.to_dict(),
-            "fixed": self.spec.fixed,
+            "base": self.base.retrieval_dict(),
+            "fixed": {k: v for k, v in self.spec.fixed.items() if not k.startswith("answer.")},
             "params": {k: v.model_dump(by_alias=True, exclude_none=True) for k, v in self.spec.params.items()},
         }
         return hashlib.sha256(json.dumps(blob, sort_keys=True, default=str).encode()).hexdigest()

@@ -21,9 +21,9 @@ from fault_proxy import FaultProxy
 from evolve.datasets import Dataset, Document
 from evolve.gold import read_gold
 from evolve.gold._filters import FILTERS, Candidate, FilterSettings, apply_filters, content_overlap, jaccard, word_set
-from evolve.gold._llm import parse_json_object
 from evolve.gold._passages import passages_of, sample_passages
 from evolve.gold.prompts import load_prompt
+from evolve.llm import parse_json_object
 
 SECRET = "sk-gold-SECRET-7321"
 
@@ -400,7 +400,7 @@ def test_append_adds_new_passages_and_keeps_what_the_folder_had(generated, llm_s
     import shutil
 
     from evolve.gold._generate import GenerateOptions, generate_gold
-    from evolve.gold._llm import ChatClient
+    from evolve.llm import ChatClient
 
     _, previous, proc = generated
     assert proc.returncode == 0, proc.stderr
@@ -433,7 +433,7 @@ def test_judge_takes_a_korean_gold_folder_written_for_the_test(llm_server, tmp_p
     chain runs on a small hand-written gold folder: BM25 with kiwipiepy pools, the UMBRELA prompt grades."""
     from evolve.gold import write_gold
     from evolve.gold._judge import JudgeOptions, default_pool_configs, judge_gold
-    from evolve.gold._llm import ChatClient
+    from evolve.llm import ChatClient
 
     ds = in_memory(KO_DOCS)
     queries = {"ko1": "VPN 접속이 거부될 때 비밀번호는 어디서 바꾸나요?", "ko2": "연차가 며칠 남았는지 어디서 보나요?"}
@@ -540,7 +540,7 @@ def test_endpoint_killed_mid_run_is_one_line_and_nothing_written(proxy, llm_serv
 @pytest.mark.vllm
 def test_malformed_replies_are_retried_once_and_counted_not_fatal(proxy, llm_server, tmp_path):  # noqa: F811
     from evolve.gold._generate import GenerateOptions, generate_gold
-    from evolve.gold._llm import ChatClient
+    from evolve.llm import ChatClient
 
     p = proxy("garble", garble_every=2)  # stand-in: every second reply of the real model becomes prose
     ds = in_memory(EN_DOCS)
@@ -561,7 +561,7 @@ def test_malformed_replies_are_retried_once_and_counted_not_fatal(proxy, llm_ser
 @pytest.mark.vllm
 def test_a_refused_prompt_is_one_bad_answer_but_refusing_all_is_an_error(proxy, llm_server):  # noqa: F811
     from evolve.errors import BackendError
-    from evolve.gold._llm import ChatClient
+    from evolve.llm import ChatClient
 
     p = proxy("error400", refuse_every=3)  # stand-in: every third prompt is "longer than the context"
     prompts = [[{"role": "user", "content": f'Reply with JSON: {{"n": {i}}}'}] for i in range(3)]
@@ -581,7 +581,7 @@ def test_a_refused_prompt_is_one_bad_answer_but_refusing_all_is_an_error(proxy, 
 @pytest.mark.vllm
 def test_unserved_model_lists_what_is_served(llm_server, tmp_path):  # noqa: F811
     from evolve.errors import BackendError
-    from evolve.gold._llm import ChatClient
+    from evolve.llm import ChatClient
 
     with ChatClient(llm_server.url, "gpt-4o") as client:
         expect_one_line(client.info, f"--llm-model: 'gpt-4o' is not served by {llm_server.url}; it serves: "

@@ -33,7 +33,7 @@ def _check(ok: bool, message: str) -> None:
 
 
 def _client(url: str, model: str, key_env: str | None, concurrency: int, timeout: float, retries: int):
-    from evolve.gold._llm import ChatClient
+    from evolve.llm import ChatClient
 
     _check(concurrency >= 1, f"--concurrency: expected at least 1, got {concurrency}")
     _check(timeout > 0, f"--timeout: expected a positive number of seconds, got {timeout:g}")

@@ -23,7 +23,7 @@ __all__ = [
 
 # --- LLM-made gold (generate, judge): loaded on first use, since they pull in the pipeline's config and datasets
 _LLM_EXPORTS = {
-    "ChatClient": "evolve.gold._llm",
+    "ChatClient": "evolve.llm",
     "GenerateOptions": "evolve.gold._generate",
     "generate_gold": "evolve.gold._generate",
     "JudgeOptions": "evolve.gold._judge",

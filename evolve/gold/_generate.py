@@ -30,8 +30,8 @@ from typing import Any
 from evolve.datasets import Dataset
 from evolve.errors import DatasetError
 from evolve.gold._filters import FILTERS, Candidate, FilterSettings, apply_filters
-from evolve.gold._llm import ChatClient, LLMStats
 from evolve.gold._passages import DEFAULT_PASSAGE_TOKENS, Passage, sample_passages
+from evolve.llm import ChatClient, LLMStats
 from evolve.progress import ProgressFactory, null_progress
 
 __all__ = ["GenerateOptions", "GenerationResult", "generate_gold", "KINDS", "GENERATED_GRADE", "question_id"]

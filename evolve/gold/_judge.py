@@ -30,7 +30,7 @@ from typing import Any
 from evolve.config import PipelineConfig
 from evolve.datasets import Dataset
 from evolve.errors import DatasetError
-from evolve.gold._llm import ChatClient, LLMStats
+from evolve.llm import ChatClient, LLMStats
 from evolve.progress import ProgressFactory, null_progress
 
 __all__ = ["JudgeOptions", "JudgeResult", "default_pool_configs", "judge_gold", "pool_results"]

@@ -1,5 +1,6 @@
 """A chat client for the LLM a team already runs: OpenAI-compatible ``POST {url}/chat/completions`` (vLLM's
-server, Ollama's ``/v1``, any server speaking that API) through the project's retrying HTTP client.
+server, Ollama's ``/v1``, any server speaking that API) through the project's retrying HTTP client. Shared by
+``evolve gold`` (questions, grades) and ``evolve answer`` / ``evolve serve`` (answers).
 
 * ``GET {url}/models`` checks once that the model is served (a one-line error lists what is) and tells a vLLM
   server (``owned_by: vllm``) from the rest: only vLLM is sent its own request fields.
@@ -11,6 +12,11 @@ server, Ollama's ``/v1``, any server speaking that API) through the project's re
 * :meth:`ChatClient.choice_many` asks for one of a few short answers (a grade "0".."3"): vLLM is forced to one
   of them with ``structured_outputs: {"choice": [...]}`` (vllm 0.32's field; ``guided_choice`` is gone) and
   ``max_tokens`` 1; other servers get a few tokens and the first allowed answer in the reply counts.
+* :meth:`ChatClient.stream` and :meth:`ChatClient.astream` stream one reply (``stream: true``, server-sent
+  events; see :mod:`evolve.llm._stream`), asking for the token counts with ``stream_options`` (dropped, and
+  remembered, when a server refuses the field).
+* :meth:`ChatClient.count_tokens` counts with the served model's own tokenizer where the server offers vLLM's
+  ``POST /tokenize``; None where it does not (remembered), so the caller counts with a local tokenizer.
 * Transport faults (connection refused, HTTP 5xx, timeouts) are retried with backoff by
   :class:`evolve._http.HTTPClient`; when retries run out, :class:`evolve.errors.BackendError` (one line) ends
   the batch. A request the server refuses (HTTP 4xx: a prompt longer than its context, say) is one bad answer
@@ -24,8 +30,8 @@ Imports httpx and json-repair only.
 
 from __future__ import annotations
 
-import json
 import re
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -34,86 +40,10 @@ from typing import Any
 from evolve._http import HTTPClient
 from evolve._platform import api_key_from_env
 from evolve.errors import BackendError
+from evolve.llm._json import parse_json_object
+from evolve.llm._stream import AsyncChatStream, ChatStream
 
-__all__ = ["Answer", "ChatClient", "LLMStats", "parse_json_object"]
-
-_FENCE = re.compile(r"```[A-Za-z0-9_-]*\s*\n?(.*?)(?:```|$)", re.S)
-
-
-def _first_balanced_object(text: str) -> str | None:
-    """The first ``{...}`` of ``text`` whose braces balance (braces inside JSON strings do not count)."""
-    start = text.find("{")
-    while start >= 0:
-        depth, in_str, esc = 0, False, False
-        for i in range(start, len(text)):
-            ch = text[i]
-            if in_str:
-                if esc:
-                    esc = False
-                elif ch == "\\":
-                    esc = True
-                elif ch == '"':
-                    in_str = False
-            elif ch == '"':
-                in_str = True
-            elif ch == "{":
-                depth += 1
-            elif ch == "}":
-                depth -= 1
-                if depth == 0:
-                    return text[start : i + 1]
-        start = text.find("{", start + 1)
-    return None
-
-
-def _loads_object(text: str) -> dict | None:
-    try:
-        obj = json.loads(text)
-    except ValueError:
-        return None
-    return obj if isinstance(obj, dict) else None
-
-
-def parse_json_object(text: str) -> tuple[dict | None, str]:
-    """The JSON object in a model's reply, and how it was found.
-
-    ``how`` is ``"ok"`` (the reply is the object), ``"fenced"`` (inside a Markdown code fence), ``"extracted"``
-    (the first balanced ``{...}`` among other text), ``"repaired"`` (broken JSON mended by ``json-repair``:
-    trailing commas, single quotes, an unclosed string or brace, as a reply cut at ``max_tokens`` has) or
-    ``"failed"`` (no object: the dict is None).
-    """
-    text = (text or "").strip()
-    if not text:
-        return None, "failed"
-    obj = _loads_object(text)
-    if obj is not None:
-        return obj, "ok"
-    how = "extracted"
-    fenced = _FENCE.search(text)
-    if fenced:
-        text, how = fenced.group(1).strip(), "fenced"
-        obj = _loads_object(text)
-        if obj is not None:
-            return obj, how
-    candidate = _first_balanced_object(text)
-    if candidate is not None:
-        obj = _loads_object(candidate)
-        if obj is not None:
-            return obj, how
-    start = text.find("{")
-    if start < 0:
-        return None, "failed"
-    import json_repair
-
-    try:
-        obj = json_repair.loads(candidate if candidate is not None else text[start:])
-    except Exception:  # noqa: BLE001 - the library's own failure is "no object", never ours to raise
-        obj = None
-    if isinstance(obj, list):  # "{...} {...}" comes back as a list: the first object is the answer
-        obj = next((o for o in obj if isinstance(o, dict)), None)
-    if isinstance(obj, dict) and obj:
-        return obj, "repaired"
-    return None, "failed"
+__all__ = ["Answer", "ChatClient", "LLMStats"]
 
 
 @dataclass
@@ -214,12 +144,17 @@ class ChatClient:
         backoff_base: float = 0.5,
         backoff_max: float = 30.0,
         json_mode: bool = True,
+        stream_retries: int = 1,
+        key_field: str = "--llm-api-key-env",
     ):
         self.model = model
         self.json_mode = json_mode
+        self.timeout = float(timeout)
+        #: attempts after the first for a stream that fails before its first byte (refused, HTTP 5xx)
+        self.stream_retries = int(stream_retries)
         self.http = _TimedClient(
             url,
-            api_key=api_key_from_env(api_key_env, "--llm-api-key-env"),
+            api_key=api_key_from_env(api_key_env, key_field),
             timeout=timeout,
             max_retries=max_retries,
             max_concurrency=concurrency,
@@ -229,6 +164,11 @@ class ChatClient:
         )
         self.stats = LLMStats()
         self._info: dict | None = None
+        self._stream_usage = True  # ask for stream_options.include_usage until a server refuses it
+        self._tokenize: bool | None = None  # POST /tokenize offered? None: not asked yet
+        self._tokenize_http: HTTPClient | None = None
+        self._async: dict[int, Any] = {}  # event loop id -> httpx.AsyncClient
+        self._lock = threading.Lock()
 
     @property
     def display_url(self) -> str:
@@ -391,8 +331,110 @@ class ChatClient:
         self._count(answers)
         return answers
 
+    # ------------------------------------------------------------------ streaming
+
+    def stream_payload(self, messages: list[dict], *, max_tokens: int, temperature: float,
+                       seed: int | None = None) -> dict[str, Any]:
+        """The body of a streamed chat completion."""
+        p: dict[str, Any] = {"model": self.model, "messages": messages, "max_tokens": int(max_tokens),
+                             "temperature": float(temperature), "stream": True}
+        if self._stream_usage:
+            p["stream_options"] = {"include_usage": True}
+        if seed is not None:
+            p["seed"] = int(seed)
+        return p
+
+    def stream(self, messages: list[dict], *, max_tokens: int = 256, temperature: float = 0.0,
+               seed: int | None = None) -> ChatStream:
+        """One reply, streamed, read in this thread: ``for piece in stream: ...``; then ``stream.result``."""
+        return ChatStream(self, self.stream_payload(messages, max_tokens=max_tokens, temperature=temperature,
+                                                    seed=seed))
+
+    def astream(self, messages: list[dict], *, max_tokens: int = 256, temperature: float = 0.0,
+                seed: int | None = None) -> AsyncChatStream:
+        """One reply, streamed, on the running event loop: ``async for piece in stream``; ``await
+        stream.aclose()`` closes the connection (the server stops generating)."""
+        return AsyncChatStream(self, self.stream_payload(messages, max_tokens=max_tokens, temperature=temperature,
+                                                         seed=seed))
+
+    def _async_http(self):
+        """The httpx.AsyncClient of the running event loop (one per loop: a client is bound to its loop)."""
+        import asyncio
+
+        import httpx
+
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            client = self._async.get(id(loop))
+            if client is None or client.is_closed:
+                client = httpx.AsyncClient(timeout=httpx.Timeout(self.timeout), trust_env=False,
+                                           headers=self.http.request_headers())
+                self._async[id(loop)] = client
+        return client
+
+    # ------------------------------------------------------------------ tokens
+
+    def count_tokens(self, texts: Sequence[str]) -> list[int] | None:
+        """Token counts of ``texts`` by the served model's own tokenizer (vLLM's ``POST /tokenize``, no special
+        tokens), or None when the server offers no such endpoint (asked once, remembered) or could not be
+        reached this time."""
+        if self._tokenize is False:
+            return None
+        if not texts:
+            return []
+        http = self._tokenize_client()
+        payloads = [{"model": self.model, "prompt": t, "add_special_tokens": False} for t in texts]
+        try:
+            bodies = http.post_many("tokenize", payloads)
+        except BackendError as err:
+            if " with HTTP 4" in str(err) or "not JSON" in str(err):
+                self._tokenize = False  # 404 on Ollama and most servers: they have no /tokenize
+            return None
+        counts = []
+        for b in bodies:
+            n = b.get("count") if isinstance(b, dict) else None
+            if n is None and isinstance(b, dict) and isinstance(b.get("tokens"), list):
+                n = len(b["tokens"])
+            if not isinstance(n, int):
+                self._tokenize = False
+                return None
+            counts.append(n)
+        self._tokenize = True
+        return counts
+
+    @property
+    def tokenize_offered(self) -> bool | None:
+        """Whether the server counts tokens (None: not asked yet)."""
+        return self._tokenize
+
+    def _tokenize_client(self) -> HTTPClient:
+        """vLLM serves ``/tokenize`` beside ``/v1``, at the server's root."""
+        with self._lock:
+            if self._tokenize_http is None:
+                base = self.http.base_url
+                root = base[: -len("/v1")] if base.endswith("/v1") else base
+                self._tokenize_http = HTTPClient(root, api_key=self.http._secret, timeout=min(self.timeout, 30.0),
+                                                 max_retries=0, max_concurrency=8, what="LLM tokenize endpoint", add_v1=False)
+            return self._tokenize_http
+
     def close(self) -> None:
+        """Close the connections; an async client belongs to its event loop: :meth:`aclose` there closes it."""
         self.http.close()
+        with self._lock:
+            tok, self._tokenize_http = self._tokenize_http, None
+            self._async = {}
+        if tok is not None:
+            tok.close()
+
+    async def aclose(self) -> None:
+        """Close the running event loop's async client (and the rest, as :meth:`close`)."""
+        import asyncio
+
+        with self._lock:
+            client = self._async.pop(id(asyncio.get_running_loop()), None)
+        if client is not None:
+            await client.aclose()
+        self.close()
 
     def __enter__(self):
         return self
