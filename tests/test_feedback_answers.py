@@ -30,14 +30,15 @@ def _ts() -> str:
     return f"2025-03-01T11:{n // 3600 % 60:02d}:{n // 60 % 60:02d}.{n % 60:06d}Z"
 
 
-def answered(store, text, hits, cited, client="c1", refused=False):
-    """A search answered by POST /v1/answer: its query record carries the answer's cited documents."""
+def answered(store, text, passages, cited, client="c1", refused=False):
+    """A search answered by POST /v1/answer, recorded as the server records it: the hits are the packed passages'
+    documents in marker order, ``query_attributes.answer.cited`` the cited documents."""
     qid = uuid.uuid4().hex
-    attrs = {"config_version": "v1", "k": len(hits),
-             "answer": {"cited": [{"marker": m, "doc_id": d} for m, d in cited], "refused": refused,
-                        "grounded": bool(cited) and not refused}}
-    store.add_query(query_record(query_id=qid, client_id=client, user_query=text, hit_ids=hits, attributes=attrs,
-                                 timestamp=_ts()))
+    attrs = {"config_version": "v1", "k": len(passages),
+             "answer": {"cited": list(cited), "refused": refused, "grounded": bool(cited) or refused,
+                        "refusal": "model" if refused else None, "removed_markers": 0, "unsupported": 0}}
+    store.add_query(query_record(query_id=qid, client_id=client, user_query=text, hit_ids=passages,
+                                 attributes=attrs, timestamp=_ts()))
     return qid
 
 
@@ -63,8 +64,8 @@ def store(workspace):
     s.close()
 
 
-HITS = ["vpn", "wifi", "leave", "printer"]
-CITED = [(1, "vpn"), (2, "wifi"), (3, "vpn")]  # the answer cites [1] vpn, [2] wifi, [3] vpn again (another passage)
+HITS = ["vpn", "wifi", "leave", "printer"]  # passages [1] vpn, [2] wifi, [3] leave, [4] printer
+CITED = ["wifi", "vpn"]  # the answer cites [2] and [1]
 
 
 def test_check_event_accepts_what_fits_the_query_and_refuses_the_rest(store):
@@ -73,7 +74,7 @@ def test_check_event_accepts_what_fits_the_query_and_refuses_the_rest(store):
     a, r = store.get_query(qa), store.get_query(qr)
     # accepted: ordinals by hand: a hit's rank; a citation's marker (given, else its first); 0 for verdicts
     assert check_event(a, "click", "wifi", None).ordinal == 2
-    assert check_event(a, "citation_click", "vpn", 3).ordinal == 3
+    assert check_event(a, "citation_click", "vpn", 1).ordinal == 1
     assert check_event(a, "citation_click", "vpn", None).ordinal == 1
     assert check_event(a, "citation_click", "wifi", None).ordinal == 2
     for verdict in ("answer_helpful", "answer_wrong", "answer_no_answer"):
@@ -81,8 +82,8 @@ def test_check_event_accepts_what_fits_the_query_and_refuses_the_rest(store):
     refused = [
         (a, "citation_click", "leave", None, "object_id: expected one of the 2 documents the answer to query "
                                              f"'{qa}' cites, got 'leave'"),
-        (a, "citation_click", "wifi", 1, "position: expected the marker of 'wifi' (2), got 1"),
-        (a, "citation_click", "vpn", 2, "position: expected the marker of 'vpn' (1 or 3), got 2"),
+        (a, "citation_click", "wifi", 1, "position: expected 2 (the marker of 'wifi'), got 1"),
+        (a, "citation_click", "vpn", 3, "position: expected 1 (the marker of 'vpn'), got 3"),
         (a, "citation_click", None, None, "object_id: expected the document for action 'citation_click', got none"),
         (a, "answer_helpful", "vpn", None, "object_id: expected none for 'answer_helpful' (it is about the whole "
                                            "answer), got 'vpn'"),
@@ -102,7 +103,7 @@ def test_check_event_accepts_what_fits_the_query_and_refuses_the_rest(store):
 
 def test_the_new_events_and_the_answered_query_are_valid_ubi(store):
     qa = answered(store, "VPN 인증서 오류", HITS, CITED)
-    act(store, qa, "citation_click", "vpn", ordinal=3)
+    act(store, qa, "citation_click", "wifi", ordinal=2)
     for verdict in ("answer_helpful", "answer_wrong", "answer_no_answer"):
         act(store, qa, verdict)
     ev, qv = ubi_validator("event"), ubi_validator("query")
@@ -113,8 +114,8 @@ def test_the_new_events_and_the_answered_query_are_valid_ubi(store):
         assert not list(ev.iter_errors(e)), e
     assert not list(qv.iter_errors(store.get_query(qa)))
     click = events[0]
-    assert click["message_type"] == "CLICK" and click["event_attributes"]["position"] == {"ordinal": 3}
-    assert click["event_attributes"]["object"]["object_id"] == "vpn"
+    assert click["message_type"] == "CLICK" and click["event_attributes"]["position"] == {"ordinal": 2}
+    assert click["event_attributes"]["object"]["object_id"] == "wifi"
     assert {e["message_type"] for e in events[1:]} == {"FEEDBACK"}
     assert all("object" not in e["event_attributes"] and e["event_attributes"]["position"] == {"ordinal": 0}
                for e in events[1:])
@@ -150,7 +151,7 @@ def test_a_helpful_answer_grades_its_cited_documents_2_beside_the_marks(store):
     assert pairs["vpn"].client_grades == {"alice": 2, "bob": 2, "carol": 3}
     assert pairs["wifi"].client_grades == {"alice": 2, "bob": 0, "carol": 2}
     assert judged.qrels() == {key: {"vpn": 2, "wifi": 1}}
-    # the evidence: each verdict counts once per cited document (vpn is cited twice, counted once per verdict)
+    # the evidence: each verdict counts once per cited document
     assert pairs["vpn"].events == {"answer_helpful": 4, "answer_wrong": 1, "answered": 1, "citation_click": 1}
     assert pairs["vpn"].clicks == 0  # a citation click is not a click of the result list (COEC)
     assert judged.answers == {key: 5} and judged.verdicts == {key: {"answer_helpful": 4, "answer_wrong": 1}}
@@ -189,7 +190,7 @@ def test_failures_list_wrong_and_refused_answers_beside_no_answer(store):
     act(store, q, "answer_no_answer", client="carol")
     answered(store, "VPN  인증서 오류", HITS, [], client="dave", refused=True)
     answered(store, "printer offline", HITS, [], refused=True)
-    act(store, answered(store, "wifi password", HITS, [(1, "wifi")]), "answer_helpful")
+    act(store, answered(store, "wifi password", HITS, ["wifi"]), "answer_helpful")
     rows = [(f.text, f.no_answer, f.wrong, f.not_answered, f.refused)
             for f in grade_feedback(store.queries(), store.events()).failures()]
     assert rows == [("VPN 인증서 오류", 0, 1, 1, 1), ("회의실 프린터", 2, 0, 0, 0), ("printer offline", 0, 0, 0, 1)]
@@ -203,7 +204,7 @@ def test_cli_stats_lists_the_answer_failures(workspace):
     act(store, q, "citation_click", "wifi", client="alice", ordinal=2)
     act(store, q, "answer_wrong", client="alice")
     answered(store, "cafeteria menu", HITS, [], client="carol", refused=True)
-    act(store, answered(store, "printer offline", HITS, [(1, "printer")], client="carol"), "answer_helpful",
+    act(store, answered(store, "printer offline", HITS, ["printer"], client="carol"), "answer_helpful",
         client="carol")
     store.close()
     ws = str(workspace.path)
@@ -226,3 +227,20 @@ def test_cli_stats_lists_the_answer_failures(workspace):
                                "answer_no_answer": 0, "citation_click": 1}
     assert data["failures"] == [{"query": "cafeteria menu", "no_answer": 0, "answer_wrong": 0, "answer_no_answer": 0,
                                  "refused": 1}]
+
+
+def test_an_answers_sources_add_no_impressions_to_the_click_model(store):
+    """COEC's CTR(rank) is about the result list: the page's answer is a record of its own whose hits are its
+    sources. By hand, from the 6 list searches alone: rank 1 clicked 3 times in 6, rank 2 never, rank 3 3 in 6, so
+    CTR = {1: 0.5, 2: 0.0, 3: 0.5}, and `low` (6 impressions at rank 3) has COEC 3 / (6 * 0.5) = 1.0: grade 1.
+    Had the 6 answers' sources (`low` alone, at rank 1) counted, CTR(1) would be 3 / 12 = 0.25 and `low`'s
+    COEC 3 / (6 * 0.5 + 6 * 0.25) = 0.67: no grade."""
+    hits = ["top", "mid", "low"]
+    for i in range(6):
+        qid = searched(store, "q", hits, client=f"u{i}")
+        act(store, qid, "click", "top" if i < 3 else "low", client=f"u{i}")
+        answered(store, "q", ["low"], ["low"], client=f"u{i}")
+    judged = grade_feedback(store.queries(), store.events())
+    assert judged.rank_ctr == {1: 0.5, 2: 0.0, 3: 0.5}
+    low = next(p for p in judged.pairs if p.doc_id == "low")
+    assert (low.impressions, low.coec, low.grade) == (6, pytest.approx(1.0), 1)

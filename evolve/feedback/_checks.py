@@ -10,8 +10,9 @@
   query record carries ``query_attributes.answer``); no ``object_id`` (the verdict is about the answer as a
   whole); ordinal 0.
 * ``citation_click``: the query was answered, and ``object_id`` is one of the answer's cited documents
-  (``query_attributes.answer.cited``); ``position``, when given, is the marker ``n`` of the ``[n]`` clicked, which
-  must be one of that document's markers; the ordinal is that marker (else the document's first marker).
+  (``query_attributes.answer.cited``); ``position``, when given, is the marker ``n`` of the ``[n]`` clicked: the
+  answer's query record lists the packed passages' documents in marker order (``query_response_hit_ids``; a
+  document appears once), so the marker of a document is its place there; the ordinal is that marker.
 """
 
 from __future__ import annotations
@@ -41,21 +42,13 @@ def answer_of(query: dict) -> dict | None:
     return answer if isinstance(answer, dict) else None
 
 
-def cited_of(query: dict) -> dict[str, list[int]]:
-    """The answer's cited documents, each with its markers (``[n]``), in the order the answer cites them first."""
+def cited_of(query: dict) -> dict[str, int | None]:
+    """The answer's cited documents, each with its marker ``n`` (its place among the packed passages, which the
+    answer's query record lists as its hits; None when it is not there), in the answer's order."""
     answer = answer_of(query) or {}
-    out: dict[str, list[int]] = {}
-    for c in answer.get("cited") or []:
-        if isinstance(c, dict):
-            doc, marker = c.get("doc_id"), c.get("marker")
-        else:
-            doc, marker = c, None
-        if not isinstance(doc, str):
-            continue
-        markers = out.setdefault(doc, [])
-        if isinstance(marker, int) and marker not in markers:
-            markers.append(marker)
-    return out
+    hits = query.get("query_response_hit_ids") or []
+    return {doc: (hits.index(doc) + 1 if doc in hits else None)
+            for doc in answer.get("cited") or [] if isinstance(doc, str)}
 
 
 def check_event(query: dict, action: str, object_id: str | None, position: int | None) -> CheckedEvent:
@@ -91,13 +84,12 @@ def check_event(query: dict, action: str, object_id: str | None, position: int |
         if object_id not in cited:
             raise FeedbackRejected(f"object_id: expected one of the {len(cited)} documents the answer to query "
                                    f"'{qid}' cites, got '{object_id}'")
-        markers = cited[object_id]
-        if position is not None and markers and position not in markers:
-            shown = " or ".join(str(m) for m in markers)
-            raise FeedbackRejected(f"position: expected the marker of '{object_id}' ({shown}), got {position}")
+        marker = cited[object_id]
+        if position is not None and marker is not None and position != marker:
+            raise FeedbackRejected(f"position: expected {marker} (the marker of '{object_id}'), got {position}")
         if position is not None and position < 1:
             raise FeedbackRejected(f"position: expected a marker of 1 or more, got {position}")
-        return CheckedEvent(position if position is not None else (markers[0] if markers else 1))
+        return CheckedEvent(position if position is not None else (marker or 1))
     if position not in (None, 0):
         raise FeedbackRejected(f"position: expected none for '{action}' (it has no rank), got {position}")
     return CheckedEvent(0)

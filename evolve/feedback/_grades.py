@@ -24,7 +24,8 @@ Rules (docs/serve.md states them for users):
   ``answer_no_answer`` verdicts, and the searches whose answer was a refusal (``query_attributes.answer.refused``).
 * Queries are grouped by their text (NFC, case-folded, whitespace collapsed), as SRW groups by ``user_query``;
   impressions are the hits each query record shows (``query_response_hit_ids``), so no impression events are
-  needed. A query stored without its text (``--no-query-text``) cannot become a gold query and is counted apart.
+  needed; a search answered by ``POST /v1/answer`` lists its answer's sources there, not a result list, and adds
+  no impressions (the page shows its result list from ``POST /v1/retrieve``, a record of its own). A query stored without its text (``--no-query-text``) cannot become a gold query and is counted apart.
 """
 
 from __future__ import annotations
@@ -165,6 +166,8 @@ def grade_feedback(queries: list[dict], events: list[dict], rules: GradeRules | 
         texts[key][text.strip()] += 1
         searches[key] += 1
         clients[key].add(q.get("client_id", ""))
+        if answer is not None:
+            continue  # its hits are the answer's sources, not a result list: COEC is about the list's ranks
         for r, doc in enumerate(by_id[q["query_id"]]["hits"], 1):
             impressions[(key, doc)].append(r)
             shown_at_rank[r] += 1
