@@ -11,9 +11,18 @@ Everything is forwarded to the real ``vllm serve`` (the answers are the model's 
 * ``error400``: every ``refuse_every``-th ``POST`` is answered HTTP 400 with vLLM's "maximum context length"
   message, as a server refuses a prompt longer than its context;
 * ``die_after``: after ``die_after`` forwarded ``POST`` answers the proxy closes its socket and answers nothing
-  more: the endpoint was killed mid-run.
+  more: the endpoint was killed mid-run;
+* ``cut_after``: a streamed answer (``"stream": true``) is relayed for ``cut_after`` events, then the connection
+  is dropped without ending the stream: the LLM server died mid-answer;
+* ``rewrite``: the real server answers, but the text of its answer is replaced by ``rewrite_text`` (streamed in
+  pieces of a few words, with the real server's finish reason, usage and ``[DONE]``; or in the message of a
+  non-streamed answer): bad citation markers, a refusal, whatever a test needs the model to have written.
 
-``posts`` counts the POST requests that arrived. Used by tests/test_gold_llm.py for the fault cases.
+Streamed answers are relayed event by event as the real server sends them (chunked). When the client (evolve)
+closes its connection mid-stream, the proxy sees its next write fail, closes its own upstream request (the real
+server then stops generating) and counts it in ``client_closed`` (``closed`` is set).
+
+``posts`` counts the POST requests that arrived. Used by tests/test_gold_llm.py and tests/test_answer_serve.py.
 """
 
 from __future__ import annotations
@@ -73,10 +82,22 @@ class _Handler(BaseHTTPRequestHandler):
             srv.kill()
             return
         try:
+            payload = json.loads(body or b"{}")
+        except ValueError:
+            payload = {}
+        if payload.get("stream") and self.path.rstrip("/").endswith("/chat/completions"):
+            self._relay_stream(body, payload)
+            return
+        try:
             status, out, ctype = self._forward("POST", body)
         except httpx.HTTPError:  # the proxy is being stopped under a request still in flight
             self.close_connection = True
             return
+        if srv.mode == "rewrite" and status == 200:
+            data = json.loads(out)
+            for choice in data.get("choices", []):
+                choice["message"]["content"] = srv.rewrite_text
+            out = json.dumps(data).encode()
         if srv.mode == "garble" and status == 200 and n % srv.garble_every == 0:
             data = json.loads(out)
             for choice in data.get("choices", []):
@@ -87,6 +108,75 @@ class _Handler(BaseHTTPRequestHandler):
         self._reply(status, out, ctype)
 
 
+    # ------------------------------------------------------------------ streamed answers
+    def _chunk(self, data: bytes) -> None:
+        self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+        self.wfile.flush()
+
+    def _rewritten(self, upstream_lines):
+        """The upstream's events with their text replaced by ``rewrite_text`` (finish reason, usage kept)."""
+        srv = self.server
+        template, finish, usage = None, None, None
+        for line in upstream_lines:
+            if not line.startswith("data: ") or line == "data: [DONE]":
+                continue
+            event = json.loads(line[6:])
+            template = template or event
+            for c in event.get("choices") or []:
+                finish = c.get("finish_reason") or finish
+            usage = event.get("usage") or usage
+        words = srv.rewrite_text.split(" ")
+        pieces = [" ".join(words[i:i + 3]) + (" " if i + 3 < len(words) else "") for i in range(0, len(words), 3)]
+        base = {k: v for k, v in (template or {}).items() if k not in ("choices", "usage")}
+        for i, piece in enumerate(pieces):
+            last = i == len(pieces) - 1
+            yield "data: " + json.dumps({**base, "choices": [{"index": 0, "delta": {"content": piece},
+                                                              "finish_reason": finish if last else None}]})
+        if usage:
+            yield "data: " + json.dumps({**base, "choices": [], "usage": usage})
+        yield "data: [DONE]"
+
+    def _relay_stream(self, body: bytes, payload: dict) -> None:
+        srv = self.server
+        headers = {k: v for k, v in self.headers.items() if k.lower() in ("content-type", "authorization", "accept")}
+        try:
+            with srv.upstream.stream("POST", srv.target + self.path, content=body, headers=headers) as resp:
+                if resp.status_code != 200:
+                    resp.read()
+                    self._reply(resp.status_code, resp.content, resp.headers.get("content-type", "application/json"))
+                    return
+                self.send_response(200)
+                self.send_header("Content-Type", "text/event-stream")
+                self.send_header("Transfer-Encoding", "chunked")
+                self.end_headers()
+                lines = (line for line in resp.iter_lines() if line)
+                if srv.mode == "rewrite":
+                    lines = self._rewritten(lines)
+                sent = 0
+                for line in lines:
+                    if srv.mode == "cut_after" and sent >= srv.cut_after:
+                        with srv.lock:
+                            srv.cut += 1
+                        self.close_connection = True
+                        self.connection.shutdown(2)  # dropped mid-stream: no terminating chunk
+                        return
+                    try:
+                        self._chunk((line + "\n\n").encode())
+                    except OSError:  # evolve closed its connection: stop, and close ours upstream
+                        with srv.lock:
+                            srv.client_closed += 1
+                        srv.closed.set()
+                        self.close_connection = True
+                        return
+                    sent += 1
+                    with srv.lock:
+                        srv.events_relayed += 1
+                self.wfile.write(b"0\r\n\r\n")
+                self.wfile.flush()
+        except httpx.HTTPError:
+            self.close_connection = True
+
+
 class FaultProxy(ThreadingHTTPServer):
     """Start with ``FaultProxy(target_url_without_v1, mode=...).start()``; ``url`` is the proxy's …/v1."""
 
@@ -94,12 +184,15 @@ class FaultProxy(ThreadingHTTPServer):
 
     def __init__(self, target: str, mode: str = "pass", *, delay: float = 5.0, garble_every: int = 2,
                  garble_text: str = "Sure! Here is a great question about the passage for you.",
-                 die_after: int = 1, refuse_every: int = 1):
+                 die_after: int = 1, refuse_every: int = 1, cut_after: int = 3, rewrite_text: str = ""):
         super().__init__(("127.0.0.1", 0), _Handler)
         self.target = target.rstrip("/").removesuffix("/v1")
         self.mode, self.delay, self.garble_every, self.garble_text, self.die_after = (
             mode, delay, garble_every, garble_text, die_after)
         self.refuse_every = refuse_every
+        self.cut_after, self.rewrite_text = cut_after, rewrite_text
+        self.cut = self.client_closed = self.events_relayed = 0
+        self.closed = threading.Event()
         self.upstream = httpx.Client(timeout=600, trust_env=False)
         self.lock = threading.Lock()
         self.posts = 0

@@ -218,7 +218,8 @@ class InProcessServer:
     covered by `Server`; this one is for experiments that need several servers (champion vs challenger, A/A)."""
 
     def __init__(self, ws: Path, dataset: Path, *, challenger=None, query_id_seed: int | None = None,
-                 store_url: str | None = None, keep_query_text: bool = True):
+                 store_url: str | None = None, keep_query_text: bool = True, overrides: tuple[str, ...] = (),
+                 max_answers: int = 4, api_key: str | None = None):
         import random
         import threading
 
@@ -239,7 +240,7 @@ class InProcessServer:
 
         workspace = Workspace(ws).ensure()
         self.store = open_feedback_store(workspace, store_url)
-        self.live = LiveChampion(ChampionFile(workspace), CorpusSource(str(dataset), None, str(dataset)),
+        self.live = LiveChampion(ChampionFile(workspace, tuple(overrides)), CorpusSource(str(dataset), None, str(dataset)),
                                  cache_factory=lambda: EmbeddingCache.open(workspace), challenger_config=challenger,
                                  challenger_label="test challenger")
         self.live.start()
@@ -249,7 +250,9 @@ class InProcessServer:
             rng = random.Random(query_id_seed)
             ids = lambda: f"{rng.getrandbits(128):032x}"  # noqa: E731
         app = create_app(self.live, self.store, self.engine,
-                         ServeOptions(query_ids=ids, keep_query_text=keep_query_text))
+                         ServeOptions(query_ids=ids, keep_query_text=keep_query_text, max_answers=max_answers,
+                                      api_key=api_key))
+        self.answers = app.services.answers
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning",
@@ -266,6 +269,7 @@ class InProcessServer:
         self.engine.close()
         self.live.close()
         self.store.close()
+        self.answers.close()
 
     def __enter__(self):
         return self

@@ -112,6 +112,24 @@ def test_upstream_event_schema_rejects_click_verbatim():
     assert "oneOf" in ubi_schema_verbatim("event")["properties"]["action_name"]
 
 
+def test_an_answer_sets_one_query_attribute_and_keeps_the_rest(store):
+    """What /v1/answer adds once its answer is done: query_attributes.answer, the rest of the record unchanged,
+    Korean kept, the record still valid UBI; an unknown query id is reported, not created."""
+    store.add_query(_query("qa"))
+    before = store.get_query("qa")
+    assert store.set_query_attribute("qa", "answer", {"pending": True})
+    assert store.set_query_attribute("qa", "answer", {"cited": ["d2"], "refused": False, "grounded": True,
+                                                      "note": "근거 있음"})
+    after = store.get_query("qa")
+    assert after["query_attributes"] == {**before["query_attributes"],
+                                         "answer": {"cited": ["d2"], "refused": False, "grounded": True,
+                                                    "note": "근거 있음"}}
+    assert {k: v for k, v in after.items() if k != "query_attributes"} == {
+        k: v for k, v in before.items() if k != "query_attributes"}
+    assert not list(ubi_validator("query").iter_errors(after))
+    assert not store.set_query_attribute("no-such-query", "answer", {}) and store.get_query("no-such-query") is None
+
+
 def test_events_are_idempotent_on_their_id(store):
     store.add_query(_query("q1"))
     e = _event("q1", "click", "d1", 1, event_id="fixed-id")

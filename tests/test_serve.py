@@ -67,7 +67,9 @@ def test_retrieve_answers_in_autorags_shape_extended(served):
     assert rec["query_response_hit_ids"] == [r["doc_id"] for r in data["results"]]
     assert "사내 VPN에 접속할 때" not in json.dumps(rec, ensure_ascii=False)
     assert get(server.url + "/openapi.json").json()["paths"].keys() >= {"/v1/retrieve", "/v1/feedback", "/healthz",
-                                                                        "/v1/version", "/v1/documents/{doc_id}"}
+                                                                        "/v1/version", "/v1/documents/{doc_id}",
+                                                                        "/v1/answer", "/v1/models",
+                                                                        "/v1/chat/completions"}
 
 
 def _one_line_error(resp, status: int, *parts: str) -> str:
@@ -125,6 +127,23 @@ def test_bad_input_gets_one_line_json_4xx_and_the_server_keeps_serving(served):
     assert get(u + "/healthz").status_code == 200  # open without the key
     assert get(u + "/v1/version").status_code == 401
     assert _retrieve(server, "연차 휴가")["results"][0]["doc_id"] == "leave"
+
+
+def test_without_an_llm_the_answer_routes_say_so_and_search_serves(served):
+    """No answer.base_url / answer.model: /v1/answer and /v1/chat/completions answer 503 in one line, /healthz
+    says the answer feature is off (the server is ok), and search is untouched."""
+    server, _ = served
+    u = server.url
+    for resp in (post(u + "/v1/answer", {"query": "VPN 인증서 오류"}, key=KEY),
+                 post(u + "/v1/answer", {"query": "VPN 인증서 오류", "stream": True}, key=KEY),
+                 post(u + "/v1/chat/completions", {"model": "evolve", "messages": [{"role": "user", "content": "vpn"}]},
+                      key=KEY)):
+        _one_line_error(resp, 503, "no LLM is configured", "answer.base_url and answer.model")
+    health = get(u + "/healthz").json()
+    assert health["status"] == "ok" and health["features"]["search"] == {"status": "ok"}
+    assert health["features"]["answer"]["status"] == "off"
+    assert get(u + "/v1/models", key=KEY).json()["data"][0]["id"] == "evolve"
+    assert _retrieve(server, "VPN 인증서 오류")["results"][0]["doc_id"] == "vpn"
 
 
 def test_feedback_events_are_stored_and_idempotent(served):
@@ -276,6 +295,10 @@ def test_serve_refuses_bad_setups_in_one_line(tmp_path, served):
          "--challenger 3: expected a trial number of a study"),
         (["--workspace", str(empty), "--dataset", str(corpus), "--port", str(server.port)],
          f"--host 127.0.0.1 --port {server.port}: expected an address this machine can listen on"),
+        (["--workspace", str(empty), "--dataset", str(corpus), "--set", "answer.modle=x"],
+         "unknown config key 'answer.modle' (did you mean 'model'?)"),
+        (["--workspace", str(empty), "--dataset", str(corpus), "--max-answers", "0"],
+         "--max-answers: expected 1 to 1000, got 0"),
     ]
     for args, expected in cases:
         proc = run_cli("serve", *args, env={"EVOLVE_NO_SUCH_VAR_SET": ""})

@@ -6,7 +6,15 @@ from typing import Annotated
 
 import typer
 
-from evolve.cli._common import CacheUrlOpt, FeedbackUrlOpt, StorageOpt, StudyOpt, TrackingOpt, WorkspaceOpt
+from evolve.cli._common import (
+    CacheUrlOpt,
+    FeedbackUrlOpt,
+    SetOpt,
+    StorageOpt,
+    StudyOpt,
+    TrackingOpt,
+    WorkspaceOpt,
+)
 
 __all__ = ["register", "resolve_corpus", "load_challenger"]
 
@@ -100,6 +108,8 @@ def serve_command(
     check_interval: Annotated[float, typer.Option("--check-interval", help="Seconds between corpus fingerprint checks (also on SIGHUP).")] = 60.0,
     watch_interval: Annotated[float, typer.Option("--watch-interval", help="Seconds between looks at champion.yaml.")] = 1.0,
     max_k: Annotated[int, typer.Option("--max-k", help="Largest k a request may ask for.")] = 100,
+    max_answers: Annotated[int, typer.Option("--max-answers", help="Answers the LLM writes at once (POST /v1/answer, /v1/chat/completions); past it an answer gets 429 with Retry-After, search goes on.")] = 4,
+    set_: SetOpt = None,
     workspace: WorkspaceOpt = None,
     study: StudyOpt = None,
     storage: StorageOpt = None,
@@ -107,16 +117,18 @@ def serve_command(
     cache_url: CacheUrlOpt = None,
     feedback_url: FeedbackUrlOpt = None,
 ):
-    """Serve the champion over HTTP (POST /v1/retrieve, POST /v1/feedback, the page at /); swap in a new champion
-    when promote-config or rollback changes it. --tracking-uri is accepted like everywhere; serve reads nothing
-    from MLflow."""
+    """Serve the champion over HTTP (POST /v1/retrieve, POST /v1/answer, the OpenAI-compatible /v1/chat/completions,
+    POST /v1/feedback, the page at /); swap in a new champion when promote-config or rollback changes it.
+    --set KEY=VALUE overrides the champion's config (every champion served, a promoted one too), e.g.
+    --set answer.base_url=http://127.0.0.1:8000/v1 --set answer.model=NAME. --tracking-uri is accepted like
+    everywhere; serve reads nothing from MLflow."""
     import os
 
     from evolve.cache import EmbeddingCache
     from evolve.cli._common import err_console
     from evolve.errors import ConfigError
     from evolve.feedback import open_feedback_store
-    from evolve.serve import ChampionFile, LiveChampion, SearchEngine, ServeOptions, create_app
+    from evolve.serve import AnswerService, ChampionFile, LiveChampion, SearchEngine, ServeOptions, create_app
     from evolve.serve._run import bind, serve_forever
     from evolve.workspace import Workspace
 
@@ -124,6 +136,13 @@ def serve_command(
         raise ConfigError(f"--port: expected 1 to 65535, got {port}")
     if not 1 <= max_k <= 1000:
         raise ConfigError(f"--max-k: expected 1 to 1000, got {max_k}")
+    if not 1 <= max_answers <= 1000:
+        raise ConfigError(f"--max-answers: expected 1 to 1000, got {max_answers}")
+    overrides = tuple(set_ or ())
+    if overrides:
+        from evolve.config import PipelineConfig, apply_overrides
+
+        apply_overrides(PipelineConfig(), list(overrides))  # a bad key is one line now, before any model loads
     if check_interval <= 0 or watch_interval <= 0:
         raise ConfigError("--check-interval and --watch-interval: expected positive seconds")
     key = None
@@ -137,32 +156,45 @@ def serve_command(
     challenger_cfg, challenger_label = (None, "")
     if challenger is not None:
         challenger_cfg, challenger_label = load_challenger(challenger, st)
+        if overrides:
+            from evolve.config import apply_overrides
+
+            challenger_cfg = apply_overrides(challenger_cfg, list(overrides))
     sock = bind(host, port)  # a taken port fails now, not after the model loaded
-    store = live = engine = None
+    store = live = engine = answers = None
     try:
         store = open_feedback_store(ws, feedback_url)
-        live = LiveChampion(ChampionFile(ws), source, cache_factory=lambda: EmbeddingCache.open(ws),
+        live = LiveChampion(ChampionFile(ws, overrides), source, cache_factory=lambda: EmbeddingCache.open(ws),
                             challenger_config=challenger_cfg, challenger_label=challenger_label,
                             check_interval=check_interval, watch_interval=watch_interval)
         err_console.print(f"evolve serve: loading {source.label} and the champion ...", highlight=False)
         state = live.start()
         engine = SearchEngine()
+        answers = AnswerService(max_answers)
         app = create_app(live, store, engine,
-                         ServeOptions(max_k=max_k, keep_query_text=not no_query_text, api_key=key))
+                         ServeOptions(max_k=max_k, keep_query_text=not no_query_text, api_key=key,
+                                      max_answers=max_answers), answers=answers)
         url = f"http://{host}:{port}"
+        llm = state.champion.config.answer
 
         def ready():
             extra = (f"; interleaving with {challenger_label} ({state.challenger.config_version})"
                      if state.challenger else "")
+            answering = (f"answers from {llm.model} at {llm.base_url} (at most {max_answers} at once)"
+                         if llm.configured else "no LLM configured (answer.base_url, answer.model): search only")
             err_console.print(f"evolve serve: {url} serves config_version {state.champion.config_version} "
                               f"({state.champion.source}) on {len(state.dataset.corpus)} documents{extra}; "
-                              f"feedback in {store.location}" + ("; API key required" if key else ""),
+                              f"{answering}; feedback in {store.location}" + ("; API key required" if key else ""),
                               highlight=False)
+            if llm.configured:  # an LLM that is down degrades /healthz at once, not at the first question
+                import threading
+
+                threading.Thread(target=answers.probe, args=(llm,), name="evolve-answer-probe", daemon=True).start()
 
         serve_forever(app, live, sock, on_ready=ready)
     finally:
         sock.close()
-        for part in (engine, live, store):
+        for part in (engine, live, store, answers):
             if part is not None:
                 part.close()
 

@@ -38,6 +38,12 @@ class FeedbackStore(ABC):
     @abstractmethod
     def add_event(self, record: dict) -> bool: ...
 
+    def set_query_attribute(self, query_id: str, key: str, value) -> bool:
+        """Set ``query_attributes[key]`` of a stored query record to ``value`` (what an answer adds once it is
+        done: the query was stored when its passages were). Returns whether the query exists. Committed before
+        it returns, like every write."""
+        raise NotImplementedError(f"{type(self).__name__} cannot update a query record")
+
     @abstractmethod
     def get_query(self, query_id: str) -> dict | None: ...
 

@@ -95,6 +95,14 @@ class PostgresFeedbackStore(FeedbackStore):
         except psycopg.errors.UniqueViolation:
             raise StorageError(f"feedback store: query_id '{record['query_id']}' is stored already") from None
 
+    def set_query_attribute(self, query_id: str, key: str, value) -> bool:
+        def go(conn):
+            cur = conn.execute(f"UPDATE {self._q} SET record = jsonb_set(record, %s, %s::jsonb, true) "
+                               "WHERE query_id = %s", (["query_attributes", key], json.dumps(value), query_id))
+            return cur.rowcount
+
+        return self._run(go) == 1
+
     def add_event(self, record: dict) -> bool:
         def go(conn):
             cur = conn.execute(

@@ -78,6 +78,12 @@ class SQLiteFeedbackStore(FeedbackStore):
                          record["timestamp"], json.dumps(record, ensure_ascii=False, sort_keys=True)))
         return n == 1
 
+    def set_query_attribute(self, query_id: str, key: str, value) -> bool:
+        n = self._write("UPDATE ubi_queries SET record = json_set(record, ?, json(?)) WHERE query_id = ?",
+                        (f'$.query_attributes."{key}"', json.dumps(value, ensure_ascii=False, sort_keys=True),
+                         query_id))
+        return n == 1
+
     def _read(self, sql: str, params: tuple = ()) -> list[tuple]:
         with self._lock:
             return self._conn.execute(sql, params).fetchall()

@@ -81,11 +81,20 @@ class SearchEngine:
         self._thread.start()
 
     def submit(self, slot: Slot, text: str) -> Future:
+        """The ranked list (doc id -> score) of ``text`` on ``slot``."""
+        return self._put(slot, text, None)
+
+    def submit_passages(self, slot: Slot, text: str, k: int) -> Future:
+        """The best ``k`` documents of ``text`` on ``slot`` with the chunks behind them (an
+        :class:`evolve.passages.Retrieval`): what an answer is packed from."""
+        return self._put(slot, text, int(k))
+
+    def _put(self, slot: Slot, text: str, k: int | None) -> Future:
         fut: Future = Future()
         if self._closed:
             fut.set_exception(RuntimeError("the search engine is shut down"))
             return fut
-        self._queue.put((slot, text, fut))
+        self._queue.put((slot, text, fut, k))
         return fut
 
     def _loop(self) -> None:
@@ -103,18 +112,25 @@ class SearchEngine:
                     self._queue.put(None)  # finish this batch, then stop
                     break
                 batch.append(nxt)
-            groups: dict[int, tuple[Slot, list]] = {}
-            for slot, text, fut in batch:
-                groups.setdefault(id(slot), (slot, []))[1].append((text, fut))
-            for slot, items in groups.values():
+            groups: dict[tuple[int, bool], tuple[Slot, list]] = {}
+            for slot, text, fut, k in batch:
+                groups.setdefault((id(slot), k is not None), (slot, []))[1].append((text, fut, k))
+            for (_, passages), (slot, items) in groups.items():
                 try:
-                    lists = slot.pipeline.search_texts([t for t, _ in items])
+                    texts = [t for t, _, _ in items]
+                    if passages:  # one search at the deepest k asked; each request keeps its own head
+                        from dataclasses import replace
+
+                        deep = slot.pipeline.retrieve_passages(texts, max(k for _, _, k in items))
+                        results = [replace(r, docs=r.docs[:k]) for r, (_, _, k) in zip(deep, items)]
+                    else:
+                        results = slot.pipeline.search_texts(texts)
                 except Exception as err:  # noqa: BLE001 - every waiting request gets the error
-                    for _, fut in items:
+                    for _, fut, _ in items:
                         fut.set_exception(err)
                     continue
-                for (_, fut), ranked in zip(items, lists):
-                    fut.set_result(ranked)
+                for (_, fut, _), result in zip(items, results):
+                    fut.set_result(result)
 
     def close(self) -> None:
         self._closed = True

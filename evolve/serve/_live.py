@@ -70,6 +70,7 @@ class LiveChampion:
             if reuse is not None and reuse.champion.same_as(cfg, corpus_fp):
                 champion = reuse.champion
                 champion.source, champion.promoted_at = source, when
+                champion.config = cfg  # the same retrieval; its answer section may be new
             else:
                 champion = Slot(cfg, dataset, corpus_fp, cache_factory=self.cache_factory, source=source,
                                 promoted_at=when)

@@ -50,9 +50,11 @@ def trial_config(st, number: int):
 @dataclass
 class ChampionFile:
     """The workspace champion (``champion.yaml``, else the shipped default) and a fingerprint of the file's
-    content, so a promotion or a rollback is seen even when the file's timestamp is not."""
+    content, so a promotion or a rollback is seen even when the file's timestamp is not. ``overrides``
+    (``evolve serve --set KEY=VALUE``) apply to every champion loaded, a promoted one too."""
 
     workspace: object
+    overrides: tuple[str, ...] = ()
 
     def fingerprint(self) -> str:
         p = self.workspace.champion_path
@@ -66,6 +68,11 @@ class ChampionFile:
         from evolve.promote import current_champion, history
 
         cfg, source = current_champion(self.workspace)
+        if self.overrides:
+            from evolve.config import apply_overrides
+
+            cfg = apply_overrides(cfg, list(self.overrides))
+            source += " with --set " + ", ".join(o.split("=", 1)[0].strip() for o in self.overrides)  # keys only
         records = history(self.workspace)
         when = records[-1].get("time") if records and self.workspace.champion_path.exists() else None
         return cfg, source, when
