@@ -42,6 +42,16 @@ def answered(store, text, passages, cited, client="c1", refused=False):
     return qid
 
 
+def unwritten(store, text, passages, value, client="c1"):
+    """A search made by POST /v1/answer whose answer is still being written ({"pending": True}), failed
+    ({"error": ...}) or was left by its client ({"cancelled": True})."""
+    qid = uuid.uuid4().hex
+    store.add_query(query_record(query_id=qid, client_id=client, user_query=text, hit_ids=passages,
+                                 attributes={"config_version": "v1", "k": len(passages), "endpoint": "answer",
+                                             "answer": value}, timestamp=_ts()))
+    return qid
+
+
 def searched(store, text, hits, client="c1"):
     qid = uuid.uuid4().hex
     store.add_query(query_record(query_id=qid, client_id=client, user_query=text, hit_ids=hits,
@@ -71,7 +81,9 @@ CITED = ["wifi", "vpn"]  # the answer cites [2] and [1]
 def test_check_event_accepts_what_fits_the_query_and_refuses_the_rest(store):
     qa = answered(store, "VPN 인증서 오류", HITS, CITED)
     qr = searched(store, "printer offline", ["printer", "password"])
-    a, r = store.get_query(qa), store.get_query(qr)
+    qp = unwritten(store, "VPN 인증서 오류", HITS, {"pending": True})
+    qf = unwritten(store, "VPN 인증서 오류", HITS, {"error": "answer: the LLM at http://x/v1 is unreachable"})
+    a, r, p, f = store.get_query(qa), store.get_query(qr), store.get_query(qp), store.get_query(qf)
     # accepted: ordinals by hand: a hit's rank; a citation's marker (given, else its first); 0 for verdicts
     assert check_event(a, "click", "wifi", None).ordinal == 2
     assert check_event(a, "citation_click", "vpn", 1).ordinal == 1
@@ -92,6 +104,8 @@ def test_check_event_accepts_what_fits_the_query_and_refuses_the_rest(store):
                                           f"'answer_helpful', got '{qr}', which has no answer"),
         (r, "citation_click", "printer", None, "query_id: expected a query answered by POST /v1/answer for "
                                                f"'citation_click', got '{qr}', which has no answer"),
+        (p, "answer_helpful", None, None, f"got '{qp}', whose answer is pending (not written yet)"),
+        (f, "citation_click", "vpn", None, f"got '{qf}', whose answer is failed"),
         (a, "answer_helpfull", None, None, "(did you mean 'answer_helpful'?)"),
         (a, "useful", "expenses", None, "object_id: expected one of the 4 documents returned for query"),
     ]
@@ -204,6 +218,7 @@ def test_cli_stats_lists_the_answer_failures(workspace):
     act(store, q, "citation_click", "wifi", client="alice", ordinal=2)
     act(store, q, "answer_wrong", client="alice")
     answered(store, "cafeteria menu", HITS, [], client="carol", refused=True)
+    unwritten(store, "cafeteria menu", HITS, {"error": "answer: the LLM timed out after 120 s"}, client="carol")
     act(store, answered(store, "printer offline", HITS, ["printer"], client="carol"), "answer_helpful",
         client="carol")
     store.close()
@@ -211,9 +226,9 @@ def test_cli_stats_lists_the_answer_failures(workspace):
     r = run_cli("feedback", "stats", "--workspace", ws)
     assert r.returncode == 0, r.stderr
     assert r.stdout.splitlines() == [
-        f"feedback in {workspace.path / 'feedback.sqlite'}: 4 searches by 3 clients, 4 events "
+        f"feedback in {workspace.path / 'feedback.sqlite'}: 5 searches by 3 clients, 4 events "
         "(answer_helpful 1, answer_wrong 1, citation_click 1, no_answer 1)",
-        "answers: 3 written, 1 refused; marked helpful 1, wrong 1, didn't answer 0; citations opened 1",
+        "answers: 3 written, 1 refused, 1 failed; marked helpful 1, wrong 1, didn't answer 0; citations opened 1",
         "failure list, 3 queries:",
         "  no_answer  wrong  didnt_answer  refused  query",
         "          0      0             0        1  cafeteria menu",
@@ -223,7 +238,7 @@ def test_cli_stats_lists_the_answer_failures(workspace):
     r = run_cli("feedback", "stats", "--workspace", ws, "--json", "--top", "1")
     assert r.returncode == 0, r.stderr
     data = json.loads(r.stdout)
-    assert data["answers"] == {"written": 3, "refused": 1, "answer_helpful": 1, "answer_wrong": 1,
+    assert data["answers"] == {"written": 3, "refused": 1, "failed": 1, "answer_helpful": 1, "answer_wrong": 1,
                                "answer_no_answer": 0, "citation_click": 1}
     assert data["failures"] == [{"query": "cafeteria menu", "no_answer": 0, "answer_wrong": 0, "answer_no_answer": 0,
                                  "refused": 1}]
@@ -240,6 +255,7 @@ def test_an_answers_sources_add_no_impressions_to_the_click_model(store):
         qid = searched(store, "q", hits, client=f"u{i}")
         act(store, qid, "click", "top" if i < 3 else "low", client=f"u{i}")
         answered(store, "q", ["low"], ["low"], client=f"u{i}")
+        unwritten(store, "q", ["low"], {"error": "answer: cut off"}, client=f"u{i}")
     judged = grade_feedback(store.queries(), store.events())
     assert judged.rank_ctr == {1: 0.5, 2: 0.0, 3: 0.5}
     low = next(p for p in judged.pairs if p.doc_id == "low")

@@ -83,6 +83,7 @@ def stats_command(
     all_failures = judged.failures()
     failures = all_failures[:top]
     answers = {"written": sum(judged.answers.values()), "refused": sum(judged.refused.values()),
+               "failed": judged.answers_failed,
                **{a: by_action.get(a, 0) for a in ANSWER_ACTIONS}}
     inter = interleaving_results(queries, events)
     clients = {q["client_id"] for q in queries} | {e["client_id"] for e in events}
@@ -100,8 +101,9 @@ def stats_command(
     if judged.without_text:
         out_console.print(f"{judged.without_text} searches were stored without their text (--no-query-text)",
                           highlight=False)
-    if answers["written"] or any(answers[a] for a in ANSWER_ACTIONS):
-        out_console.print(f"answers: {answers['written']} written, {answers['refused']} refused; marked helpful "
+    if answers["written"] or answers["failed"] or any(answers[a] for a in ANSWER_ACTIONS):
+        failed = f", {answers['failed']} failed" if answers["failed"] else ""
+        out_console.print(f"answers: {answers['written']} written, {answers['refused']} refused{failed}; marked helpful "
                           f"{answers['answer_helpful']}, wrong {answers['answer_wrong']}, didn't answer "
                           f"{answers['answer_no_answer']}; citations opened {answers['citation_click']}",
                           highlight=False)

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from evolve.errors import EvolveError
 from evolve.feedback._records import ACTIONS, ANSWER_ACTIONS, HIT_ACTIONS, OBJECT_ACTIONS
 
-__all__ = ["FeedbackRejected", "CheckedEvent", "check_event", "answer_of", "cited_of"]
+__all__ = ["FeedbackRejected", "CheckedEvent", "check_event", "answer_of", "answer_state", "cited_of"]
 
 
 class FeedbackRejected(EvolveError):
@@ -36,10 +36,23 @@ class CheckedEvent:
 
 
 def answer_of(query: dict) -> dict | None:
-    """The answer written for this search, as its query record keeps it (``query_attributes.answer``), or None
-    for a search that got no answer (``POST /v1/retrieve``, or an answer that failed before it was written)."""
+    """The answer written for this search, as its query record keeps it (``query_attributes.answer``: ``cited``,
+    ``refused``, ``grounded``, ...), or None for a search that got no written answer: ``POST /v1/retrieve``, or an
+    answer still being written (``{"pending": true}``), failed (``{"error": ...}``) or left by its client
+    (``{"cancelled": true}``)."""
     answer = (query.get("query_attributes") or {}).get("answer")
-    return answer if isinstance(answer, dict) else None
+    return answer if isinstance(answer, dict) and "cited" in answer else None
+
+
+def answer_state(query: dict) -> str | None:
+    """``written``, ``pending``, ``failed`` or ``cancelled`` for a search made by ``POST /v1/answer``; None for
+    one made by ``POST /v1/retrieve``."""
+    answer = (query.get("query_attributes") or {}).get("answer")
+    if not isinstance(answer, dict):
+        return None
+    if "cited" in answer:
+        return "written"
+    return "failed" if "error" in answer else "cancelled" if answer.get("cancelled") else "pending"
 
 
 def cited_of(query: dict) -> dict[str, int | None]:
@@ -66,8 +79,11 @@ def check_event(query: dict, action: str, object_id: str | None, position: int |
         raise FeedbackRejected(f"object_id: expected none for '{action}' (it is about the whole {what}), "
                                f"got '{object_id}'")
     if action in ANSWER_ACTIONS and answer_of(query) is None:
+        state = answer_state(query)
+        why = "which has no answer" if state is None else f"whose answer is {state}" + (
+            " (not written yet)" if state == "pending" else "")
         raise FeedbackRejected(f"query_id: expected a query answered by POST /v1/answer for '{action}', got "
-                               f"'{qid}', which has no answer")
+                               f"'{qid}', {why}")
     attrs = query.get("query_attributes") or {}
     if action in HIT_ACTIONS:
         hits = query.get("query_response_hit_ids") or []

@@ -114,6 +114,9 @@ class FeedbackJudgements:
     refused: dict[str, int] = field(default_factory=dict)
     #: query key -> verdicts on its answers: action (answer_helpful, answer_wrong, answer_no_answer) -> count
     verdicts: dict[str, dict[str, int]] = field(default_factory=dict)
+    #: searches whose answer failed (the LLM unreachable, timed out, cut off): the server's trouble, not a failure
+    #: of the documents, so not on the failure list
+    answers_failed: int = 0
 
     def failures(self) -> list[Failure]:
         """Every query with a ``no_answer`` mark, a wrong or not-answering verdict, or a refused answer; most
@@ -139,13 +142,14 @@ def _round_half_up(x: float) -> int:
 
 def grade_feedback(queries: list[dict], events: list[dict], rules: GradeRules | None = None) -> FeedbackJudgements:
     """Judgements from UBI query and event records (see the module docstring for the rules)."""
-    from evolve.feedback._checks import answer_of, cited_of
+    from evolve.feedback._checks import answer_of, answer_state, cited_of
     from evolve.feedback._records import VERDICT_ACTIONS
 
     rules = rules or GradeRules()
     by_id: dict[str, dict] = {}
     answers: Counter = Counter()
     refused: Counter = Counter()
+    failed = 0
     texts: dict[str, Counter] = defaultdict(Counter)
     searches: Counter = Counter()
     clients: dict[str, set] = defaultdict(set)
@@ -153,6 +157,7 @@ def grade_feedback(queries: list[dict], events: list[dict], rules: GradeRules | 
     impressions: dict[tuple[str, str], list[int]] = defaultdict(list)
     shown_at_rank: Counter = Counter()
     for q in queries:
+        failed += answer_state(q) == "failed"
         text = q.get("user_query") or ""
         if not text.strip():
             without_text += 1
@@ -166,7 +171,7 @@ def grade_feedback(queries: list[dict], events: list[dict], rules: GradeRules | 
         texts[key][text.strip()] += 1
         searches[key] += 1
         clients[key].add(q.get("client_id", ""))
-        if answer is not None:
+        if answer_state(q) is not None:
             continue  # its hits are the answer's sources, not a result list: COEC is about the list's ranks
         for r, doc in enumerate(by_id[q["query_id"]]["hits"], 1):
             impressions[(key, doc)].append(r)
@@ -249,4 +254,5 @@ def grade_feedback(queries: list[dict], events: list[dict], rules: GradeRules | 
         answers=dict(answers),
         refused={k: n for k, n in refused.items() if n},
         verdicts={k: dict(v) for k, v in verdicts.items()},
+        answers_failed=failed,
     )
