@@ -23,7 +23,8 @@ KEY = "answer-page-key-for-tests"
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-SHOT = REPO / "docs" / "img" / "answer.png"
+#: answer tokens (the test LLM writes about 2 a second here); docs/img/answer.png was taken with 64
+ANSWER_TOKENS = int(os.environ.get("EVOLVE_TEST_PAGE_ANSWER_TOKENS", "12"))
 MARKUP_TITLE = '<b>Printer</b> driver <img src=x onerror="window.__xss=1">'
 MARKUP_TEXT = 'If the printer stays offline, reinstall its driver. <script>window.__xss=2</script>'
 
@@ -51,6 +52,14 @@ document.addEventListener("DOMContentLoaded", () => {
 """
 
 
+def _shot() -> Path:
+    """Where the screenshot goes: the test artifacts (``EVOLVE_TEST_ARTIFACTS``, else tests/artifacts/), as the
+    search page's does; docs/img/answer.png is a copy of one, taken by hand (a test never rewrites the docs)."""
+    out = Path(os.environ.get("EVOLVE_TEST_ARTIFACTS") or REPO / "tests" / "artifacts")
+    out.mkdir(parents=True, exist_ok=True)
+    return out / "answer.png"
+
+
 def _chromium() -> None:
     if not Path(CHROMIUM).exists():
         if os.environ.get("CI") == "true":
@@ -61,8 +70,7 @@ def _chromium() -> None:
 @pytest.fixture(scope="module")
 def answering_page(tmp_path_factory, llm_server):
     """`evolve serve` over the tiny Korean + English corpus (plus one document with markup in it), the LLM behind
-    the fault proxy (mode "prefix"), at most 3 short passages and 12 answer tokens (the test LLM writes about 2
-    tokens/s here)."""
+    the fault proxy (mode "prefix"), at most 3 short passages and ANSWER_TOKENS answer tokens."""
     base = tmp_path_factory.mktemp("answer-page")
     corpus = write_mixed_corpus(base / "corpus")
     (corpus / "docs" / "markup.md").write_text(f"# {MARKUP_TITLE}\n{MARKUP_TEXT}\n", encoding="utf-8")
@@ -73,7 +81,7 @@ def answering_page(tmp_path_factory, llm_server):
     try:
         server = Server(["--workspace", str(ws), "--dataset", str(corpus), "--api-key-env", "EVOLVE_TEST_KEY",
                          "--set", f"answer.base_url={proxy.url}", "--set", f"answer.model={llm_server.model}",
-                         "--set", "answer.max_tokens=12", "--set", "answer.max_passages=3"],
+                         "--set", f"answer.max_tokens={ANSWER_TOKENS}", "--set", "answer.max_passages=3"],
                         base / "serve.log", env={"EVOLVE_TEST_KEY": KEY})
     except BaseException:
         proxy.stop()
@@ -122,7 +130,8 @@ def test_the_answer_on_the_page_in_real_chromium(answering_page):
     token; the answer streams; a citation opens its passage (and is stored as citation_click); "helpful" and
     "didn't answer" are stored as UBI events on the answer's query; a refusal shows as one; with the LLM failing,
     the results still show under a one-line notice; markup in a document shows as text; no request leaves the
-    origin. The Korean answer's screenshot is docs/img/answer.png."""
+    origin; sentences that cite nothing are underlined, a marker to no given passage is gone. The Korean answer's
+    screenshot goes to the test artifacts (answer.png; docs/img/answer.png is one of them)."""
     _chromium()
     from playwright.sync_api import sync_playwright
 
@@ -162,9 +171,9 @@ def test_the_answer_on_the_page_in_real_chromium(answering_page):
             page.locator("#answer-actions button[data-action=answer_helpful]").click()
             page.wait_for_selector("#answer-actions button[data-action=answer_helpful][aria-pressed=true]")
             assert page.evaluate("document.fonts.check('16px \"Noto Sans CJK KR\"', '인증서')")
-            SHOT.parent.mkdir(parents=True, exist_ok=True)
-            page.screenshot(path=str(SHOT), full_page=True)
-            assert SHOT.stat().st_size > 10_000
+            shot = _shot()
+            page.screenshot(path=str(shot), full_page=True)
+            assert shot.stat().st_size > 10_000
 
             # English: streamed the same way; the document with markup shows its markup as text
             en = _ask(page, "What should I do when the printer shows offline?")
@@ -178,6 +187,20 @@ def test_the_answer_on_the_page_in_real_chromium(answering_page):
             assert page.locator("#results li[data-doc-id=markup] a.title").inner_text() == MARKUP_TITLE
             page.locator("#answer-actions button[data-action=answer_no_answer]").click()
             page.wait_for_selector("#answer-actions button[data-action=answer_no_answer][aria-pressed=true]")
+
+            # a reply with a sentence that cites nothing, a marker to no given passage and markup (the proxy
+            # rewrites the real server's reply): the marker is gone, the sentence underlined, the markup text
+            proxy.rewrite_text, proxy.mode = ("Restart the print spooler [1]. Then <b>pray</b> it works. "
+                                              "Check the cable [7]."), "rewrite"
+            flagged = _ask(page, "printer offline")
+            assert flagged["state"] == "done", flagged
+            assert page.locator("#answer-text").inner_text() == ("Restart the print spooler [1]. Then <b>pray</b> "
+                                                                 "it works. Check the cable.")
+            unsupported = page.locator("#answer-text .unsupported").all_inner_texts()
+            assert unsupported == ["Then <b>pray</b> it works.", "Check the cable."], unsupported
+            assert page.locator("#answer-text a.cite").all_inner_texts() == ["[1]"]
+            assert page.locator("#answer-text b").count() == 0
+            assert "2 sentence(s) without a source" in page.locator("#answer-flags").inner_text()
 
             # a refusal (the proxy makes the real server's reply the fixed line) is shown as one
             proxy.rewrite_text, proxy.mode = "The answer is not in these documents.", "rewrite"
