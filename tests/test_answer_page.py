@@ -247,3 +247,24 @@ def test_the_answer_on_the_page_in_real_chromium(answering_page):
         ko_record, en_record = store.get_query(helpful["query_id"]), store.get_query(no_answer["query_id"])
     assert ko_record["user_query"] == "VPN 인증서 오류가 나면 어떻게 하나요?" and "vpn" in ko_record["query_attributes"]["answer"]["cited"]
     assert en_record["user_query"] == "What should I do when the printer shows offline?"
+
+    # the route checks answer events against the record: one-line 422s, and the server keeps serving
+    from serve_helpers import post
+
+    listed = post(server.url + "/v1/retrieve", {"query": "printer offline"}, key=KEY).json()["query_id"]
+    bad = [
+        ({"query_id": helpful["query_id"], "action_name": "citation_click", "object_id": "leave"},
+         f"documents the answer to query '{helpful['query_id']}' cites, got 'leave'"),
+        ({"query_id": helpful["query_id"], "action_name": "citation_click", "object_id": "vpn", "position": 2},
+         "position: expected 1 (the marker of 'vpn'), got 2"),
+        ({"query_id": helpful["query_id"], "action_name": "answer_wrong", "object_id": "vpn"},
+         "object_id: expected none for 'answer_wrong' (it is about the whole answer)"),
+        ({"query_id": listed, "action_name": "answer_helpful"},
+         f"query_id: expected a query answered by POST /v1/answer for 'answer_helpful', got '{listed}', which has "
+         "no answer"),
+    ]
+    for body, message in bad:
+        r = post(server.url + "/v1/feedback", body, key=KEY)
+        assert r.status_code == 422 and list(r.json()) == ["error"] and message in r.json()["error"], r.text
+    r = post(server.url + "/v1/feedback", {"query_id": helpful["query_id"], "action_name": "answer_wrong"}, key=KEY)
+    assert r.status_code == 201, r.text
