@@ -60,6 +60,8 @@ def _transport_reason(exc: BaseException, timeout: float) -> str:
         return f"timed out after {timeout:g}s"
     if "refused" in msg:
         return "connection refused"
+    if "all connection attempts failed" in msg:  # httpx's async transport (anyio) says no more than this
+        return "could not connect (connection refused or host unreachable)"
     if "reset" in msg:
         return "connection reset"
     if isinstance(exc, httpx.RemoteProtocolError) or "disconnect" in msg:

@@ -71,6 +71,7 @@ class _Handler(BaseHTTPRequestHandler):
             srv.posts += 1
             n = srv.posts
             srv.payloads.append(json.loads(body or b"{}"))
+            srv.authorization = self.headers.get("Authorization")
         if srv.mode == "error500":
             self._reply(500, json.dumps({"error": {"message": "injected fault", "code": 500}}).encode())
             return
@@ -214,6 +215,7 @@ class FaultProxy(ThreadingHTTPServer):
         self.cut_after, self.rewrite_text, self.prefix_text = cut_after, rewrite_text, prefix_text
         self.cut = self.client_closed = self.events_relayed = 0
         self.closed = threading.Event()
+        self.authorization: str | None = None  # of the last POST: the key the client sent
         self.upstream = httpx.Client(timeout=600, trust_env=False)
         self.lock = threading.Lock()
         self.posts = 0

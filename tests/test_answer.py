@@ -397,3 +397,59 @@ def test_sse_reader_on_vllm_and_ollama_lines():
     assert info.value.kind == "broken" and "engine dead" in str(info.value)
     with pytest.raises(LLMError):
         SSEReader(StreamResult(), "LLM endpoint http://x/v1").feed("data: {oops")
+
+
+# ------------------------------------------------------------------------------------------------ streaming client
+def test_stream_cancel_closes_the_connection_and_errors_never_show_the_key(llm_server, monkeypatch):
+    """The blocking stream (what `evolve answer eval` uses) through the fault proxy (a stand-in relaying the real
+    server): the key from answer.api_key_env reaches the server as a bearer; cancel() from another thread ends the
+    iteration (kind "cancelled") and the proxy sees evolve's connection close; an unreachable LLM and an HTTP 500
+    are one-line errors of their kind that never show the key."""
+    import threading
+
+    from fault_proxy import FaultProxy
+
+    from evolve._servers import free_port
+    from evolve.llm import ChatClient, LLMError
+
+    secret = "sk-answer-SECRET-4417"
+    monkeypatch.setenv("EVOLVE_TEST_LLM_KEY", secret)
+    proxy = FaultProxy(llm_server.url, mode="pass").start()
+    try:
+        client = ChatClient(proxy.url, llm_server.model, api_key_env="EVOLVE_TEST_LLM_KEY", json_mode=False,
+                            key_field="answer.api_key_env")
+        stream = client.stream([{"role": "user", "content": "Count from one to fifty."}], max_tokens=64)
+        got, first = [], threading.Event()
+
+        def read():
+            try:
+                for piece in stream:
+                    got.append(piece)
+                    first.set()
+            except LLMError as err:
+                got.append(err)
+            first.set()
+
+        reader = threading.Thread(target=read)
+        reader.start()
+        assert first.wait(120)
+        stream.cancel()
+        reader.join(60)
+        assert isinstance(got[-1], LLMError) and got[-1].kind == "cancelled", got
+        assert proxy.authorization == f"Bearer {secret}"
+        assert proxy.closed.wait(30) and proxy.client_closed == 1
+        proxy.mode = "error500"
+        with pytest.raises(LLMError) as info:
+            list(client.stream([{"role": "user", "content": "hi"}], max_tokens=4))
+        assert info.value.kind == "unreachable" and "HTTP 500" in str(info.value) and secret not in str(info.value)
+        client.close()
+    finally:
+        proxy.stop()
+    dead = ChatClient(f"http://127.0.0.1:{free_port()}/v1", "m", api_key_env="EVOLVE_TEST_LLM_KEY", stream_retries=0)
+    with pytest.raises(LLMError) as info:
+        list(dead.stream([{"role": "user", "content": "hi"}]))
+    assert info.value.kind == "unreachable" and "connection refused" in str(info.value)
+    assert "\n" not in str(info.value) and secret not in str(info.value)
+    expect_one_line(lambda: ChatClient("http://127.0.0.1:9/v1", "m", api_key_env="EVOLVE_NO_SUCH_KEY_VAR",
+                                       key_field="answer.api_key_env"),
+                    "answer.api_key_env: expected the environment variable EVOLVE_NO_SUCH_KEY_VAR")

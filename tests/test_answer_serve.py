@@ -303,6 +303,9 @@ def test_an_llm_that_stalls_times_out_into_a_502(answering, proxy_pass):
         assert r.status_code == 502 and "timed out after 2s" in r.json()["error"], r.text
         assert time.perf_counter() - t0 < 5 and r.json()["passages"][0]["doc_id"] == "printer"
         _retrieve_ok(server)
+        proxy.mode = "error500"  # an LLM server that answers every request with HTTP 500
+        r = _answer(server, {"query": "printer offline"})
+        assert r.status_code == 502 and "HTTP 500" in r.json()["error"] and r.json()["passages"]
     finally:
         (ws / "champion.yaml").write_text(SPARSE_AUTO, encoding="utf-8")
         time.sleep(1.5)
@@ -346,7 +349,7 @@ def test_max_answers_one_gives_a_second_answer_429_while_retrieve_serves(answeri
             seen["retrieve"] = post(server.url + "/v1/retrieve", {"query": "printer offline", "k": 3}, key=KEY)
         return False
 
-    events = _stream(server, {"query": "VPN 인증서", "stream": True}, stop_after=during)
+    events = _stream(server, {"query": "password reset link", "stream": True}, stop_after=during)
     assert events[-1][0] == "done"
     for name in ("second", "chat"):
         r = seen[name]
@@ -355,3 +358,31 @@ def test_max_answers_one_gives_a_second_answer_429_while_retrieve_serves(answeri
     assert seen["retrieve"].status_code == 200 and seen["retrieve"].json()["results"][0]["doc_id"] == "printer"
     assert get(server.url + "/healthz").json()["features"]["answer"]["active"] == 0
 
+
+
+def test_an_unreachable_llm_or_an_unusable_answer_config_fails_the_answer_only(tmp_path):
+    """No LLM listens at answer.base_url: 502 in one line with the retrieval part; an answer.tokenizer that does
+    not exist: 503 in one line. /healthz is degraded with the error, search answers throughout."""
+    from serve_helpers import InProcessServer
+
+    from evolve._servers import free_port
+
+    corpus = write_mixed_corpus(tmp_path / "corpus")
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    (ws / "champion.yaml").write_text("retrieval:\n  mode: sparse\n  top_k: 100\n", encoding="utf-8")
+    nowhere = f"http://127.0.0.1:{free_port()}/v1"
+    with InProcessServer(ws, corpus, overrides=(f"answer.base_url={nowhere}", "answer.model=m",
+                                                "answer.max_retries=0")) as srv:
+        r = post(srv.url + "/v1/answer", {"query": "printer offline"})
+        assert r.status_code == 502 and "is unreachable: could not connect (connection refused" in r.json()["error"]
+        assert r.json()["passages"][0]["doc_id"] == "printer" and "\n" not in r.json()["error"]
+        health = get(srv.url + "/healthz").json()
+        assert health["status"] == "degraded" and "connection refused" in health["features"]["answer"]["error"]
+        assert post(srv.url + "/v1/retrieve", {"query": "printer offline", "k": 3}).json()["results"]
+    (ws / "champion.yaml").write_text("retrieval:\n  mode: sparse\n  top_k: 100\nanswer:\n  tokenizer: no-such-tok\n",
+                                      encoding="utf-8")
+    with InProcessServer(ws, corpus, overrides=(f"answer.base_url={nowhere}", "answer.model=m")) as srv:
+        r = post(srv.url + "/v1/answer", {"query": "printer offline", "stream": True})
+        _one_line(r, 503, "answer: answer.tokenizer: expected minilm, smollm2, whitespace", "got 'no-such-tok'")
+        assert post(srv.url + "/v1/retrieve", {"query": "printer offline", "k": 3}).json()["results"]

@@ -318,5 +318,8 @@ class AsyncChatStream(_StreamBase):
         except (httpx.TransportError, httpx.StreamError) as exc:
             raise self._transport(exc, started=True) from None
         finally:
-            await resp.aclose()  # not read to the end: the connection is closed, not pooled
+            import anyio
+
+            with anyio.CancelScope(shield=True):  # a cancelled task (the client left) must still close upstream
+                await resp.aclose()  # not read to the end: the connection is closed, not pooled
         self._finish(reader, t0)

@@ -296,13 +296,14 @@ async def begin_answer(svc, text: str, k: int | None, client_id: str | None) -> 
                                        f"(--max-answers {svc.answers.max_answers}); try again in {wait} s; "
                                        "/v1/retrieve still answers")
         acquired = True
-        run = AnswerRun(svc, cm, state, svc.answers.answerer(cfg), query_id=opts.new_query_id(), text=text, t0=t0)
         depth = cfg.max_passages if k is None else min(k, cfg.max_passages)
         fut = svc.engine.submit_passages(state.champion, text, depth)
         retrieval = await asyncio.wait_for(asyncio.wrap_future(fut), opts.search_timeout)
         try:
-            run.prepared = await asyncio.to_thread(run.answerer.prepare, text, retrieval, state.dataset.corpus)
-        except EvolveError as err:  # answer.tokenizer or answer.min_score_on unusable: the feature, not the server
+            answerer = svc.answers.answerer(cfg)
+            run = AnswerRun(svc, cm, state, answerer, query_id=opts.new_query_id(), text=text, t0=t0)
+            run.prepared = await asyncio.to_thread(answerer.prepare, text, retrieval, state.dataset.corpus)
+        except EvolveError as err:  # an unset key variable, an unusable answer.tokenizer: the feature, not the server
             svc.answers.failed(str(err))
             raise HTTPException(status_code=503, detail=f"answer: {_one_line(err)}") from None
         run.retrieval_ms = run.took_ms()

@@ -99,6 +99,19 @@
     }
   }
 
+  // a link to a document's original (Notion, a ticket): only http(s), opened in a new tab on a click, never fetched
+  function safeUrl(url) { return typeof url === "string" && /^https?:\/\//i.test(url) ? url : null; }
+
+  function originalLink(url, className) {
+    const a = document.createElement("a");
+    if (className) a.className = className;
+    a.href = url;
+    a.target = "_blank";
+    a.rel = "noopener noreferrer";
+    a.textContent = "원문 · original";
+    return a;
+  }
+
   function documentPath(docId) { return "/v1/documents/" + encodeURIComponent(docId).replace(/%2F/g, "/"); }
 
   async function openDocument(hit, event) {
@@ -112,7 +125,9 @@
       const doc = await call("GET", documentPath(hit.doc_id));
       $("doc-title").textContent = doc.title || doc.doc_id;
       $("doc-title").lang = langOf(doc.title || doc.text);
-      $("doc-id").textContent = doc.doc_id;
+      $("doc-id").replaceChildren(document.createTextNode(doc.doc_id));
+      const url = safeUrl(doc.url);
+      if (url) $("doc-id").append(document.createTextNode(" · "), originalLink(url));
       $("doc-text").textContent = doc.text;
       $("doc-text").lang = langOf(doc.text);
       $("doc").hidden = false;
@@ -188,7 +203,6 @@
     $("answer-notice").hidden = false;
   }
 
-  function safeUrl(url) { return typeof url === "string" && /^https?:\/\//i.test(url) ? url : null; }
 
   function passageOf(n) { return answer && answer.passages.find((p) => p.marker === n); }
 
@@ -216,14 +230,7 @@
     const meta = $("passage-meta");
     meta.replaceChildren(document.createTextNode(p.doc_id));
     const url = safeUrl(p.url);
-    if (url) {
-      const a = document.createElement("a");
-      a.href = url;
-      a.target = "_blank";
-      a.rel = "noopener noreferrer";
-      a.textContent = "원문 · original";
-      meta.append(document.createTextNode(" · "), a);
-    }
+    if (url) meta.append(document.createTextNode(" · "), originalLink(url));
     $("passage-text").textContent = p.passage;
     $("passage-text").lang = langOf(p.passage);
     $("passage").hidden = false;
@@ -313,15 +320,7 @@
       meta.textContent = "[" + p.marker + "] " + p.doc_id;
       const url = safeUrl(p.url);
       li.append(open, meta);
-      if (url) {
-        const a = document.createElement("a");
-        a.className = "meta";
-        a.href = url;
-        a.target = "_blank";
-        a.rel = "noopener noreferrer";
-        a.textContent = "원문 · original";
-        li.append(a);
-      }
+      if (url) li.append(originalLink(url, "meta"));
       const excerpt = document.createElement("p");
       excerpt.className = "snippet";
       const flat = p.passage.replace(/\s+/g, " ").trim();
