@@ -9,7 +9,6 @@ The engine runs in this process (VLLM_ENABLE_V1_MULTIPROCESSING=0), eager, 128 t
 
 import argparse
 import os
-import sys
 import time
 
 os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")

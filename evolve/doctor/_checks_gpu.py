@@ -108,8 +108,7 @@ class CapabilityCheck(Check):
         facts, why = ctx.gpu
         if facts is None:
             return self.skip(why)
-        tb = torch_build()
-        if tb.version is None:
+        if torch_build().version is None:
             return self.skip("torch is not installed here: this process runs no CUDA kernels")
         import torch
 
@@ -118,9 +117,13 @@ class CapabilityCheck(Check):
             return self.fail(f"torch {torch.__version__} is a CPU build", "a CUDA build of torch",
                              "install torch built with CUDA (NixOS: the flake's evolve-gpu, nixpkgs-unstable with "
                              "cudaSupport = true)", torch=torch.__version__)
+        return self.judge(facts.gpus, arch, torch.__version__)
+
+    def judge(self, gpus, arch: list[str], torch_version: str) -> list[CheckResult]:
+        """One result per GPU: its capability against torch's arch list ``arch``."""
         span = f"{arch[0]} … {arch[-1]}" if len(arch) > 2 else ", ".join(arch)
         out = []
-        for g in facts.gpus:
+        for g in gpus:
             if g.capability is None:
                 out.append(self.warn(f"GPU {g.index} ({g.name}): the driver did not report its compute capability",
                                      f"one of torch's {span}", "check nvidia-smi --query-gpu=compute_cap",
@@ -129,8 +132,8 @@ class CapabilityCheck(Check):
             status, how = capability_verdict(g.capability, arch)
             cc = f"{g.capability[0]}.{g.capability[1]}"
             found = f"GPU {g.index} ({g.name}) has compute capability {cc}; {how}"
-            expected = f"sm_{g.capability[0]}{g.capability[1]} in torch {torch.__version__}'s arch list ({span})"
-            details = {"gpu": g.index, "compute_capability": cc, "arch_list": arch, "torch": torch.__version__}
+            expected = f"sm_{g.capability[0]}{g.capability[1]} in torch {torch_version}'s arch list ({span})"
+            details = {"gpu": g.index, "compute_capability": cc, "arch_list": arch, "torch": torch_version}
             fix = (f"use a torch built for {cc}: on NixOS set nixpkgs.config.cudaCapabilities = [ \"{cc}\" ] for the "
                    f"nixpkgs-unstable import (it misses the binary caches) or a revision whose default "
                    f"cudaCapabilities has it; check with nix eval --json "
@@ -179,7 +182,8 @@ class MemoryCheck(Check):
             return self.skip(why)
         by_gpu: dict[int, list] = {}
         out = []
-        for need in ctx.engines:
+        running = ctx.engines if ctx.engines_running else []
+        for need in ([] if ctx.engines_running else ctx.engines):
             g = visible_gpu(facts, need.device, ctx.env)
             if g is None:
                 visible = ctx.env.get("CUDA_VISIBLE_DEVICES")
@@ -199,7 +203,9 @@ class MemoryCheck(Check):
                        "engines": [n.describe() for n in needs],
                        "holders": [{"pid": p.pid, "name": p.name, "used_bytes": p.used} for p in holders]}
             if not needs:
-                out.append(self.ok(found + "; this night starts no vLLM engine here",
+                note = ("; this process's engines already run (their memory is counted as used)" if running
+                        else "; this night starts no vLLM engine here")
+                out.append(self.ok(found + note,
                                    f"nothing (largest fraction that fits now: {largest:.2f})", **details))
                 continue
             expected = (f"{need:.2f} x {_gib(g.total)} = {_gib(need * g.total)} free for "

@@ -145,7 +145,7 @@ class LLMEndpointCheck(Check):
         from evolve.secrets import redact_url
 
         targets = list(ctx.llms)
-        for label, cfg in ctx.night_configs:
+        for _label, cfg in ctx.night_configs:
             answer = getattr(cfg, "answer", None)
             base_url = getattr(answer, "base_url", None)
             if base_url and getattr(answer, "model", None):

@@ -78,6 +78,21 @@ class MlflowCheck(Check):
         shown = redact_url(uri)
         fix = "start the MLflow server or correct --tracking-uri / EVOLVE_TRACKING_URI"
         _quiet_mlflow()
+        # one try per request within --timeout (MLflow's REST client would retry for minutes)
+        http = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": str(max(1, int(ctx.timeout)))}
+        saved = {k: os.environ.get(k) for k in http}
+        os.environ.update(http)
+        try:
+            return self._check(ctx, client_uri=uri, shown=shown, fix=fix)
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+
+    def _check(self, ctx, *, client_uri: str, shown: str, fix: str) -> CheckResult:
+        uri = client_uri
         try:
             from mlflow.tracking import MlflowClient
 

@@ -54,7 +54,7 @@ class DoctorContext:
     def __init__(self, workspace, configs: dict[str, Any], *, space=None, storage_url: str | None = None,
                  tracking_uri: str | None = None, cache_url: str | None = None, feedback_url: str | None = None,
                  llms: tuple[LLMEndpoint, ...] = (), deep: bool = False, timeout: float = 10.0,
-                 gpu_source: str = "auto", env: dict[str, str] | None = None):
+                 gpu_source: str = "auto", env: dict[str, str] | None = None, engines_running: bool = False):
         self.workspace = workspace
         self.configs = dict(configs)
         self.space = space
@@ -67,6 +67,8 @@ class DoctorContext:
         self.timeout = float(timeout)
         self.gpu_source = gpu_source
         self.env = os.environ if env is None else env
+        #: the configs' engines already run in this process (``evolve serve``): their memory is in use, not needed
+        self.engines_running = engines_running
 
     # ------------------------------------------------------------------ configs
 

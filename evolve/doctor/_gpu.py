@@ -35,6 +35,9 @@ _HEADER = re.compile(r"Driver Version:\s*([0-9][0-9.]*)\s+CUDA Version:\s*([0-9]
 
 @dataclass
 class GpuInfo:
+    """One GPU. ``total`` is what CUDA sees (``cudaMemGetInfo``'s total, the one vLLM multiplies its fraction by):
+    the driver's total less its reserved memory, i.e. used + free."""
+
     index: int
     uuid: str
     name: str
@@ -42,6 +45,7 @@ class GpuInfo:
     used: int
     free: int
     capability: tuple[int, int] | None = None
+    reserved: int = 0  # bytes the driver keeps for itself (NVML v2; nvidia-smi: memory.total - used - free)
 
 
 @dataclass
@@ -107,9 +111,9 @@ def parse_query_gpu(text: str) -> tuple[list[GpuInfo], str | None]:
         f = _fields(line)
         if len(f) < 8 or not f[0].isdigit():
             continue
-        total, used, free = (_number(x) for x in f[4:7])
-        gpus.append(GpuInfo(index=int(f[0]), uuid=f[1], name=f[2], total=int((total or 0) * MIB),
-                            used=int((used or 0) * MIB), free=int((free or 0) * MIB), capability=_capability(f[7])))
+        total, used, free = (int((_number(x) or 0) * MIB) for x in f[4:7])
+        gpus.append(GpuInfo(index=int(f[0]), uuid=f[1], name=f[2], total=used + free, used=used, free=free,
+                            capability=_capability(f[7]), reserved=max(0, total - used - free)))
         driver = driver or f[3]
     return gpus, driver
 
@@ -149,16 +153,18 @@ def facts_from_nvidia_smi(query_gpu: str, compute_apps: str, header: str = "", *
 
 def facts_from_nvml(readings: dict) -> GpuFacts:
     """:func:`evolve.doctor._nvml.nvml_readings` as :class:`GpuFacts`. Memory: the v2 reading where there is one
-    (nvidia-smi's numbers: reserved memory apart), else v1."""
+    (reserved memory apart, as nvidia-smi and CUDA count), else v1."""
     cuda_raw = readings.get("cuda_driver_version")
     cuda = (int(cuda_raw) // 1000, (int(cuda_raw) % 1000) // 10) if isinstance(cuda_raw, int) and cuda_raw > 0 else None
     gpus, procs = [], []
     for d in readings.get("devices", []):
         mem = d.get("memory_v2") or d.get("memory") or {}
         cap = d.get("compute_capability")
+        reserved = int(mem.get("reserved", 0))
         gpus.append(GpuInfo(index=int(d["index"]), uuid=d.get("uuid") or "", name=d.get("name") or "",
-                            total=int(mem.get("total", 0)), used=int(mem.get("used", 0)), free=int(mem.get("free", 0)),
-                            capability=(int(cap[0]), int(cap[1])) if cap else None))
+                            total=int(mem.get("total", 0)) - reserved, used=int(mem.get("used", 0)),
+                            free=int(mem.get("free", 0)), capability=(int(cap[0]), int(cap[1])) if cap else None,
+                            reserved=reserved))
         for p in d.get("processes", []):
             procs.append(GpuProcess(pid=int(p["pid"]), name=p.get("name") or "?", used=p.get("used_gpu_memory"),
                                     gpu_uuid=d.get("uuid")))

@@ -67,8 +67,9 @@ def torch_build() -> Build:
     cuda, how = None, "torch/version.py"
     try:
         tree = ast.parse((folder / "version.py").read_text(encoding="utf-8"))
-        for node in tree.body:
-            if isinstance(node, ast.Assign) and any(getattr(t, "id", "") == "cuda" for t in node.targets):
+        for node in tree.body:  # `cuda: Optional[str] = '13.0'` (torch 2.x) or `cuda = '13.0'`
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, ast.AnnAssign) else []
+            if any(getattr(t, "id", "") == "cuda" for t in targets):
                 value = node.value.value if isinstance(node.value, ast.Constant) else None
                 cuda = parse_cuda(value) if isinstance(value, str) else None
         version = version or "?"

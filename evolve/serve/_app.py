@@ -37,6 +37,8 @@ class ServeOptions:
     #: makes query ids (default: random UUIDs); the interleaving coin is seeded by the query id, so a seeded
     #: factory replays a whole interleaving experiment exactly (tests, benchmarks)
     query_ids: Callable[[], str] | None = None
+    #: ``GET /v1/doctor`` answers ``doctor()`` (the records of ``evolve doctor --json``); None: no such route
+    doctor: Callable[[], list[dict]] | None = None
 
 
 class RetrieveRequest(BaseModel):
@@ -217,6 +219,10 @@ def create_app(live, store, engine, options: ServeOptions | None = None):
         return FileResponse(STATIC_DIR / "favicon.svg", media_type="image/svg+xml")
 
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    if opts.doctor is not None:
+        from evolve.serve._doctor import doctor_router
+
+        app.include_router(doctor_router(opts.doctor))
 
     @app.exception_handler(TimeoutError)
     async def _timeout(request, exc):
