@@ -22,6 +22,7 @@ def served(tmp_path_factory):
     server.stop()
 
 
+@pytest.mark.slow
 def test_doctor_route_behind_the_key(served):
     import jsonschema
 
