@@ -74,6 +74,7 @@ class EmbeddingEndpointCheck(Check):
                     t0 = time.perf_counter()
                     data = client.post_json("embeddings", {"model": model, "input": [PROBE]})
                     took = time.perf_counter() - t0
+                    url = client.display_url
             except EvolveError as err:
                 out.append(_down(self, err, "an OpenAI-compatible embedding endpoint", url, "embedding.base_url"))
                 continue
@@ -119,6 +120,7 @@ class RerankEndpointCheck(Check):
                     t0 = time.perf_counter()
                     data = client.post_json("rerank", {"model": model, "query": PROBE, "documents": docs})
                     took = time.perf_counter() - t0
+                    url = client.display_url
             except EvolveError as err:
                 out.append(_down(self, err, "a rerank endpoint (POST /rerank)", url, "rerank.base_url"))
                 continue
@@ -170,6 +172,7 @@ class LLMEndpointCheck(Check):
                         "model": ep.model, "max_tokens": 1, "temperature": 0,
                         "messages": [{"role": "user", "content": "Reply with OK."}]})
                     took = time.perf_counter() - t0
+                    url = client.display_url
             except EvolveError as err:
                 out.append(_down(self, err, f"the {ep.role} LLM (POST /chat/completions)", url,
                                  "--llm-url" if ep.role == "gold" else "answer.base_url"))
