@@ -197,6 +197,8 @@ class RerankConfig(_Section):
     query_prefix: str = ""
     doc_prefix: str = ""
     dtype: str | None = None
+    gpu_memory_utilization: float = Field(0.9, gt=0.0, le=1.0,
+                                          description="fraction of the GPU the vllm transport's engine may take")
     timeout: float = Field(60.0, gt=0)
     max_retries: int = Field(5, ge=0, le=50)
 

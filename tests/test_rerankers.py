@@ -353,3 +353,25 @@ def test_missing_model_folder_one_line():
 
     with pytest.raises(ModelNotFoundError, match="not found"):
         get_reranker(RerankConfig(transport="cross-encoder", model="/nonexistent/cross-encoder"))
+
+
+@pytest.mark.vllm
+@pytest.mark.slow
+def test_doctor_rerank_endpoint_check_against_vllm_serve(vllm_server, monkeypatch, tmp_path):
+    """`evolve doctor`'s rerank check against the real `vllm serve` above: ok when the model is served and scores,
+    one line naming what is served when the config names another model."""
+    from evolve.config import PipelineConfig
+    from evolve.doctor import DoctorContext, Status, run_checks
+    from evolve.workspace import Workspace
+
+    monkeypatch.setenv("EVOLVE_TEST_RERANK_KEY", "sekrit-test-key")
+
+    def cfg(model):
+        return PipelineConfig.model_validate({"rerank": {"transport": "openai-rerank", "model": model,
+                                                         "base_url": vllm_server, "api_key_env": "EVOLVE_TEST_RERANK_KEY"}})
+
+    ctx = DoctorContext(Workspace(tmp_path / "ws"), {"good": cfg("tiny-ce"), "typo": cfg("tiny-c")}, timeout=120)
+    good, typo = run_checks(ctx, only=["endpoint.rerank"])
+    assert good.status is Status.OK and good.found.startswith(f"rerank endpoint {vllm_server}/v1 serves tiny-ce; 2 documents scored")
+    assert typo.status is Status.FAIL and typo.found == f"rerank endpoint {vllm_server}/v1 serves tiny-ce"
+    assert typo.expected == "model 'tiny-c' among them (did you mean 'tiny-ce'?)" and "\n" not in typo.summary

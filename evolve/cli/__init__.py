@@ -51,7 +51,8 @@ def _register() -> None:
 
     eval_cmd.register(app)
     cache.register(app)
-    for name in ("run", "worker", "status", "promote", "search", "dashboard", "gold", "serve", "feedback", "dataset"):
+    for name in ("run", "worker", "status", "promote", "search", "dashboard", "gold", "serve", "feedback", "dataset",
+                 "doctor"):
         try:
             module = __import__(f"evolve.cli.{name}", fromlist=["register"])
         except ModuleNotFoundError as err:

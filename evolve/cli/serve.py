@@ -16,7 +16,7 @@ from evolve.cli._common import (
     WorkspaceOpt,
 )
 
-__all__ = ["register", "resolve_corpus", "load_challenger"]
+__all__ = ["register", "resolve_corpus", "load_challenger", "serve_doctor"]
 
 
 def _study_source(ws, study_name: str | None, storage: str | None):
@@ -81,6 +81,21 @@ def load_challenger(spec: str, study):
     if not Path(spec).expanduser().is_file():
         raise ConfigError(f"--challenger: expected a trial number or a config YAML file, got '{spec}'")
     return load_config(spec), str(Path(spec).expanduser().absolute())
+
+
+def serve_doctor(ws, live, **urls):
+    """What ``GET /v1/doctor`` runs: the doctor's checks for the champion being served (its engines already run in
+    this process, so their memory is in the GPU's used memory and is not asked for again)."""
+
+    def run() -> list[dict]:
+        from evolve.doctor import DoctorContext, run_checks
+
+        ctx = DoctorContext(ws, {"champion (served)": live.state.champion.config}, engines_running=True,
+                            storage_url=urls.get("storage"), tracking_uri=urls.get("tracking_uri"),
+                            cache_url=urls.get("cache_url"), feedback_url=urls.get("feedback_url"))
+        return [r.to_record() for r in run_checks(ctx)]
+
+    return run
 
 
 def _one_line_logs() -> None:
@@ -171,9 +186,11 @@ def serve_command(
         state = live.start()
         engine = SearchEngine()
         answers = AnswerService(max_answers)
+        doctor = serve_doctor(ws, live, storage=storage, tracking_uri=tracking_uri, cache_url=cache_url,
+                              feedback_url=feedback_url)
         app = create_app(live, store, engine,
                          ServeOptions(max_k=max_k, keep_query_text=not no_query_text, api_key=key,
-                                      max_answers=max_answers), answers=answers)
+                                      max_answers=max_answers, doctor=doctor), answers=answers)
         url = f"http://{host}:{port}"
         llm = state.champion.config.answer
 

@@ -32,7 +32,8 @@ class VLLMReranker(Reranker):
     def engine(self):
         from evolve.embedders._vllm import get_engine, vllm_platform
 
-        return get_engine(self.path, dtype=default_dtype(self.config, vllm_platform()))
+        return get_engine(self.path, dtype=default_dtype(self.config, vllm_platform()),
+                          gpu_memory_utilization=self.config.gpu_memory_utilization)
 
     def score_batch(self, queries, docs, *, progress=None):
         q_list = [q for q, ds in zip(queries, docs) for _ in ds]

@@ -51,6 +51,10 @@ def create_app(live, store, engine, options: ServeOptions | None = None, *, answ
     for module in (_routes_health, _routes_search, _routes_answer, _routes_openai, _routes_feedback, _routes_pages):
         app.include_router(module.router(svc))
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    if opts.doctor is not None:
+        from evolve.serve._doctor import doctor_router
+
+        app.include_router(doctor_router(opts.doctor))
 
     @app.exception_handler(TimeoutError)
     async def _timeout(request, exc):

@@ -23,6 +23,8 @@ class ServeOptions:
     #: makes query ids (default: random UUIDs); the interleaving coin is seeded by the query id, so a seeded
     #: factory replays a whole interleaving experiment exactly (tests, benchmarks)
     query_ids: Callable[[], str] | None = None
+    #: ``GET /v1/doctor`` answers ``doctor()`` (the records of ``evolve doctor --json``); None: no such route
+    doctor: Callable[[], list[dict]] | None = None
 
     def new_query_id(self) -> str:
         import uuid

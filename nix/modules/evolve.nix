@@ -46,6 +46,47 @@ let
     "embedding.base_url=${cfg.embeddingEndpoint}"
   ]
   ++ cfg.extraArgs;
+
+  # `--set` and `--search-space` of extraArgs (both spellings: "--set" "k=v" and "--set=k=v"): the doctor checks
+  # the night those describe
+  pickArgs =
+    flags: args:
+    if args == [ ] then
+      [ ]
+    else
+      let
+        a = lib.head args;
+        rest = lib.tail args;
+      in
+      if lib.elem a flags && rest != [ ] then
+        [ a (lib.head rest) ] ++ pickArgs flags (lib.tail rest)
+      else if lib.any (f: lib.hasPrefix "${f}=" a) flags then
+        [ a ] ++ pickArgs flags rest
+      else
+        pickArgs flags rest;
+
+  # `evolve doctor` before the night: a failed check stops the unit (OnFailure= fires); its lines go to the
+  # journal and its records to /var/lib/evolve/doctor.json
+  doctorCommand = [
+    (lib.getExe' cfg.package "evolve")
+    "doctor"
+    "--workspace"
+    stateDir
+  ]
+  ++ lib.optionals (cfg.optunaStorage != null) [
+    "--storage"
+    cfg.optunaStorage
+  ]
+  ++ lib.optionals (cfg.mlflowTrackingUri != null) [
+    "--tracking-uri"
+    cfg.mlflowTrackingUri
+  ]
+  ++ lib.optionals (cfg.embeddingEndpoint != null) [
+    "--set"
+    "embedding.base_url=${cfg.embeddingEndpoint}"
+  ]
+  ++ pickArgs [ "--set" "--search-space" "--cache-url" ] cfg.extraArgs
+  ++ cfg.doctor.extraArgs;
 in
 {
   imports = [ ./evolve-user.nix ];
@@ -159,7 +200,33 @@ in
       type = types.listOf types.str;
       default = [ ];
       example = [ "notify-failure@%n.service" ];
-      description = "Units started when a run fails (OnFailure=), e.g. a mail or chat notifier.";
+      description = ''
+        Units started when a run fails (OnFailure=), e.g. a mail or chat notifier. systemd hands such a unit only
+        the failed unit's name (%n); when the doctor stopped the night, /var/lib/evolve/doctor.json holds its
+        records (docs/nixos.md).
+      '';
+    };
+
+    doctor = {
+      enable = mkOption {
+        type = types.bool;
+        default = true;
+        description = ''
+          Run `evolve doctor` (without --deep) before the night (ExecStartPre=): a failed check (driver too old
+          for the CUDA runtime, GPU memory taken, an endpoint or store down) stops the night before it starts.
+        '';
+      };
+      extraArgs = mkOption {
+        type = types.listOf types.str;
+        default = [ ];
+        example = [
+          "--llm-url"
+          "http://127.0.0.1:11434/v1"
+          "--llm-model"
+          "qwen2.5:7b"
+        ];
+        description = "Further arguments to `evolve doctor` (the --set and --search-space of extraArgs are passed already).";
+      };
     };
   };
 
@@ -193,6 +260,7 @@ in
       serviceConfig = {
         Type = "oneshot";
         ExecStart = util.escapeExecArgs command;
+        ExecStartPre = lib.optional cfg.doctor.enable (util.escapeExecArgs doctorCommand);
         # a static user, shared with services.evolve-serve: both own /var/lib/evolve (nix/modules/evolve-user.nix)
         User = "evolve";
         Group = "evolve";

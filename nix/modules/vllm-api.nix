@@ -123,12 +123,22 @@ let
     else
       host;
 
+  # Ollama beside the instances (services.ollama, nixpkgs' own module): its declared reserve counts on its GPUs
+  ollamaOn = (config.services.ollama.enable or false) && (config.services.ollama.acceleration or null) != false;
+  ollama = cfg.ollama;
+  ollamaShare = g: if ollamaOn && lib.elem g ollama.gpus then ollama.memoryFraction else 0.0;
+  sharedWithOllama = lib.filter (g: lib.elem g ollama.gpus) gpuIds;
+
   gpuIds = lib.unique (lib.concatMap (i: i.gpus) (lib.attrValues instances));
-  shareOf = g: lib.foldl' (s: i: if lib.elem g i.gpus then s + i.gpuMemoryUtilization else s) 0.0 (
+  shareOf = g: lib.foldl' (s: i: if lib.elem g i.gpus then s + i.gpuMemoryUtilization else s) (ollamaShare g) (
     lib.attrValues instances
   );
   usersOf =
-    g: lib.concatStringsSep ", " (lib.filter (n: lib.elem g instances.${n}.gpus) names);
+    g:
+    lib.concatStringsSep ", " (
+      lib.filter (n: lib.elem g instances.${n}.gpus) names
+      ++ lib.optional (ollamaShare g > 0.0) "Ollama's reserve (services.vllm-api.ollama.memoryFraction)"
+    );
   ports = map (i: i.port) (lib.attrValues instances);
 
   mkService =
@@ -235,9 +245,60 @@ in
       default = { };
       description = "vLLM servers by name; each runs as the systemd service vllm-api-<name>.";
     };
+
+    # Ollama (services.ollama) on the same GPUs: what it may hold, declared, so the fractions add up
+    ollama = {
+      gpus = mkOption {
+        type = types.listOf types.ints.unsigned;
+        default = [ 0 ];
+        description = ''
+          GPUs Ollama runs on (CUDA_VISIBLE_DEVICES of ollama.service, PCI bus order as nvidia-smi numbers them).
+        '';
+      };
+      memoryFraction = mkOption {
+        type = types.float;
+        default = 0.0;
+        example = 0.35;
+        description = ''
+          Fraction of each of those GPUs kept for Ollama: its loaded models (up to maxLoadedModels of them, each
+          about its file size) plus their KV cache (numParallel requests of the model's context). Counted with the
+          vLLM instances' gpuMemoryUtilization on the same GPU: together at most 1.0 (asserted). Ollama loads a
+          model when asked and offloads layers to the CPU when less is free, so too small a reserve makes it slow,
+          not the vLLM instances fail; too large a sum makes a vLLM instance refuse to start.
+        '';
+      };
+      maxLoadedModels = mkOption {
+        type = types.ints.positive;
+        default = 1;
+        description = "OLLAMA_MAX_LOADED_MODELS: models Ollama keeps in GPU memory at once.";
+      };
+      keepAlive = mkOption {
+        type = types.str;
+        default = "5m";
+        example = "30s";
+        description = "OLLAMA_KEEP_ALIVE: how long an idle model stays loaded (\"0\": unload at once).";
+      };
+      numParallel = mkOption {
+        type = types.ints.positive;
+        default = 1;
+        description = "OLLAMA_NUM_PARALLEL: requests one model serves at once (each with its own KV cache).";
+      };
+    };
   };
 
-  config = lib.mkIf (instances != { }) {
+  config = lib.mkMerge [
+  (lib.mkIf ollamaOn {
+    # the settings that bound Ollama's GPU memory, and the GPUs it may use (defaults: set them in
+    # services.ollama.environmentVariables to override)
+    services.ollama.environmentVariables = lib.mapAttrs (_: lib.mkDefault) {
+      CUDA_VISIBLE_DEVICES = lib.concatMapStringsSep "," toString ollama.gpus;
+      CUDA_DEVICE_ORDER = "PCI_BUS_ID";
+      OLLAMA_MAX_LOADED_MODELS = toString ollama.maxLoadedModels;
+      OLLAMA_KEEP_ALIVE = ollama.keepAlive;
+      OLLAMA_NUM_PARALLEL = toString ollama.numParallel;
+    };
+  })
+  (lib.mkIf (instances != { }) {
     assertions =
       lib.mapAttrsToList (n: i: {
         assertion = i.package != null;
@@ -260,6 +321,14 @@ in
           assertion = lib.length (lib.unique ports) == lib.length ports;
           message = "services.vllm-api.instances: two instances use the same port (${lib.concatMapStringsSep ", " toString ports}).";
         }
+        {
+          assertion = !(ollamaOn && ollama.memoryFraction <= 0.0 && sharedWithOllama != [ ]);
+          message = "services.ollama runs on GPU ${lib.concatMapStringsSep ", " toString sharedWithOllama} beside vLLM instances, but services.vllm-api.ollama.memoryFraction declares no reserve for it: set it to what Ollama may hold (OLLAMA_MAX_LOADED_MODELS models plus their KV cache), so the fractions can be checked to add up to at most 1.0.";
+        }
+        {
+          assertion = ollama.memoryFraction >= 0.0 && ollama.memoryFraction < 1.0;
+          message = "services.vllm-api.ollama.memoryFraction must be in [0, 1), got ${util.formatFloat ollama.memoryFraction}.";
+        }
       ];
 
     networking.firewall.allowedTCPPorts = lib.concatMap (i: lib.optional i.openFirewall i.port) (
@@ -267,5 +336,6 @@ in
     );
 
     systemd.services = lib.mapAttrs' (n: i: lib.nameValuePair "vllm-api-${n}" (mkService n i)) instances;
-  };
+  })
+  ];
 }

@@ -241,7 +241,121 @@ let
     }
   ];
 
+  # the pattern of docs/nixos.md: Ollama and two vLLM instances sharing GPU 0 of a 16 GB card
+  ollamaBeside = eval {
+    services.ollama = {
+      enable = true;
+      acceleration = "cuda";
+    };
+    services.vllm-api = {
+      package = fakeVllm;
+      instances = {
+        embedder = embedder // {
+          gpuMemoryUtilization = 0.3;
+        };
+        reranker = reranker // {
+          gpus = [ 0 ];
+          gpuMemoryUtilization = 0.25;
+        };
+      };
+      ollama = {
+        gpus = [ 0 ];
+        memoryFraction = 0.4;
+        maxLoadedModels = 1;
+        keepAlive = "10m";
+        numParallel = 2;
+      };
+    };
+  };
+
   positive = {
+    ollama-beside-vllm-environment = {
+      expr = {
+        inherit (ollamaBeside.systemd.services.ollama.environment)
+          CUDA_VISIBLE_DEVICES
+          CUDA_DEVICE_ORDER
+          OLLAMA_MAX_LOADED_MODELS
+          OLLAMA_KEEP_ALIVE
+          OLLAMA_NUM_PARALLEL
+          OLLAMA_HOST
+          ;
+        units = lib.attrNames ollamaBeside.systemd.services;
+      };
+      expected = {
+        CUDA_VISIBLE_DEVICES = "0";
+        CUDA_DEVICE_ORDER = "PCI_BUS_ID";
+        OLLAMA_MAX_LOADED_MODELS = "1";
+        OLLAMA_KEEP_ALIVE = "10m";
+        OLLAMA_NUM_PARALLEL = "2";
+        OLLAMA_HOST = "127.0.0.1:11434";
+        units = [
+          "ollama"
+          "vllm-api-embedder"
+          "vllm-api-reranker"
+        ];
+      };
+    };
+    ollama-own-settings-win = {
+      expr =
+        (eval {
+          services.ollama = {
+            enable = true;
+            environmentVariables.OLLAMA_KEEP_ALIVE = "0";
+          };
+        }).systemd.services.ollama.environment.OLLAMA_KEEP_ALIVE;
+      expected = "0";
+    };
+    ollama-on-cpu-needs-no-reserve = {
+      expr = lib.attrNames
+        (eval {
+          services.ollama = {
+            enable = true;
+            acceleration = false;
+          };
+          services.vllm-api = {
+            package = fakeVllm;
+            instances = { inherit embedder; };
+          };
+        }).systemd.services;
+      expected = [
+        "ollama"
+        "vllm-api-embedder"
+      ];
+    };
+    evolve-doctor-before-the-night = {
+      expr = {
+        minimal = minimal.systemd.services.evolve.serviceConfig.ExecStartPre;
+        full = full.systemd.services.evolve.serviceConfig.ExecStartPre;
+        off = (evalEvolve { doctor.enable = false; }).systemd.services.evolve.serviceConfig.ExecStartPre;
+        picked =
+          (evalEvolve {
+            extraArgs = [
+              "--trials=5"
+              "--search-space"
+              "/etc/evolve/space.yaml"
+              "--set=rerank.transport=vllm"
+              "--gold"
+              "feedback"
+            ];
+            doctor.extraArgs = [
+              "--llm-url"
+              "http://127.0.0.1:11434/v1"
+              "--llm-model"
+              "qwen2.5:7b"
+            ];
+          }).systemd.services.evolve.serviceConfig.ExecStartPre;
+      };
+      expected = {
+        minimal = [ "${evo} doctor --workspace /var/lib/evolve" ];
+        full = [
+          "${evo} doctor --workspace /var/lib/evolve --storage postgresql+psycopg://evolve@storage.lan:5432/optuna --tracking-uri http://storage.lan:5000 --set embedding.base_url=http://127.0.0.1:8000/v1 --set embedding.backend=openai --set sparse.tokenizer=korean"
+        ];
+        off = [ ];
+        picked = [
+          "${evo} doctor --workspace /var/lib/evolve --search-space /etc/evolve/space.yaml --set=rerank.transport=vllm --llm-url http://127.0.0.1:11434/v1 --llm-model qwen2.5:7b"
+        ];
+      };
+    };
     flake-modules-set-packages = {
       expr = {
         evolve = viaFlake.systemd.services.evolve.serviceConfig.ExecStart;
@@ -966,6 +1080,30 @@ let
         };
       };
       expect = "GPU 0 is oversubscribed";
+    };
+    ollama-reserve-oversubscribes = {
+      cfg = {
+        services.ollama = {
+          enable = true;
+          acceleration = "cuda";
+        };
+        services.vllm-api = {
+          package = fakeVllm;
+          instances = { inherit embedder; };
+          ollama.memoryFraction = 0.5;
+        };
+      };
+      expect = "GPU 0 is oversubscribed: the gpuMemoryUtilization of embedder, Ollama's reserve (services.vllm-api.ollama.memoryFraction) adds up to";
+    };
+    ollama-beside-vllm-without-reserve = {
+      cfg = {
+        services.ollama.enable = true;
+        services.vllm-api = {
+          package = fakeVllm;
+          instances = { inherit embedder; };
+        };
+      };
+      expect = "services.ollama runs on GPU 0 beside vLLM instances, but services.vllm-api.ollama.memoryFraction declares no reserve";
     };
     duplicate-ports = {
       cfg = {

@@ -219,7 +219,8 @@ let
     modules:
     let
       eval = lib.evalModules {
-        modules = [ baseModule ] ++ modules;
+        # nixpkgs' own modules evolve's modules meet: services.ollama (./ollama.nix)
+        modules = [ baseModule ./ollama.nix ] ++ modules;
         specialArgs = {
           inherit pkgs;
           modulesPath = "/stand-in/nixos/modules";

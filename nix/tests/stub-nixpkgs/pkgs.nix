@@ -319,6 +319,10 @@ let
     git = mkDrv { name = "git-stand-in"; meta.mainProgram = "git"; };
     kmod = mkDrv { name = "kmod-stand-in"; };
     ruff = mkDrv { name = "ruff-stand-in"; meta.mainProgram = "ruff"; };
+    ollama = mkDrv {
+      name = "ollama-stand-in";
+      meta.mainProgram = "ollama";
+    };
     mlflow-server = mkDrv {
       name = "mlflow-server-stand-in";
       meta.mainProgram = "mlflow";
