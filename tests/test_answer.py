@@ -137,6 +137,23 @@ def test_check_answer_worked_examples():
     assert c.cited == [1] and c.removed_markers == 1 and c.unsupported_sentences == ["모르겠어요."]
 
 
+def test_check_answer_leaves_markers_in_code_alone():
+    """A bracketed number inside code (`inline` or a ``` block) is an index, not a citation: not removed, not
+    counted, not cited. Three passages (one for the fenced case)."""
+    lines = not_found_lines("1").values()
+    # "a[2]" in inline code cites nothing: only [1] is a citation
+    c = check_answer("Run `x = a[2]` then restart [1].", 3, lines)
+    assert c.text == "Run `x = a[2]` then restart [1]." and c.cited == [1] and c.removed_markers == 0
+    # "arr[0]" in inline code: 0 points to no passage, but it is no marker either: the code stays whole
+    c = check_answer("Use `arr[0]` here [1].", 3, lines)
+    assert c.text == "Use `arr[0]` here [1]." and c.removed_markers == 0 and c.cited == [1]
+    # a fenced block: its "a[3]" (one passage given) stays; the code line cites nothing, so it is flagged as it
+    # stands in the answer; the fence lines hold no words and are no sentence
+    c = check_answer("Run this [1]:\n```\nx = a[3]\n```", 1, lines)
+    assert c.text == "Run this [1]:\n```\nx = a[3]\n```" and c.removed_markers == 0 and c.cited == [1]
+    assert c.unsupported_sentences == ["x = a[3]"]
+
+
 def test_refusal_is_the_fixed_line_at_the_start_after_whitespace_normalisation():
     lines = list(not_found_lines("1").values())
     assert is_refusal("  The answer  is not\nin these documents. Sorry.", lines)

@@ -8,6 +8,8 @@
   next piece; they are given back to the sentence before when that one has no citation of its own. A sentence
   (with a letter or a digit in it) and no valid citation is listed in ``unsupported_sentences``: flagged, never
   dropped from the answer.
+* **Code.** A bracketed number inside code (a ``` fenced block, or `inline` code) is an index such as ``a[2]``,
+  not a citation: it is neither removed, nor counted, nor cited.
 * **Grounded.** An answer with no valid citation at all that is not a refusal is ``grounded: false``. A refusal
   claims nothing, so it counts as grounded.
 * **Refusal.** The answer begins with a fixed "not found" line of the prompt (any of its languages: a small
@@ -26,6 +28,15 @@ __all__ = ["Checked", "check_answer", "is_refusal", "MARKER"]
 MARKER = re.compile(r"\[\s*(\d{1,4}(?:\s*[,;]\s*\d{1,4})*)\s*\]")
 _LEADING_MARKERS = re.compile(r"^(?:\s*\[\s*\d{1,4}(?:\s*[,;]\s*\d{1,4})*\s*\])+")
 _CONTENT = re.compile(r"\w")
+#: code: a fenced block (to its closing fence, or the end of an unclosed one), or an `inline` span
+_CODE = re.compile(r"```.*?(?:```|\Z)|~~~.*?(?:~~~|\Z)|`[^`\n]+`", re.DOTALL)
+#: brackets inside code are swapped for private-use characters while markers are read, and swapped back after
+_DEFUSE = str.maketrans({"[": "\ue000", "]": "\ue001"})
+_RESTORE = str.maketrans({"\ue000": "[", "\ue001": "]"})
+
+
+def _defuse_code(text: str) -> str:
+    return _CODE.sub(lambda m: m.group(0).translate(_DEFUSE), text)
 
 
 @dataclass
@@ -92,9 +103,10 @@ def _sentences(text: str) -> list[str]:
             piece = piece[lead.end():].strip()
         if not piece:
             continue
-        if out and not _CONTENT.search(MARKER.sub("", piece)):
-            out[-1] = out[-1] + " " + piece  # only markers or punctuation: it belongs to the sentence before
-            continue
+        if not _CONTENT.search(MARKER.sub("", piece)):  # only markers or punctuation (a code fence, a rule)
+            if out and _markers(piece):
+                out[-1] = out[-1] + " " + piece  # its markers cite the sentence before
+            continue  # no words: no sentence to flag (it stays in the answer)
         out.append(piece)
     return out
 
@@ -106,7 +118,8 @@ def check_answer(text: str, n_passages: int, not_found_lines: Iterable[str], *, 
     lines = list(not_found_lines)
     if is_refusal(text, lines):
         return Checked(refusal_text if refusal_text is not None else _norm(text), refused=True)
-    cleaned, removed = _clean_markers(text.strip(), n_passages)
+    cleaned, removed = _clean_markers(_defuse_code(text.strip()), n_passages)
     cited = sorted(set(_markers(cleaned)))
-    unsupported = [s for s in _sentences(cleaned) if _CONTENT.search(MARKER.sub("", s)) and not _markers(s)]
-    return Checked(cleaned, cited, removed, unsupported, False)
+    unsupported = [s.translate(_RESTORE) for s in _sentences(cleaned)
+                   if _CONTENT.search(MARKER.sub("", s)) and not _markers(s)]
+    return Checked(cleaned.translate(_RESTORE), cited, removed, unsupported, False)
