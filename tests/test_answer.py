@@ -154,6 +154,19 @@ def test_check_answer_leaves_markers_in_code_alone():
     assert c.unsupported_sentences == ["x = a[3]"]
 
 
+def test_check_answer_reads_full_width_brackets_and_ranges():
+    """Three passages. Full-width brackets (［1］, 【2】) and digits (２) are markers, written back as ASCII [n];
+    a range [a-b] (or –) is every number from a to b: [1-2] cites 1 and 2; [2–5] cites 2 and 3, and 4 and 5
+    point to no passage (removed, counted 2); 【7】 points to none (removed, counted 1)."""
+    lines = not_found_lines("1").values()
+    c = check_answer("Restart the spooler ［1］. Check the cable 【２】.", 3, lines)
+    assert c.text == "Restart the spooler [1]. Check the cable [2]." and c.cited == [1, 2] and c.removed_markers == 0
+    assert c.unsupported_sentences == []
+    c = check_answer("Open the portal [1-2]. Follow the link [2–5]. Ask IT 【7】.", 3, lines)
+    assert c.text == "Open the portal [1, 2]. Follow the link [2, 3]. Ask IT."
+    assert c.cited == [1, 2, 3] and c.removed_markers == 3 and c.unsupported_sentences == ["Ask IT."]
+
+
 def test_refusal_is_the_fixed_line_at_the_start_after_whitespace_normalisation():
     lines = list(not_found_lines("1").values())
     assert is_refusal("  The answer  is not\nin these documents. Sorry.", lines)

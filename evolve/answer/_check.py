@@ -1,8 +1,11 @@
 """Checking a model's answer against the passages it was given, and telling a refusal.
 
-* **Markers.** ``[n]``, ``[n, m]`` (or ``;``) are citations. A number outside ``1..n_passages`` points to no
-  given passage: it is removed from the answer and counted (``removed_markers``); a bracket left with no valid
-  number goes whole (with the space before it).
+* **Markers.** ``[n]``, ``[n, m]`` (or ``;``) and ranges ``[a-b]`` (``–`` too: every number from a to b, when
+  a <= b and the span is at most 20) are citations, in full-width brackets ``［n］`` and ``【n】`` too (CJK models
+  write them). A number outside ``1..n_passages`` points to no given passage: it is removed from the answer and
+  counted (``removed_markers``); a bracket left with no valid number goes whole (with the space before it). A
+  marker that lost a number, or that is not written as plain ASCII ``[n, m]`` (a range, full-width), is written
+  back as ``[n, m]`` of its valid numbers, so every marker in the checked answer reads the same way.
 * **Sentences.** The answer is split line by line, then into sentences by the project's splitter (sentencex;
   kiwipiepy where the text has Hangul). Citations written after the full stop (``... spooler. [1]``) open the
   next piece; they are given back to the sentence before when that one has no citation of its own. A sentence
@@ -24,15 +27,21 @@ from dataclasses import dataclass, field
 
 __all__ = ["Checked", "check_answer", "is_refusal", "MARKER"]
 
-#: a citation: [3], [1, 2], [1;2]
-MARKER = re.compile(r"\[\s*(\d{1,4}(?:\s*[,;]\s*\d{1,4})*)\s*\]")
-_LEADING_MARKERS = re.compile(r"^(?:\s*\[\s*\d{1,4}(?:\s*[,;]\s*\d{1,4})*\s*\])+")
+_ITEM = r"\d{1,4}(?:\s*[-–—]\s*\d{1,4})?"
+_SEP = r"\s*[,;，；、]\s*"
+#: a citation: [3], [1, 2], [1;2], [1-3], ［2］, 【2】
+MARKER = re.compile(rf"[\[［【]\s*({_ITEM}(?:{_SEP}{_ITEM})*)\s*[\]］】]")
+_LEADING_MARKERS = re.compile(rf"^(?:\s*[\[［【]\s*{_ITEM}(?:{_SEP}{_ITEM})*\s*[\]］】])+")
+#: a marker as the checked answer writes it: ASCII brackets and digits, no range
+_PLAIN = re.compile(r"\[\s*\d+(?:\s*[,;]\s*\d+)*\s*\]", re.ASCII)
+#: the widest range [a-b] read as every number from a to b (a wider one is its two ends)
+RANGE_SPAN = 20
 _CONTENT = re.compile(r"\w")
 #: code: a fenced block (to its closing fence, or the end of an unclosed one), or an `inline` span
 _CODE = re.compile(r"```.*?(?:```|\Z)|~~~.*?(?:~~~|\Z)|`[^`\n]+`", re.DOTALL)
 #: brackets inside code are swapped for private-use characters while markers are read, and swapped back after
-_DEFUSE = str.maketrans({"[": "\ue000", "]": "\ue001"})
-_RESTORE = str.maketrans({"\ue000": "[", "\ue001": "]"})
+_DEFUSE = str.maketrans({"[": "\ue000", "]": "\ue001", "［": "\ue002", "］": "\ue003", "【": "\ue004", "】": "\ue005"})
+_RESTORE = str.maketrans({v: k for k, v in _DEFUSE.items()})
 
 
 def _defuse_code(text: str) -> str:
@@ -65,19 +74,31 @@ def is_refusal(text: str, not_found_lines: Iterable[str]) -> bool:
     return any(line and norm.startswith(_norm(line)) for line in not_found_lines)
 
 
+def _numbers(inner: str) -> list[int]:
+    """The passage numbers a marker's inside names (``"1, 3-5"`` -> 1, 3, 4, 5)."""
+    out: list[int] = []
+    for item in re.split(_SEP, inner.strip()):
+        ends = [int(x) for x in re.split(r"\s*[-–—]\s*", item)]
+        if len(ends) == 2 and ends[0] <= ends[1] <= ends[0] + RANGE_SPAN:
+            out.extend(range(ends[0], ends[1] + 1))
+        else:
+            out.extend(ends)
+    return out
+
+
 def _clean_markers(text: str, n: int) -> tuple[str, int]:
     removed = 0
 
     def fix(m: re.Match) -> str:
         nonlocal removed
-        nums = [int(x) for x in re.split(r"\s*[,;]\s*", m.group(1).strip())]
+        nums = _numbers(m.group(1))
         valid = [x for x in nums if 1 <= x <= n]
         removed += len(nums) - len(valid)
         if not valid:
             return "\0"  # removed below, with the space before it
-        if len(valid) == len(nums):
+        if len(valid) == len(nums) and _PLAIN.fullmatch(m.group(0)):
             return m.group(0)
-        return "[" + ", ".join(str(x) for x in valid) + "]"
+        return "[" + ", ".join(str(x) for x in dict.fromkeys(valid)) + "]"
 
     out = MARKER.sub(fix, text)
     out = re.sub(r"[ \t]*\0", "", out)
@@ -85,7 +106,7 @@ def _clean_markers(text: str, n: int) -> tuple[str, int]:
 
 
 def _markers(text: str) -> list[int]:
-    return [int(x) for m in MARKER.finditer(text) for x in re.split(r"\s*[,;]\s*", m.group(1).strip())]
+    return [x for m in MARKER.finditer(text) for x in _numbers(m.group(1))]
 
 
 def _sentences(text: str) -> list[str]:
