@@ -167,6 +167,15 @@ def test_check_answer_reads_full_width_brackets_and_ranges():
     assert c.cited == [1, 2, 3] and c.removed_markers == 3 and c.unsupported_sentences == ["Ask IT."]
 
 
+def test_check_answer_does_not_flag_list_numbers_as_sentences():
+    """A numbered list: "1." and "2." are the items' numbers, not sentences of their own; the item without a
+    citation is flagged whole ("3. Check the cable.")."""
+    lines = not_found_lines("1").values()
+    c = check_answer("1. Open the portal [1].\n2. Click reset [2].\n3. Check the cable.", 2, lines)
+    assert c.cited == [1, 2] and c.removed_markers == 0
+    assert c.unsupported_sentences == ["3. Check the cable."]
+
+
 def test_refusal_is_the_fixed_line_at_the_start_after_whitespace_normalisation():
     lines = list(not_found_lines("1").values())
     assert is_refusal("  The answer  is not\nin these documents. Sorry.", lines)

@@ -25,13 +25,15 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-__all__ = ["Checked", "check_answer", "is_refusal", "MARKER"]
+__all__ = ["Checked", "check_answer", "is_refusal", "sentence_citations", "MARKER"]
 
 _ITEM = r"\d{1,4}(?:\s*[-–—]\s*\d{1,4})?"
 _SEP = r"\s*[,;，；、]\s*"
 #: a citation: [3], [1, 2], [1;2], [1-3], ［2］, 【2】
 MARKER = re.compile(rf"[\[［【]\s*({_ITEM}(?:{_SEP}{_ITEM})*)\s*[\]］】]")
 _LEADING_MARKERS = re.compile(rf"^(?:\s*[\[［【]\s*{_ITEM}(?:{_SEP}{_ITEM})*\s*[\]］】])+")
+#: a numbered list item's number at the start of a line: "1. ", "2) ", "a. "
+_LIST_ITEM = re.compile(r"^\s*(?:\d{1,3}|[A-Za-z])[.)]\s+(?=\S)")
 #: a marker as the checked answer writes it: ASCII brackets and digits, no range
 _PLAIN = re.compile(r"\[\s*\d+(?:\s*[,;]\s*\d+)*\s*\]", re.ASCII)
 #: the widest range [a-b] read as every number from a to b (a wider one is its two ends)
@@ -109,13 +111,24 @@ def _markers(text: str) -> list[int]:
     return [x for m in MARKER.finditer(text) for x in _numbers(m.group(1))]
 
 
-def _sentences(text: str) -> list[str]:
+def _line_pieces(line: str) -> list[str]:
+    """A line's sentences; a list item's number (``1.``, ``2)``, ``a.``) stays with the item's first sentence
+    (the splitter would make ``1.`` a sentence of its own)."""
     from evolve.chunking import split_sentences
 
+    item = _LIST_ITEM.match(line)
+    head, rest = (item.group(0).lstrip(), line[item.end():]) if item else ("", line)
+    pieces = [s.strip() for s in split_sentences(rest) if s.strip()]
+    if head:
+        pieces = [head + pieces[0], *pieces[1:]] if pieces else [head.strip()]
+    return pieces
+
+
+def _sentences(text: str) -> list[str]:
     pieces: list[str] = []
     for line in text.splitlines():
         if line.strip():
-            pieces.extend(s.strip() for s in split_sentences(line) if s.strip())
+            pieces.extend(_line_pieces(line))
     out: list[str] = []
     for piece in pieces:
         lead = _LEADING_MARKERS.match(piece)
@@ -141,6 +154,13 @@ def check_answer(text: str, n_passages: int, not_found_lines: Iterable[str], *, 
         return Checked(refusal_text if refusal_text is not None else _norm(text), refused=True)
     cleaned, removed = _clean_markers(_defuse_code(text.strip()), n_passages)
     cited = sorted(set(_markers(cleaned)))
-    unsupported = [s.translate(_RESTORE) for s in _sentences(cleaned)
-                   if _CONTENT.search(MARKER.sub("", s)) and not _markers(s)]
-    return Checked(cleaned.translate(_RESTORE), cited, removed, unsupported, False)
+    cleaned = cleaned.translate(_RESTORE)
+    unsupported = [s for s, marks in sentence_citations(cleaned) if not marks]
+    return Checked(cleaned, cited, removed, unsupported, False)
+
+
+def sentence_citations(text: str) -> list[tuple[str, list[int]]]:
+    """The sentences of an answer that hold words, each as written (markers in) with the passage numbers it cites
+    (by the module's rules: a marker after the full stop cites the sentence before; code cites nothing)."""
+    return [(s.translate(_RESTORE), _markers(s)) for s in _sentences(_defuse_code(text))
+            if _CONTENT.search(MARKER.sub("", s))]
