@@ -435,7 +435,30 @@ def test_sse_reader_on_vllm_and_ollama_lines():
         SSEReader(StreamResult(), "LLM endpoint http://x/v1").feed('data: {"error": {"message": "engine dead"}}')
     assert info.value.kind == "broken" and "engine dead" in str(info.value)
     with pytest.raises(LLMError):
-        SSEReader(StreamResult(), "LLM endpoint http://x/v1").feed("data: {oops")
+        bad = SSEReader(StreamResult(), "LLM endpoint http://x/v1")
+        bad.feed("data: {oops")
+        bad.feed("")  # the blank line that ends the event: its data is no JSON
+
+
+def test_sse_reader_joins_an_event_split_over_data_lines():
+    """Server-sent events let one event's data span several `data:` lines, joined by a newline up to the blank line
+    that ends the event. A chunk sent over two lines is one JSON object: its text "Hi" comes once the object is
+    whole; a one-line chunk after it still reads at once; data that is still no JSON when the event ends (or the
+    stream closes) is the one-line error of kind "broken"."""
+    from evolve.llm import LLMError, SSEReader, StreamResult
+
+    res = StreamResult()
+    r = SSEReader(res, "LLM endpoint http://x/v1")
+    lines = ['data: {"choices": [{"index": 0,', 'data:  "delta": {"content": "Hi"}}]}', "",
+             'data: {"choices": [{"index": 0, "delta": {"content": "!"}, "finish_reason": "stop"}]}', "",
+             "data: [DONE]", ""]
+    assert [r.feed(line) for line in lines] == ["", "Hi", "", "!", "", "", ""]
+    assert res.text == "Hi!" and res.pieces == 2 and res.finish_reason == "stop" and res.done
+    cut = SSEReader(StreamResult(), "LLM endpoint http://x/v1")
+    assert cut.feed('data: {"choices": [') == ""
+    with pytest.raises(LLMError) as info:
+        cut.close()
+    assert info.value.kind == "broken" and "not JSON" in str(info.value)
 
 
 # ------------------------------------------------------------------------------------------------ streaming client

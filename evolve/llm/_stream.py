@@ -85,25 +85,31 @@ class SSEReader:
         name, _, value = line.partition(":")
         if name == "data":
             self._data.append(value[1:] if value.startswith(" ") else value)
-            # vLLM and Ollama put one JSON object per data line; dispatch it now rather than wait for the blank
-            return self._dispatch()
+            # vLLM and Ollama put one JSON object per data line: read it now rather than wait for the blank line;
+            # data that is no JSON yet may go on in the next data line (the event ends at the blank line)
+            return self._dispatch(partial=True)
         return ""  # event:, id:, retry: carry nothing a chat stream needs
 
     def close(self) -> str:
         return self._dispatch()
 
-    def _dispatch(self) -> str:
+    def _dispatch(self, partial: bool = False) -> str:
         if not self._data:
             return ""
-        data, self._data = "\n".join(self._data), []
+        data = "\n".join(self._data)
         if data.strip() == "[DONE]":
+            self._data = []
             self.result.done = True
             return ""
         try:
             chunk = json.loads(data)
         except ValueError:
+            if partial:
+                return ""
+            self._data = []
             raise LLMError(f"{self.where} sent a stream event that is not JSON: {_one_line(data, 120)!r}",
                            "broken") from None
+        self._data = []
         if not isinstance(chunk, dict):
             return ""
         if chunk.get("error") is not None:
