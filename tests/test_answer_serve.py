@@ -390,3 +390,25 @@ def test_an_unreachable_llm_or_an_unusable_answer_config_fails_the_answer_only(t
         r = post(srv.url + "/v1/answer", {"query": "printer offline", "stream": True})
         _one_line(r, 503, "answer: answer.tokenizer: expected minilm, smollm2, whitespace", "got 'no-such-tok'")
         assert post(srv.url + "/v1/retrieve", {"query": "printer offline", "k": 3}).json()["results"]
+
+
+def test_a_malformed_stream_options_is_a_422_and_frees_its_answer_slot(tmp_path):
+    """`stream_options` that is no object is bad input: a one-line 422. With --max-answers 1 the next answer
+    still gets the one slot (no LLM listens at answer.base_url: a 502 with the retrieval, not a 429)."""
+    from serve_helpers import InProcessServer
+
+    from evolve._servers import free_port
+
+    corpus = write_mixed_corpus(tmp_path / "corpus")
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    (ws / "champion.yaml").write_text("retrieval:\n  mode: sparse\n  top_k: 100\n", encoding="utf-8")
+    nowhere = f"http://127.0.0.1:{free_port()}/v1"
+    with InProcessServer(ws, corpus, overrides=(f"answer.base_url={nowhere}", "answer.model=m", "answer.max_retries=0"),
+                         max_answers=1) as srv:
+        chat = {"model": "evolve", "messages": [{"role": "user", "content": "printer offline"}], "stream": True,
+                "stream_options": "include_usage"}
+        _one_line(post(srv.url + "/v1/chat/completions", chat), 422, "stream_options")
+        r = post(srv.url + "/v1/answer", {"query": "printer offline"})
+        assert r.status_code == 502 and r.json()["passages"][0]["doc_id"] == "printer", r.text
+        assert srv.answers.active == 0
