@@ -6,6 +6,8 @@ Everything is forwarded to the real ``vllm serve`` (the answers are the model's 
 * ``error500``: ``POST`` requests are answered HTTP 500 (``GET /v1/models`` still passes, so the failure comes
   mid-run, after the client checked the model);
 * ``slow``: ``POST`` requests get their answer after ``delay`` seconds (longer than the client's timeout);
+* ``hold``: a ``POST`` to ``chat/completions`` waits until the test sets ``release`` (at most ``delay`` seconds),
+  then goes on as ``pass``: the LLM has not written a word until the test says so (``held`` counts them);
 * ``garble``: every ``garble_every``-th answer's message content is rewritten into text that holds no JSON
   (``garble_text``), as a small local model writes now and then;
 * ``error400``: every ``refuse_every``-th ``POST`` is answered HTTP 400 with vLLM's "maximum context length"
@@ -78,6 +80,10 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if srv.mode == "slow":
             time.sleep(srv.delay)
+        if srv.mode == "hold" and self.path.rstrip("/").endswith("/chat/completions"):
+            with srv.lock:
+                srv.held += 1
+            srv.release.wait(srv.delay)
         if srv.mode == "die_after" and n > srv.die_after:
             self.close_connection = True
             srv.kill()
@@ -194,6 +200,8 @@ class FaultProxy(ThreadingHTTPServer):
         self.cut_after, self.rewrite_text = cut_after, rewrite_text
         self.cut = self.client_closed = self.events_relayed = 0
         self.closed = threading.Event()
+        self.release = threading.Event()  # mode "hold": set it to let the held requests go on
+        self.held = 0
         self.authorization: str | None = None  # of the last POST: the key the client sent
         self.upstream = httpx.Client(timeout=600, trust_env=False)
         self.lock = threading.Lock()

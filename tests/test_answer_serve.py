@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 from fault_proxy import FaultProxy
-from serve_helpers import SPARSE_AUTO, Server, get, post, write_mixed_corpus
+from serve_helpers import MIXED_DOCS, SPARSE_AUTO, Server, get, post, write_mixed_corpus
 
 from evolve.chunking import split_sentences
 
@@ -24,6 +24,9 @@ KEY = "answer-test-key-71"
 EN_LINE = "The answer is not in these documents."
 KO_LINE = "이 문서들에서는 답을 찾을 수 없습니다."
 MARKER = re.compile(r"\[\s*(\d{1,4}(?:\s*[,;]\s*\d{1,4})*)\s*\]")
+#: anything a reader could take for a marker: ASCII or full-width brackets around numbers, lists, ranges
+ANY_MARKER = re.compile(r"[\[［【]\s*(\d[\d\s,;，；、\-–—]*)[\]］】]")
+CODE = re.compile(r"```.*?(?:```|\Z)|`[^`\n]+`", re.DOTALL)
 BODY_KEYS = {"query_id", "config_version", "answer", "citations", "refused", "grounded", "unsupported_sentences",
              "removed_markers", "refusal", "language", "took_ms", "ttft_ms", "usage", "passages"}
 
@@ -54,7 +57,9 @@ def answering(tmp_path_factory, llm_server):
 def proxy_pass(answering):
     _, proxy, _ = answering
     proxy.mode = "pass"
+    proxy.release.clear()
     yield proxy
+    proxy.release.set()  # nothing stays held
     proxy.mode = "pass"
 
 
@@ -93,7 +98,9 @@ def _holds_for_any_output(body: dict) -> None:
     n = len(passages)
     assert [p["marker"] for p in passages] == list(range(1, n + 1))
     assert all(set(p) == {"marker", "doc_id", "title", "url", "passage"} for p in passages)
-    assert all(1 <= m <= n for m in _markers(body["answer"]))  # every marker within 1..n of the passages given
+    # every marker within 1..n of the passages given, whatever its form (code is no citation)
+    assert all(1 <= int(x) <= n for m in ANY_MARKER.finditer(CODE.sub("", body["answer"]))
+               for x in re.findall(r"\d+", m.group(1)))
     assert [c["marker"] for c in body["citations"]] == sorted(set(_markers(body["answer"])))
     assert all(c == passages[c["marker"] - 1] for c in body["citations"])
     assert body["grounded"] == (body["refused"] or bool(body["citations"]))
@@ -142,15 +149,26 @@ def test_answer_json_on_the_real_llm(answering, proxy_pass):
 
 
 def test_answer_streamed_in_korean_sources_first(answering, proxy_pass):
-    """Accept: text/event-stream alone asks for the stream; the retrieval event comes before the first token."""
-    server, _, _ = answering
-    events = _stream(server, {"query": "VPN 인증서 오류가 나요"}, accept=True)
+    """Accept: text/event-stream alone asks for the stream. The retrieval event comes before the first token, and
+    before the LLM has written a word: the proxy holds the LLM's reply (mode "hold") until the sources have
+    arrived, and had relayed none of it when they did; then the real answer streams."""
+    server, proxy, _ = answering
+    proxy.mode, proxy.delay = "hold", 120
+    relayed, seen = proxy.events_relayed, {}
+
+    def sources_arrived(events):
+        if len(events) == 1:
+            seen["relayed"] = proxy.events_relayed - relayed
+            proxy.release.set()
+        return False
+
+    events = _stream(server, {"query": "VPN 인증서 오류가 나요"}, accept=True, stop_after=sources_arrived)
     names = [e[0] for e in events]
     assert names[0] == "retrieval" and names[-1] == "done" and set(names[1:-1]) == {"token"}, names
     retrieval, done = events[0][1], events[-1][1]
     assert set(retrieval) == {"query_id", "config_version", "passages", "took_ms"}
     assert retrieval["passages"][0]["doc_id"] == "vpn"
-    assert events[0][2] <= events[1][2]  # the sources arrived before the first token
+    assert seen["relayed"] == 0  # the sources arrived while the LLM's reply was still held
     _holds_for_any_output(done)
     assert done["query_id"] == retrieval["query_id"] and done["passages"] == retrieval["passages"]
     assert done["language"] == "ko"
@@ -163,7 +181,7 @@ def test_openai_client_gets_the_answer_and_its_sources(answering, proxy_pass):
     """Acceptance 3: the official `openai` package against the running server, streamed and not."""
     import openai
 
-    server, _, _ = answering
+    server, proxy, _ = answering
     client = openai.OpenAI(base_url=server.url + "/v1", api_key=KEY, max_retries=0, timeout=180)
     assert [m.id for m in client.models.list()] == ["evolve"]
     question = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "hello"},
@@ -186,6 +204,19 @@ def test_openai_client_gets_the_answer_and_its_sources(answering, proxy_pass):
     assert ("Sources:" in content) == bool(body["citations"])
     with pytest.raises(openai.AuthenticationError):
         openai.OpenAI(base_url=server.url + "/v1", api_key="wrong", max_retries=0).models.list()
+    # the sources list, whatever the tiny model cites: the proxy rewrites its answer into one citing passage 1 (the
+    # password document), so the content is that answer, then "Sources:" and that document's title
+    proxy.mode, proxy.rewrite_text = "rewrite", "Open the account portal and choose forgot password [1]."
+    chunks = list(client.chat.completions.create(model="evolve", messages=question[-1:], stream=True))
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    (final,) = [c for c in chunks if c.choices and c.choices[0].finish_reason == "stop"]
+    (cited,) = final.model_extra["citations"]
+    title = MIXED_DOCS["password"][0]
+    source = f"[{title}]({cited['url']})" if cited["url"] else title
+    assert cited["doc_id"] == "password" and cited["marker"] == 1
+    assert text == proxy.rewrite_text + f"\n\nSources:\n- [1] {source}"
+    resp = client.chat.completions.create(model="evolve", messages=question[-1:])
+    assert resp.choices[0].message.content == text and resp.model_extra["citations"] == [cited]
 
 
 # ---------------------------------------------------------------------------------------------- bad input
@@ -331,10 +362,20 @@ def test_a_client_that_disconnects_closes_its_llm_request(answering, proxy_pass)
     while _record(ws, qid)["query_attributes"]["answer"] != {"cancelled": True}:
         assert time.monotonic() < deadline, _record(ws, qid)
         time.sleep(0.2)
-    # JSON: the client's read timeout ends it while the LLM writes
+    while get(server.url + "/healthz").json()["features"]["answer"]["active"]:  # its slot is given back after
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    # JSON: the client's read timeout ends it while the LLM's reply is held; evolve then closes its LLM request and
+    # gives the slot back, and the proxy, let go, finds the connection closed
     proxy.closed.clear()
+    proxy.mode, proxy.delay = "hold", 120
     with pytest.raises(httpx.ReadTimeout):
         _answer(server, {"query": "printer network laptop"}, timeout=4)
+    deadline = time.monotonic() + 30
+    while get(server.url + "/healthz").json()["features"]["answer"]["active"]:  # closed upstream, slot back
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    proxy.release.set()
     assert proxy.closed.wait(60) and proxy.client_closed == closed + 2
     _retrieve_ok(server)
 
@@ -342,7 +383,8 @@ def test_a_client_that_disconnects_closes_its_llm_request(answering, proxy_pass)
 def test_max_answers_one_gives_a_second_answer_429_while_retrieve_serves(answering, proxy_pass):
     """Acceptance 4: with --max-answers 1, while one answer streams, a second (JSON or chat) gets 429 with
     Retry-After, and /v1/retrieve answers."""
-    server, _, _ = answering
+    server, proxy, _ = answering
+    proxy.mode, proxy.delay = "hold", 120  # the first answer is written only once the others have been asked
     seen: dict = {}
 
     def during(events):
@@ -351,6 +393,7 @@ def test_max_answers_one_gives_a_second_answer_429_while_retrieve_serves(answeri
             seen["chat"] = post(server.url + "/v1/chat/completions",
                                 {"model": "evolve", "messages": [{"role": "user", "content": "vpn"}]}, key=KEY)
             seen["retrieve"] = post(server.url + "/v1/retrieve", {"query": "printer offline", "k": 3}, key=KEY)
+            proxy.release.set()
         return False
 
     events = _stream(server, {"query": "password reset link", "stream": True}, stop_after=during)
