@@ -115,6 +115,33 @@ def test_pack_counts_with_the_server_tokenizer_and_says_so(llm_server):
     assert ctx.tokenizer == f"server:{llm_server.model}" and ctx.tokens == expected[0] > 0
 
 
+def test_a_stalled_tokenize_falls_back_to_the_local_count_and_is_left_alone_a_while(llm_server):
+    """Packing (so the sources) must not wait on a stalled LLM. The proxy (a stand-in) answers every POST after 8 s:
+    /tokenize gets TOKENIZE_TIMEOUT (5 s), not the chat timeout (120 s), so the count falls back (None); the next
+    count asks nothing (the proxy sees no POST) until tokenize_cooldown has passed; then the server counts again."""
+    import time
+
+    from fault_proxy import FaultProxy
+
+    from evolve.llm import ChatClient
+    from evolve.llm._client import TOKENIZE_TIMEOUT
+
+    assert TOKENIZE_TIMEOUT < 8
+    proxy = FaultProxy(llm_server.url, mode="slow", delay=8).start()
+    try:
+        with ChatClient(proxy.url, llm_server.model, timeout=120, json_mode=False) as client:
+            client.tokenize_cooldown = 2.0
+            assert client.count_tokens(["Restart the print spooler."]) is None
+            posts = proxy.posts
+            assert client.count_tokens(["Restart the print spooler."]) is None and proxy.posts == posts
+            time.sleep(2.5)  # the cooldown is over
+            proxy.mode = "pass"
+            (n,) = client.count_tokens(["Restart the print spooler."])
+            assert n > 0 and proxy.posts == posts + 1
+    finally:
+        proxy.stop()
+
+
 # ------------------------------------------------------------------------------------------------ checking
 def test_check_answer_worked_examples():
     lines = not_found_lines("1").values()
