@@ -12,6 +12,8 @@ Everything is forwarded to the real ``vllm serve`` (the answers are the model's 
   (``garble_text``), as a small local model writes now and then;
 * ``error400``: every ``refuse_every``-th ``POST`` is answered HTTP 400 with vLLM's "maximum context length"
   message, as a server refuses a prompt longer than its context;
+* ``no_stream_options``: a ``POST`` carrying ``stream_options`` is answered HTTP 400 naming the field, as a server
+  that does not take it does; the rest passes;
 * ``die_after``: after ``die_after`` forwarded ``POST`` answers the proxy closes its socket and answers nothing
   more: the endpoint was killed mid-run;
 * ``cut_after``: a streamed answer (``"stream": true``) is relayed for ``cut_after`` events, then the connection
@@ -77,6 +79,10 @@ class _Handler(BaseHTTPRequestHandler):
             msg = ("This model's maximum context length is 2048 tokens. However, your prompt contains at least "
                    "2049 input tokens.")
             self._reply(400, json.dumps({"error": {"message": msg, "type": "BadRequestError", "code": 400}}).encode())
+            return
+        if srv.mode == "no_stream_options" and "stream_options" in srv.payloads[-1]:
+            msg = "Unrecognized request argument supplied: stream_options"
+            self._reply(400, json.dumps({"error": {"message": msg, "type": "invalid_request_error"}}).encode())
             return
         if srv.mode == "slow":
             time.sleep(srv.delay)

@@ -542,3 +542,37 @@ def test_stream_cancel_closes_the_connection_and_errors_never_show_the_key(llm_s
     expect_one_line(lambda: ChatClient("http://127.0.0.1:9/v1", "m", api_key_env="EVOLVE_NO_SUCH_KEY_VAR",
                                        key_field="answer.api_key_env"),
                     "answer.api_key_env: expected the environment variable EVOLVE_NO_SUCH_KEY_VAR")
+
+
+def test_a_server_that_refuses_stream_options_is_asked_again_without_them(llm_server):
+    """A server that does not take `stream_options` (HTTP 400 naming it; the proxy, a stand-in, plays one in front
+    of the real server): the stream is asked again at once without the field and gets the real answer; the client
+    remembers, so its next stream (on an event loop this time) goes without it in one attempt."""
+    import asyncio
+
+    from fault_proxy import FaultProxy
+
+    from evolve.llm import ChatClient
+
+    proxy = FaultProxy(llm_server.url, mode="no_stream_options").start()
+    try:
+        client = ChatClient(proxy.url, llm_server.model, json_mode=False)
+        stream = client.stream([{"role": "user", "content": "Say hi."}], max_tokens=4)
+        list(stream)
+        assert stream.result.done and stream.result.attempts == 2
+        assert "stream_options" in proxy.payloads[-2] and "stream_options" not in proxy.payloads[-1]
+        posts = proxy.posts
+
+        async def again():
+            s = client.astream([{"role": "user", "content": "Say hi."}], max_tokens=4)
+            async for _ in s:
+                pass
+            await s.aclose()
+            await client.aclose()
+            return s.result
+
+        result = asyncio.run(again())
+        assert result.done and result.attempts == 1 and proxy.posts == posts + 1
+        assert "stream_options" not in proxy.payloads[-1]
+    finally:
+        proxy.stop()
