@@ -291,6 +291,24 @@ def test_retrieve_passages_hybrid_carries_dense_cosines_and_bm25_scores(tmp_path
         assert d.passage(ds.corpus[d.doc_id]) == ds.corpus[d.doc_id].text
     # both documents hold "descaling": BM25 found both
     assert all("sparse" in d.chunks[0].scores for d in ret.docs)
+    # answer.min_score reads the raw first-stage score, never the fused one (the sparse-only refusal test cannot
+    # tell them apart: there the final score is the BM25 score). RRF (rrf_k 60) gives a document at most
+    # 1/61 + 1/61 = 0.0328, far under the cosines; a floor just under the best cosine lets the LLM be asked (the
+    # score read is that cosine), one just over it refuses; min_score_on "sparse" reads the best BM25 score
+    from evolve.answer import Answerer
+    from evolve.config import AnswerConfig
+
+    best_cos, best_bm25 = max(cos.values()), max(d.chunks[0].scores["sparse"] for d in ret.docs)
+    assert max(d.score for d in ret.docs) <= 2 / 61 + 1e-9 < best_cos
+
+    def floor(score, on="auto"):
+        answerer = Answerer(AnswerConfig(tokenizer="whitespace", min_score=score, min_score_on=on))
+        return answerer.prepare("descaling kettles?", ret, ds.corpus)
+
+    ok = floor(best_cos - 1e-4)
+    assert ok.refusal is None and ok.best_score == pytest.approx(best_cos, abs=1e-5)
+    assert floor(best_cos + 1e-4).refusal == "min_score"
+    assert floor(best_bm25 - 1e-4, "sparse").refusal is None and floor(best_bm25 + 1e-4, "sparse").refusal == "min_score"
 
 
 def test_merge_chunks_writes_an_overlap_once():
