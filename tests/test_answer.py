@@ -182,7 +182,8 @@ def test_check_answer_leaves_markers_in_code_alone():
 
 
 def test_check_answer_reads_full_width_brackets_and_ranges():
-    """Three passages. Full-width brackets (［1］, 【2】) and digits (２) are markers, written back as ASCII [n];
+    """Three passages. Full-width brackets (［1］, 【2】) and digits (２) are markers, written back as ASCII [n] (a
+    rewritten marker is one [n] per passage, the prompt's own style);
     a range [a-b] (or –) is every number from a to b: [1-2] cites 1 and 2; [2–5] cites 2 and 3, and 4 and 5
     point to no passage (removed, counted 2); 【7】 points to none (removed, counted 1)."""
     lines = not_found_lines("1").values()
@@ -190,7 +191,7 @@ def test_check_answer_reads_full_width_brackets_and_ranges():
     assert c.text == "Restart the spooler [1]. Check the cable [2]." and c.cited == [1, 2] and c.removed_markers == 0
     assert c.unsupported_sentences == []
     c = check_answer("Open the portal [1-2]. Follow the link [2–5]. Ask IT 【7】.", 3, lines)
-    assert c.text == "Open the portal [1, 2]. Follow the link [2, 3]. Ask IT."
+    assert c.text == "Open the portal [1][2]. Follow the link [2][3]. Ask IT."
     assert c.cited == [1, 2, 3] and c.removed_markers == 3 and c.unsupported_sentences == ["Ask IT."]
 
 

@@ -5,7 +5,7 @@
   write them). A number outside ``1..n_passages`` points to no given passage: it is removed from the answer and
   counted (``removed_markers``); a bracket left with no valid number goes whole (with the space before it). A
   marker that lost a number, or that is not written as plain ASCII ``[n, m]`` (a range, full-width), is written
-  back as ``[n, m]`` of its valid numbers, so every marker in the checked answer reads the same way.
+  back as ``[n][m]`` of its valid numbers (the prompt's own style, one link each on the page).
 * **Sentences.** The answer is split line by line, then into sentences by the project's splitter (sentencex;
   kiwipiepy where the text has Hangul). Citations written after the full stop (``... spooler. [1]``) open the
   next piece; they are given back to the sentence before when that one has no citation of its own. A sentence
@@ -100,7 +100,7 @@ def _clean_markers(text: str, n: int) -> tuple[str, int]:
             return "\0"  # removed below, with the space before it
         if len(valid) == len(nums) and _PLAIN.fullmatch(m.group(0)):
             return m.group(0)
-        return "[" + ", ".join(str(x) for x in dict.fromkeys(valid)) + "]"
+        return "".join(f"[{x}]" for x in dict.fromkeys(valid))
 
     out = MARKER.sub(fix, text)
     out = re.sub(r"[ \t]*\0", "", out)
