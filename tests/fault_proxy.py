@@ -20,13 +20,17 @@ Everything is forwarded to the real ``vllm serve`` (the answers are the model's 
   is dropped without ending the stream: the LLM server died mid-answer;
 * ``rewrite``: the real server answers, but the text of its answer is replaced by ``rewrite_text`` (streamed in
   pieces of a few words, with the real server's finish reason, usage and ``[DONE]``; or in the message of a
-  non-streamed answer): bad citation markers, a refusal, whatever a test needs the model to have written.
+  non-streamed answer): bad citation markers, a refusal, whatever a test needs the model to have written;
+* ``prefix``: a streamed answer is relayed live, event by event, with ``prefix_text`` put in front of the
+  model's first piece (the page test makes every reply carry a ``[1]`` this way, which the tiny model rarely
+  writes itself); the rest is the model's own.
 
 Streamed answers are relayed event by event as the real server sends them (chunked). When the client (evolve)
 closes its connection mid-stream, the proxy sees its next write fail, closes its own upstream request (the real
 server then stops generating) and counts it in ``client_closed`` (``closed`` is set).
 
-``posts`` counts the POST requests that arrived. Used by tests/test_gold_llm.py and tests/test_answer_serve.py.
+``posts`` counts the POST requests that arrived. Used by tests/test_gold_llm.py, tests/test_answer_serve.py and
+tests/test_answer_page.py.
 """
 
 from __future__ import annotations
@@ -149,6 +153,20 @@ class _Handler(BaseHTTPRequestHandler):
             yield "data: " + json.dumps({**base, "choices": [], "usage": usage})
         yield "data: [DONE]"
 
+    def _prefixed(self, upstream_lines):
+        """The upstream's events as they come, ``prefix_text`` put in front of the first delta's text."""
+        pending = True
+        for line in upstream_lines:
+            if pending and line.startswith("data: ") and line != "data: [DONE]":
+                event = json.loads(line[6:])
+                for c in event.get("choices") or []:
+                    if "delta" in c:
+                        c["delta"]["content"] = self.server.prefix_text + (c["delta"].get("content") or "")
+                        pending = False
+                        line = "data: " + json.dumps(event)
+                        break
+            yield line
+
     def _relay_stream(self, body: bytes, payload: dict) -> None:
         srv = self.server
         headers = {k: v for k, v in self.headers.items() if k.lower() in ("content-type", "authorization", "accept")}
@@ -165,6 +183,8 @@ class _Handler(BaseHTTPRequestHandler):
                 lines = (line for line in resp.iter_lines() if line)
                 if srv.mode == "rewrite":
                     lines = self._rewritten(lines)
+                elif srv.mode == "prefix":
+                    lines = self._prefixed(lines)
                 sent = 0
                 for line in lines:
                     if srv.mode == "cut_after" and sent >= srv.cut_after:
@@ -197,13 +217,14 @@ class FaultProxy(ThreadingHTTPServer):
 
     def __init__(self, target: str, mode: str = "pass", *, delay: float = 5.0, garble_every: int = 2,
                  garble_text: str = "Sure! Here is a great question about the passage for you.",
-                 die_after: int = 1, refuse_every: int = 1, cut_after: int = 3, rewrite_text: str = ""):
+                 die_after: int = 1, refuse_every: int = 1, cut_after: int = 3, rewrite_text: str = "",
+                 prefix_text: str = "[1] "):
         super().__init__(("127.0.0.1", 0), _Handler)
         self.target = target.rstrip("/").removesuffix("/v1")
         self.mode, self.delay, self.garble_every, self.garble_text, self.die_after = (
             mode, delay, garble_every, garble_text, die_after)
         self.refuse_every = refuse_every
-        self.cut_after, self.rewrite_text = cut_after, rewrite_text
+        self.cut_after, self.rewrite_text, self.prefix_text = cut_after, rewrite_text, prefix_text
         self.cut = self.client_closed = self.events_relayed = 0
         self.closed = threading.Event()
         self.release = threading.Event()  # mode "hold": set it to let the held requests go on

@@ -209,8 +209,9 @@ def test_cli_export_stats_delete(workspace, tmp_path):
     assert r.stdout.splitlines() == [
         f"feedback in {workspace.path / 'feedback.sqlite'}: 4 searches by 3 clients, 4 events "
         "(answered 1, click 1, no_answer 2)",
-        "failure list (no_answer), 1 queries:",
-        "     2  회의실 프린터",
+        "failure list, 1 queries:",
+        "  no_answer  wrong  didnt_answer  refused  query",
+        "          2      0             0        0  회의실 프린터",
         "interleaving: challenger v-chall vs champion v-champ: 1 wins, 0 ties, 0 losses over 1 queries, "
         "one-sided sign test p = 0.5000",
     ]

@@ -170,7 +170,8 @@ def test_feedback_events_are_stored_and_idempotent(served):
 def test_the_page_in_real_chromium(served):
     """Acceptance 1: Debian's Chromium, headless, through Playwright (never `playwright install`): a Korean and an
     English query, a document opened, results marked useful; both events in the store, valid against the UBI
-    schemas; the API key asked for once; no request leaves the origin; a screenshot as an artifact."""
+    schemas; the API key asked for once; no request leaves the origin; a screenshot as an artifact. This server
+    has no LLM: the page's answer part is a one-line notice and the results show as before."""
     if not Path(CHROMIUM).exists():
         if os.environ.get("CI") == "true":
             pytest.fail("CI must have Debian's chromium (.ci/run installs it)")
@@ -203,6 +204,10 @@ def test_the_page_in_real_chromium(served):
             first = page.locator("#results li").first
             first.wait_for()
             assert first.get_attribute("data-doc-id") == "vpn"
+            # this server has no LLM: the answer part says so in one line (503), the results show all the same
+            notice = page.locator("#answer-notice").inner_text()
+            assert notice.startswith("답변을 쓸 수 없음 · no answer (503): ") and "\n" not in notice, notice
+            assert page.get_attribute("#answer", "data-state") == "failed"
             assert first.get_attribute("lang") == "ko"
             first.locator("a.title").click()
             page.locator("#doc").wait_for(state="visible")

@@ -67,9 +67,10 @@ def stats_command(
     feedback_url: FeedbackUrlOpt = None,
     json_out: JsonOpt = False,
 ):
-    """Counts, the failure list (queries people said nothing answered) and interleaving results."""
+    """Counts, the failure list (queries whose list answered nothing, whose answer was wrong, did not answer or
+    was refused) and interleaving results."""
     from evolve.cli._common import emit_json, out_console
-    from evolve.feedback import grade_feedback, interleaving_results, parse_when
+    from evolve.feedback import ANSWER_ACTIONS, grade_feedback, interleaving_results, parse_when
 
     when = parse_when(since, "--since") if since else None
     with _store(workspace, feedback_url) as store:
@@ -79,13 +80,19 @@ def stats_command(
     for e in events:
         by_action[e["action_name"]] = by_action.get(e["action_name"], 0) + 1
     judged = grade_feedback(queries, events)
-    failures = sorted(judged.no_answer.items(), key=lambda kv: (-kv[1], kv[0]))[:top]
+    all_failures = judged.failures()
+    failures = all_failures[:top]
+    answers = {"written": sum(judged.answers.values()), "refused": sum(judged.refused.values()),
+               "failed": judged.answers_failed,
+               **{a: by_action.get(a, 0) for a in ANSWER_ACTIONS}}
     inter = interleaving_results(queries, events)
     clients = {q["client_id"] for q in queries} | {e["client_id"] for e in events}
     if json_out:
         emit_json({"store": location, "searches": len(queries), "clients": len(clients), "events": len(events),
                    "by_action": by_action, "without_text": judged.without_text,
-                   "failures": [{"query": judged.texts[k], "no_answer": n} for k, n in failures],
+                   "answers": answers,
+                   "failures": [{"query": f.text, "no_answer": f.no_answer, "answer_wrong": f.wrong,
+                                 "answer_no_answer": f.not_answered, "refused": f.refused} for f in failures],
                    "interleaving": [r.as_dict() for r in inter]})
         return
     acts = ", ".join(f"{a} {n}" for a, n in sorted(by_action.items())) or "none"
@@ -94,10 +101,23 @@ def stats_command(
     if judged.without_text:
         out_console.print(f"{judged.without_text} searches were stored without their text (--no-query-text)",
                           highlight=False)
-    out_console.print(f"failure list (no_answer), {len(judged.no_answer)} queries" + (":" if failures else ": none"),
-                      highlight=False)
-    for key, n in failures:
-        out_console.print(f"  {n:>4}  {judged.texts[key]}", highlight=False, markup=False)
+    if answers["written"] or answers["failed"] or any(answers[a] for a in ANSWER_ACTIONS):
+        failed = f", {answers['failed']} failed" if answers["failed"] else ""
+        out_console.print(f"answers: {answers['written']} written, {answers['refused']} refused{failed}; marked helpful "
+                          f"{answers['answer_helpful']}, wrong {answers['answer_wrong']}, didn't answer "
+                          f"{answers['answer_no_answer']}; citations opened {answers['citation_click']}",
+                          highlight=False)
+    if not all_failures:
+        out_console.print("failure list: none", highlight=False)
+    else:
+        out_console.print(f"failure list, {len(all_failures)} queries"
+                          + (f" (the first {len(failures)})" if len(failures) < len(all_failures) else "") + ":",
+                          highlight=False)
+        out_console.print(f"  {'no_answer':>9}  {'wrong':>5}  {'didnt_answer':>12}  {'refused':>7}  query",
+                          highlight=False)
+        for f in failures:
+            out_console.print(f"  {f.no_answer:>9}  {f.wrong:>5}  {f.not_answered:>12}  {f.refused:>7}  {f.text}",
+                              highlight=False, markup=False)
     for r in inter:
         out_console.print(
             f"interleaving: challenger {'/'.join(r.challenger_versions)} vs champion {'/'.join(r.champion_versions)}: "

@@ -99,7 +99,7 @@ def _feedback_summary(ws, feedback_url: str | None) -> dict | None:
     with open_feedback_store(ws, feedback_url) as fb:
         queries, events = fb.queries(), fb.events()
     return {"searches": len(queries), "events": len(events),
-            "no_answer_queries": len(grade_feedback(queries, events).no_answer),
+            "failure_queries": len(grade_feedback(queries, events).failures()),
             "interleaving": [r.as_dict() for r in interleaving_results(queries, events)]}
 
 
@@ -109,7 +109,7 @@ def _print_feedback(feedback: dict | None) -> None:
     if feedback is None:
         return
     out_console.print(f"feedback: {feedback['searches']} searches, {feedback['events']} events; "
-                      f"failure list: {feedback['no_answer_queries']} queries (evolve feedback stats)", highlight=False)
+                      f"failure list: {feedback['failure_queries']} queries (evolve feedback stats)", highlight=False)
     for r in feedback["interleaving"]:
         p = f"{r['p_value']:.4f}" if r["p_value"] >= 1e-4 else f"{r['p_value']:.1e}"
         out_console.print(f"interleaving: challenger {'/'.join(r['challenger_versions'])} vs champion "

@@ -6,13 +6,17 @@ from __future__ import annotations
 from pathlib import Path
 
 from evolve.feedback._base import FeedbackCounts, FeedbackStore
+from evolve.feedback._checks import CheckedEvent, FeedbackRejected, answer_of, check_event, cited_of
 from evolve.feedback._export import FORMATS, ExportSummary, export_gold
-from evolve.feedback._grades import FeedbackJudgements, GradeRules, PairJudgement, grade_feedback, query_key
+from evolve.feedback._grades import Failure, FeedbackJudgements, GradeRules, PairJudgement, grade_feedback, query_key
 from evolve.feedback._interleaving import InterleavingResult, interleaving_gate, interleaving_results, sign_test
 from evolve.feedback._records import (
     ACTIONS,
+    ANSWER_ACTIONS,
     APPLICATION,
+    HIT_ACTIONS,
     OBJECT_ACTIONS,
+    VERDICT_ACTIONS,
     event_record,
     iso,
     now_iso,
@@ -22,6 +26,15 @@ from evolve.feedback._records import (
 from evolve.feedback._ubi import SCHEMA_DIR, ubi_schema, ubi_schema_verbatim, ubi_validator
 
 __all__ = [
+    "ANSWER_ACTIONS",
+    "CheckedEvent",
+    "Failure",
+    "FeedbackRejected",
+    "HIT_ACTIONS",
+    "VERDICT_ACTIONS",
+    "answer_of",
+    "check_event",
+    "cited_of",
     "FORMATS",
     "ExportSummary",
     "FeedbackJudgements",

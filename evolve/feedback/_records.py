@@ -16,6 +16,9 @@ from evolve.errors import ConfigError
 __all__ = [
     "ACTIONS",
     "OBJECT_ACTIONS",
+    "HIT_ACTIONS",
+    "ANSWER_ACTIONS",
+    "VERDICT_ACTIONS",
     "APPLICATION",
     "OBJECT_ID_FIELD",
     "now_iso",
@@ -25,10 +28,20 @@ __all__ = [
     "event_record",
 ]
 
-#: what a person can do with a result list: open a document (``click``), mark it, or say nothing answered
-ACTIONS = ("click", "useful", "not_useful", "answered", "no_answer")
-#: the actions about one document (``object_id`` required); ``no_answer`` is about the whole list
-OBJECT_ACTIONS = ("click", "useful", "not_useful", "answered")
+#: what a person can do with a result list: open a document (``click``), mark it, or say nothing answered; and
+#: with a written answer (``POST /v1/answer``): judge it as a whole, or open one of its citations
+ACTIONS = ("click", "useful", "not_useful", "answered", "no_answer",
+           "answer_helpful", "answer_wrong", "answer_no_answer", "citation_click")
+#: the actions about one document of the result list (``object_id`` among the query's hits)
+HIT_ACTIONS = ("click", "useful", "not_useful", "answered")
+#: the actions about one document (``object_id`` required): a hit, or one of the answer's cited documents
+OBJECT_ACTIONS = (*HIT_ACTIONS, "citation_click")
+#: a person's verdict on the answer as a whole (no ``object_id``): helpful, wrong, or it did not answer
+VERDICT_ACTIONS = ("answer_helpful", "answer_wrong", "answer_no_answer")
+#: the actions that need a written answer on the query (its UBI query record's ``query_attributes.answer``)
+ANSWER_ACTIONS = (*VERDICT_ACTIONS, "citation_click")
+#: actions stored with UBI ``message_type`` CLICK (a document opened); the rest are FEEDBACK
+_CLICKS = ("click", "citation_click")
 APPLICATION = "evolve-serve"
 OBJECT_ID_FIELD = "doc_id"
 
@@ -75,7 +88,8 @@ def query_record(*, query_id: str, client_id: str, user_query: str, hit_ids: lis
 def event_record(*, event_id: str, action_name: str, query_id: str, client_id: str, object_id: str | None,
                  ordinal: int, config_version: str, extra: dict | None = None, timestamp: str | None = None) -> dict:
     """A UBI event record (``event.schema.json``). ``ordinal`` is the 1-based rank of ``object_id`` in the list
-    shown; ``0`` for ``no_answer`` (about the whole list; the schema requires a position)."""
+    shown (for ``citation_click``: the citation's marker ``n`` of ``[n]``); ``0`` for ``no_answer`` and the verdicts
+    on an answer (about the whole list or answer; the schema requires a position)."""
     attrs: dict = {"position": {"ordinal": int(ordinal)}, "config_version": config_version}
     if object_id is not None:
         attrs["object"] = {"object_id": object_id, "object_id_field": OBJECT_ID_FIELD}
@@ -87,6 +101,6 @@ def event_record(*, event_id: str, action_name: str, query_id: str, client_id: s
         "query_id": query_id,
         "client_id": client_id,
         "timestamp": timestamp or now_iso(),
-        "message_type": "FEEDBACK" if action_name != "click" else "CLICK",
+        "message_type": "CLICK" if action_name in _CLICKS else "FEEDBACK",
         "event_attributes": attrs,
     }

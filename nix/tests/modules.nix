@@ -113,6 +113,47 @@ let
     checkInterval = 60;
     embeddingEndpoint = "http://127.0.0.1:8000/v1";
   };
+  # the answering LLM on a vLLM instance named `llm`, beside the embedder (serve's default endpoint)
+  llm = {
+    model = "Qwen/Qwen2.5-7B-Instruct";
+    port = 8002;
+    gpus = [ 1 ];
+    gpuMemoryUtilization = 0.9;
+    maxModelLen = 16384;
+  };
+  serveWithLlm =
+    instances: answer:
+    eval {
+      services.vllm-api = {
+        package = fakeVllm;
+        inherit instances;
+      };
+      services.evolve-serve = {
+        enable = true;
+        package = fakeEvolve;
+        inherit answer;
+      };
+    };
+  serveLlm = serveWithLlm { inherit embedder llm; } { };
+  serveOllama = evalServe {
+    answer = {
+      baseUrl = "http://127.0.0.1:11434/v1";
+      model = "qwen2.5:7b-instruct";
+      maxAnswers = 2;
+      settings = {
+        context_tokens = 3000;
+        temperature = 0.1;
+        prompt_version = "1";
+      };
+    };
+  };
+  serveKeyFile = evalServe {
+    answer = {
+      baseUrl = "https://llm.lan/v1";
+      model = "gpt-oss-20b";
+      apiKeyFile = "/run/secrets/llm-api-key";
+    };
+  };
   both = eval {
     services.evolve = {
       enable = true;
@@ -531,6 +572,62 @@ let
         warnings = [ ];
       };
     };
+    serve-answer-defaults-to-the-vllm-llm-instance = {
+      expr = {
+        exec = serveLlm.systemd.services.evolve-serve.serviceConfig.ExecStart;
+        after = serveLlm.systemd.services.evolve-serve.after;
+        credential = serveLlm.systemd.services.evolve-serve.serviceConfig ? LoadCredential;
+      };
+      expected = {
+        exec = "${evo} serve --workspace /var/lib/evolve --host 127.0.0.1 --port 8080 --check-interval 300 --set answer.base_url=http://127.0.0.1:8002/v1 --set answer.model=Qwen/Qwen2.5-7B-Instruct";
+        after = [
+          "network-online.target"
+          "vllm-api-embedder.service"
+          "vllm-api-llm.service"
+        ];
+        credential = false;
+      };
+    };
+    serve-answer-follows-served-model-name-and-a-wildcard-bind = {
+      expr =
+        (serveWithLlm {
+          qwen = llm // {
+            host = "0.0.0.0";
+            port = 8010;
+            extraArgs = [
+              "--served-model-name"
+              "qwen-7b"
+              "--enable-prefix-caching"
+            ];
+          };
+        } { instance = "qwen"; }).systemd.services.evolve-serve.serviceConfig.ExecStart;
+      expected = "${evo} serve --workspace /var/lib/evolve --host 127.0.0.1 --port 8080 --check-interval 300 --set answer.base_url=http://127.0.0.1:8010/v1 --set answer.model=qwen-7b";
+    };
+    serve-answer-none-without-an-llm-instance = {
+      expr = (serveWithLlm { inherit embedder; } { }).systemd.services.evolve-serve.serviceConfig.ExecStart;
+      expected = "${evo} serve --workspace /var/lib/evolve --host 127.0.0.1 --port 8080 --check-interval 300";
+    };
+    serve-answer-ollama-settings-and-max-answers = {
+      expr = serveOllama.systemd.services.evolve-serve.serviceConfig.ExecStart;
+      expected = "${evo} serve --workspace /var/lib/evolve --host 127.0.0.1 --port 8080 --check-interval 300 --set answer.base_url=http://127.0.0.1:11434/v1 --set answer.model=qwen2.5:7b-instruct --set answer.context_tokens=3000 --set answer.prompt_version=1 --set answer.temperature=0.1 --max-answers 2";
+    };
+    serve-answer-key-file-through-load-credential = {
+      expr = {
+        inherit (serveKeyFile.systemd.services.evolve-serve.serviceConfig) LoadCredential ExecStart;
+        environmentFile = serveKeyFile.systemd.services.evolve-serve.serviceConfig ? EnvironmentFile;
+      };
+      # the stand-in's writeShellScript is a derivation of its name and text: the same path is the same script
+      expected = {
+        LoadCredential = "llm-api-key:/run/secrets/llm-api-key";
+        ExecStart = "${pkgs.writeShellScript "evolve-serve-start" ''
+          set -eu
+          EVOLVE_LLM_API_KEY="$(< "$CREDENTIALS_DIRECTORY/llm-api-key")"
+          export EVOLVE_LLM_API_KEY
+          exec ${evo} serve --workspace /var/lib/evolve --host 127.0.0.1 --port 8080 --check-interval 300 --set 'answer.base_url=https://llm.lan/v1' --set 'answer.model=gpt-oss-20b' --set 'answer.api_key_env=EVOLVE_LLM_API_KEY'
+        ''}";
+        environmentFile = false;
+      };
+    };
     serve-unit = {
       expr = {
         inherit (serveMinimal.systemd.services.evolve-serve.serviceConfig)
@@ -631,6 +728,77 @@ let
   };
 
   negative = {
+    serve-answer-instance-missing = {
+      cfg = {
+        services.evolve-serve = {
+          enable = true;
+          package = fakeEvolve;
+          answer.instance = "qwen";
+        };
+      };
+      expect = "services.evolve-serve.answer.instance is 'qwen', but services.vllm-api.instances has no such instance";
+    };
+    serve-answer-base-url-without-model = {
+      cfg = {
+        services.evolve-serve = {
+          enable = true;
+          package = fakeEvolve;
+          answer.baseUrl = "http://127.0.0.1:11434/v1";
+        };
+      };
+      expect = "services.evolve-serve.answer: baseUrl and model go together";
+    };
+    serve-answer-password-in-base-url = {
+      cfg = {
+        services.evolve-serve = {
+          enable = true;
+          package = fakeEvolve;
+          answer = {
+            baseUrl = "https://bot:s3cret@llm.lan/v1";
+            model = "m";
+          };
+        };
+      };
+      expect = "services.evolve-serve.answer.baseUrl contains a password";
+    };
+    serve-answer-key-file-in-the-store = {
+      cfg = {
+        services.evolve-serve = {
+          enable = true;
+          package = fakeEvolve;
+          answer = {
+            baseUrl = "https://llm.lan/v1";
+            model = "m";
+            apiKeyFile = "${builtins.storeDir}/0000000000000000000000000000000-llm-api-key";
+          };
+        };
+      };
+      expect = "services.evolve-serve.answer.apiKeyFile is in the Nix store";
+    };
+    serve-answer-key-env-set-by-nothing = {
+      cfg = {
+        services.evolve-serve = {
+          enable = true;
+          package = fakeEvolve;
+          answer = {
+            baseUrl = "https://llm.lan/v1";
+            model = "m";
+            apiKeyEnv = "LLM_API_KEY";
+          };
+        };
+      };
+      expect = "services.evolve-serve.answer.apiKeyEnv names a variable but nothing sets it";
+    };
+    serve-answer-misspelled-option = {
+      cfg = {
+        services.evolve-serve = {
+          enable = true;
+          package = fakeEvolve;
+          answer.baseURL = "http://127.0.0.1:11434/v1";
+        };
+      };
+      expect = "The option `services.evolve-serve.answer.baseURL' does not exist";
+    };
     serve-password-in-feedback-url = {
       cfg = {
         services.evolve-serve = {
