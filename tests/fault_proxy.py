@@ -6,10 +6,14 @@ Everything is forwarded to the real ``vllm serve`` (the answers are the model's 
 * ``error500``: ``POST`` requests are answered HTTP 500 (``GET /v1/models`` still passes, so the failure comes
   mid-run, after the client checked the model);
 * ``slow``: ``POST`` requests get their answer after ``delay`` seconds (longer than the client's timeout);
+* ``hold``: a ``POST`` to ``chat/completions`` waits until the test sets ``release`` (at most ``delay`` seconds),
+  then goes on as ``pass``: the LLM has not written a word until the test says so (``held`` counts them);
 * ``garble``: every ``garble_every``-th answer's message content is rewritten into text that holds no JSON
   (``garble_text``), as a small local model writes now and then;
 * ``error400``: every ``refuse_every``-th ``POST`` is answered HTTP 400 with vLLM's "maximum context length"
   message, as a server refuses a prompt longer than its context;
+* ``no_stream_options``: a ``POST`` carrying ``stream_options`` is answered HTTP 400 naming the field, as a server
+  that does not take it does; the rest passes;
 * ``die_after``: after ``die_after`` forwarded ``POST`` answers the proxy closes its socket and answers nothing
   more: the endpoint was killed mid-run;
 * ``cut_after``: a streamed answer (``"stream": true``) is relayed for ``cut_after`` events, then the connection
@@ -80,8 +84,16 @@ class _Handler(BaseHTTPRequestHandler):
                    "2049 input tokens.")
             self._reply(400, json.dumps({"error": {"message": msg, "type": "BadRequestError", "code": 400}}).encode())
             return
+        if srv.mode == "no_stream_options" and "stream_options" in srv.payloads[-1]:
+            msg = "Unrecognized request argument supplied: stream_options"
+            self._reply(400, json.dumps({"error": {"message": msg, "type": "invalid_request_error"}}).encode())
+            return
         if srv.mode == "slow":
             time.sleep(srv.delay)
+        if srv.mode == "hold" and self.path.rstrip("/").endswith("/chat/completions"):
+            with srv.lock:
+                srv.held += 1
+            srv.release.wait(srv.delay)
         if srv.mode == "die_after" and n > srv.die_after:
             self.close_connection = True
             srv.kill()
@@ -215,6 +227,8 @@ class FaultProxy(ThreadingHTTPServer):
         self.cut_after, self.rewrite_text, self.prefix_text = cut_after, rewrite_text, prefix_text
         self.cut = self.client_closed = self.events_relayed = 0
         self.closed = threading.Event()
+        self.release = threading.Event()  # mode "hold": set it to let the held requests go on
+        self.held = 0
         self.authorization: str | None = None  # of the last POST: the key the client sent
         self.upstream = httpx.Client(timeout=600, trust_env=False)
         self.lock = threading.Lock()

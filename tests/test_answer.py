@@ -115,6 +115,33 @@ def test_pack_counts_with_the_server_tokenizer_and_says_so(llm_server):
     assert ctx.tokenizer == f"server:{llm_server.model}" and ctx.tokens == expected[0] > 0
 
 
+def test_a_stalled_tokenize_falls_back_to_the_local_count_and_is_left_alone_a_while(llm_server):
+    """Packing (so the sources) must not wait on a stalled LLM. The proxy (a stand-in) answers every POST after 8 s:
+    /tokenize gets TOKENIZE_TIMEOUT (5 s), not the chat timeout (120 s), so the count falls back (None); the next
+    count asks nothing (the proxy sees no POST) until tokenize_cooldown has passed; then the server counts again."""
+    import time
+
+    from fault_proxy import FaultProxy
+
+    from evolve.llm import ChatClient
+    from evolve.llm._client import TOKENIZE_TIMEOUT
+
+    assert TOKENIZE_TIMEOUT < 8
+    proxy = FaultProxy(llm_server.url, mode="slow", delay=8).start()
+    try:
+        with ChatClient(proxy.url, llm_server.model, timeout=120, json_mode=False) as client:
+            client.tokenize_cooldown = 2.0
+            assert client.count_tokens(["Restart the print spooler."]) is None
+            posts = proxy.posts
+            assert client.count_tokens(["Restart the print spooler."]) is None and proxy.posts == posts
+            time.sleep(2.5)  # the cooldown is over
+            proxy.mode = "pass"
+            (n,) = client.count_tokens(["Restart the print spooler."])
+            assert n > 0 and proxy.posts == posts + 1
+    finally:
+        proxy.stop()
+
+
 # ------------------------------------------------------------------------------------------------ checking
 def test_check_answer_worked_examples():
     lines = not_found_lines("1").values()
@@ -135,6 +162,46 @@ def test_check_answer_worked_examples():
     c = check_answer("인증서를 다시 발급받으세요 [1]. 그리고 클라이언트를 재시작하세요. [1, 9] 모르겠어요.", 3, lines)
     assert c.text == "인증서를 다시 발급받으세요 [1]. 그리고 클라이언트를 재시작하세요. [1] 모르겠어요."
     assert c.cited == [1] and c.removed_markers == 1 and c.unsupported_sentences == ["모르겠어요."]
+
+
+def test_check_answer_leaves_markers_in_code_alone():
+    """A bracketed number inside code (`inline` or a ``` block) is an index, not a citation: not removed, not
+    counted, not cited. Three passages (one for the fenced case)."""
+    lines = not_found_lines("1").values()
+    # "a[2]" in inline code cites nothing: only [1] is a citation
+    c = check_answer("Run `x = a[2]` then restart [1].", 3, lines)
+    assert c.text == "Run `x = a[2]` then restart [1]." and c.cited == [1] and c.removed_markers == 0
+    # "arr[0]" in inline code: 0 points to no passage, but it is no marker either: the code stays whole
+    c = check_answer("Use `arr[0]` here [1].", 3, lines)
+    assert c.text == "Use `arr[0]` here [1]." and c.removed_markers == 0 and c.cited == [1]
+    # a fenced block: its "a[3]" (one passage given) stays; the code line cites nothing, so it is flagged as it
+    # stands in the answer; the fence lines hold no words and are no sentence
+    c = check_answer("Run this [1]:\n```\nx = a[3]\n```", 1, lines)
+    assert c.text == "Run this [1]:\n```\nx = a[3]\n```" and c.removed_markers == 0 and c.cited == [1]
+    assert c.unsupported_sentences == ["x = a[3]"]
+
+
+def test_check_answer_reads_full_width_brackets_and_ranges():
+    """Three passages. Full-width brackets (［1］, 【2】) and digits (２) are markers, written back as ASCII [n] (a
+    rewritten marker is one [n] per passage, the prompt's own style);
+    a range [a-b] (or –) is every number from a to b: [1-2] cites 1 and 2; [2–5] cites 2 and 3, and 4 and 5
+    point to no passage (removed, counted 2); 【7】 points to none (removed, counted 1)."""
+    lines = not_found_lines("1").values()
+    c = check_answer("Restart the spooler ［1］. Check the cable 【２】.", 3, lines)
+    assert c.text == "Restart the spooler [1]. Check the cable [2]." and c.cited == [1, 2] and c.removed_markers == 0
+    assert c.unsupported_sentences == []
+    c = check_answer("Open the portal [1-2]. Follow the link [2–5]. Ask IT 【7】.", 3, lines)
+    assert c.text == "Open the portal [1][2]. Follow the link [2][3]. Ask IT."
+    assert c.cited == [1, 2, 3] and c.removed_markers == 3 and c.unsupported_sentences == ["Ask IT."]
+
+
+def test_check_answer_does_not_flag_list_numbers_as_sentences():
+    """A numbered list: "1." and "2." are the items' numbers, not sentences of their own; the item without a
+    citation is flagged whole ("3. Check the cable.")."""
+    lines = not_found_lines("1").values()
+    c = check_answer("1. Open the portal [1].\n2. Click reset [2].\n3. Check the cable.", 2, lines)
+    assert c.cited == [1, 2] and c.removed_markers == 0
+    assert c.unsupported_sentences == ["3. Check the cable."]
 
 
 def test_refusal_is_the_fixed_line_at_the_start_after_whitespace_normalisation():
@@ -225,6 +292,24 @@ def test_retrieve_passages_hybrid_carries_dense_cosines_and_bm25_scores(tmp_path
         assert d.passage(ds.corpus[d.doc_id]) == ds.corpus[d.doc_id].text
     # both documents hold "descaling": BM25 found both
     assert all("sparse" in d.chunks[0].scores for d in ret.docs)
+    # answer.min_score reads the raw first-stage score, never the fused one (the sparse-only refusal test cannot
+    # tell them apart: there the final score is the BM25 score). RRF (rrf_k 60) gives a document at most
+    # 1/61 + 1/61 = 0.0328, far under the cosines; a floor just under the best cosine lets the LLM be asked (the
+    # score read is that cosine), one just over it refuses; min_score_on "sparse" reads the best BM25 score
+    from evolve.answer import Answerer
+    from evolve.config import AnswerConfig
+
+    best_cos, best_bm25 = max(cos.values()), max(d.chunks[0].scores["sparse"] for d in ret.docs)
+    assert max(d.score for d in ret.docs) <= 2 / 61 + 1e-9 < best_cos
+
+    def floor(score, on="auto"):
+        answerer = Answerer(AnswerConfig(tokenizer="whitespace", min_score=score, min_score_on=on))
+        return answerer.prepare("descaling kettles?", ret, ds.corpus)
+
+    ok = floor(best_cos - 1e-4)
+    assert ok.refusal is None and ok.best_score == pytest.approx(best_cos, abs=1e-5)
+    assert floor(best_cos + 1e-4).refusal == "min_score"
+    assert floor(best_bm25 - 1e-4, "sparse").refusal is None and floor(best_bm25 + 1e-4, "sparse").refusal == "min_score"
 
 
 def test_merge_chunks_writes_an_overlap_once():
@@ -396,7 +481,30 @@ def test_sse_reader_on_vllm_and_ollama_lines():
         SSEReader(StreamResult(), "LLM endpoint http://x/v1").feed('data: {"error": {"message": "engine dead"}}')
     assert info.value.kind == "broken" and "engine dead" in str(info.value)
     with pytest.raises(LLMError):
-        SSEReader(StreamResult(), "LLM endpoint http://x/v1").feed("data: {oops")
+        bad = SSEReader(StreamResult(), "LLM endpoint http://x/v1")
+        bad.feed("data: {oops")
+        bad.feed("")  # the blank line that ends the event: its data is no JSON
+
+
+def test_sse_reader_joins_an_event_split_over_data_lines():
+    """Server-sent events let one event's data span several `data:` lines, joined by a newline up to the blank line
+    that ends the event. A chunk sent over two lines is one JSON object: its text "Hi" comes once the object is
+    whole; a one-line chunk after it still reads at once; data that is still no JSON when the event ends (or the
+    stream closes) is the one-line error of kind "broken"."""
+    from evolve.llm import LLMError, SSEReader, StreamResult
+
+    res = StreamResult()
+    r = SSEReader(res, "LLM endpoint http://x/v1")
+    lines = ['data: {"choices": [{"index": 0,', 'data:  "delta": {"content": "Hi"}}]}', "",
+             'data: {"choices": [{"index": 0, "delta": {"content": "!"}, "finish_reason": "stop"}]}', "",
+             "data: [DONE]", ""]
+    assert [r.feed(line) for line in lines] == ["", "Hi", "", "!", "", "", ""]
+    assert res.text == "Hi!" and res.pieces == 2 and res.finish_reason == "stop" and res.done
+    cut = SSEReader(StreamResult(), "LLM endpoint http://x/v1")
+    assert cut.feed('data: {"choices": [') == ""
+    with pytest.raises(LLMError) as info:
+        cut.close()
+    assert info.value.kind == "broken" and "not JSON" in str(info.value)
 
 
 # ------------------------------------------------------------------------------------------------ streaming client
@@ -453,3 +561,37 @@ def test_stream_cancel_closes_the_connection_and_errors_never_show_the_key(llm_s
     expect_one_line(lambda: ChatClient("http://127.0.0.1:9/v1", "m", api_key_env="EVOLVE_NO_SUCH_KEY_VAR",
                                        key_field="answer.api_key_env"),
                     "answer.api_key_env: expected the environment variable EVOLVE_NO_SUCH_KEY_VAR")
+
+
+def test_a_server_that_refuses_stream_options_is_asked_again_without_them(llm_server):
+    """A server that does not take `stream_options` (HTTP 400 naming it; the proxy, a stand-in, plays one in front
+    of the real server): the stream is asked again at once without the field and gets the real answer; the client
+    remembers, so its next stream (on an event loop this time) goes without it in one attempt."""
+    import asyncio
+
+    from fault_proxy import FaultProxy
+
+    from evolve.llm import ChatClient
+
+    proxy = FaultProxy(llm_server.url, mode="no_stream_options").start()
+    try:
+        client = ChatClient(proxy.url, llm_server.model, json_mode=False)
+        stream = client.stream([{"role": "user", "content": "Say hi."}], max_tokens=4)
+        list(stream)
+        assert stream.result.done and stream.result.attempts == 2
+        assert "stream_options" in proxy.payloads[-2] and "stream_options" not in proxy.payloads[-1]
+        posts = proxy.posts
+
+        async def again():
+            s = client.astream([{"role": "user", "content": "Say hi."}], max_tokens=4)
+            async for _ in s:
+                pass
+            await s.aclose()
+            await client.aclose()
+            return s.result
+
+        result = asyncio.run(again())
+        assert result.done and result.attempts == 1 and proxy.posts == posts + 1
+        assert "stream_options" not in proxy.payloads[-1]
+    finally:
+        proxy.stop()

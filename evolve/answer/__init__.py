@@ -21,6 +21,7 @@ _EXPORTS = {
     "Checked": "evolve.answer._check",
     "check_answer": "evolve.answer._check",
     "is_refusal": "evolve.answer._check",
+    "sentence_citations": "evolve.answer._check",
     "question_language": "evolve.answer._language",
     "LocalTokenizer": "evolve.answer._tokens",
     "ServerTokenCounter": "evolve.answer._tokens",

@@ -16,7 +16,10 @@ server, Ollama's ``/v1``, any server speaking that API) through the project's re
   events; see :mod:`evolve.llm._stream`), asking for the token counts with ``stream_options`` (dropped, and
   remembered, when a server refuses the field).
 * :meth:`ChatClient.count_tokens` counts with the served model's own tokenizer where the server offers vLLM's
-  ``POST /tokenize``; None where it does not (remembered), so the caller counts with a local tokenizer.
+  ``POST /tokenize``; None where it does not (remembered), so the caller counts with a local tokenizer. Counting
+  is a short request: it gets :data:`TOKENIZE_TIMEOUT` seconds, and after one that fails (a server down or
+  stalled) the server is not asked again for ``tokenize_cooldown`` seconds: an answer's packing, and so its
+  sources, never wait on an LLM that does not answer.
 * Transport faults (connection refused, HTTP 5xx, timeouts) are retried with backoff by
   :class:`evolve._http.HTTPClient`; when retries run out, :class:`evolve.errors.BackendError` (one line) ends
   the batch. A request the server refuses (HTTP 4xx: a prompt longer than its context, say) is one bad answer
@@ -43,7 +46,10 @@ from evolve.errors import BackendError
 from evolve.llm._json import parse_json_object
 from evolve.llm._stream import AsyncChatStream, ChatStream
 
-__all__ = ["Answer", "ChatClient", "LLMStats"]
+__all__ = ["Answer", "ChatClient", "LLMStats", "TOKENIZE_TIMEOUT"]
+
+#: seconds a ``POST /tokenize`` may take (whatever the chat timeout): counting is quick or the server is in trouble
+TOKENIZE_TIMEOUT = 5.0
 
 
 @dataclass
@@ -166,6 +172,9 @@ class ChatClient:
         self._info: dict | None = None
         self._stream_usage = True  # ask for stream_options.include_usage until a server refuses it
         self._tokenize: bool | None = None  # POST /tokenize offered? None: not asked yet
+        #: seconds without asking /tokenize after a request to it failed (the local tokenizer counts meanwhile)
+        self.tokenize_cooldown = 30.0
+        self._tokenize_after = 0.0  # time.monotonic() before which /tokenize is not asked
         self._tokenize_http: HTTPClient | None = None
         self._async: dict[int, Any] = {}  # event loop id -> httpx.AsyncClient
         self._lock = threading.Lock()
@@ -377,8 +386,8 @@ class ChatClient:
     def count_tokens(self, texts: Sequence[str]) -> list[int] | None:
         """Token counts of ``texts`` by the served model's own tokenizer (vLLM's ``POST /tokenize``, no special
         tokens), or None when the server offers no such endpoint (asked once, remembered) or could not be
-        reached this time."""
-        if self._tokenize is False:
+        reached this time (then not asked again for ``tokenize_cooldown`` seconds)."""
+        if self._tokenize is False or time.monotonic() < self._tokenize_after:
             return None
         if not texts:
             return []
@@ -389,6 +398,8 @@ class ChatClient:
         except BackendError as err:
             if " with HTTP 4" in str(err) or "not JSON" in str(err):
                 self._tokenize = False  # 404 on Ollama and most servers: they have no /tokenize
+            else:  # down, stalled or failing: count locally for a while rather than wait on it answer after answer
+                self._tokenize_after = time.monotonic() + self.tokenize_cooldown
             return None
         counts = []
         for b in bodies:
@@ -413,7 +424,7 @@ class ChatClient:
             if self._tokenize_http is None:
                 base = self.http.base_url
                 root = base[: -len("/v1")] if base.endswith("/v1") else base
-                self._tokenize_http = HTTPClient(root, api_key=self.http._secret, timeout=min(self.timeout, 30.0),
+                self._tokenize_http = HTTPClient(root, api_key=self.http._secret, timeout=min(self.timeout, TOKENIZE_TIMEOUT),
                                                  max_retries=0, max_concurrency=8, what="LLM tokenize endpoint", add_v1=False)
             return self._tokenize_http
 

@@ -85,25 +85,31 @@ class SSEReader:
         name, _, value = line.partition(":")
         if name == "data":
             self._data.append(value[1:] if value.startswith(" ") else value)
-            # vLLM and Ollama put one JSON object per data line; dispatch it now rather than wait for the blank
-            return self._dispatch()
+            # vLLM and Ollama put one JSON object per data line: read it now rather than wait for the blank line;
+            # data that is no JSON yet may go on in the next data line (the event ends at the blank line)
+            return self._dispatch(partial=True)
         return ""  # event:, id:, retry: carry nothing a chat stream needs
 
     def close(self) -> str:
         return self._dispatch()
 
-    def _dispatch(self) -> str:
+    def _dispatch(self, partial: bool = False) -> str:
         if not self._data:
             return ""
-        data, self._data = "\n".join(self._data), []
+        data = "\n".join(self._data)
         if data.strip() == "[DONE]":
+            self._data = []
             self.result.done = True
             return ""
         try:
             chunk = json.loads(data)
         except ValueError:
+            if partial:
+                return ""
+            self._data = []
             raise LLMError(f"{self.where} sent a stream event that is not JSON: {_one_line(data, 120)!r}",
                            "broken") from None
+        self._data = []
         if not isinstance(chunk, dict):
             return ""
         if chunk.get("error") is not None:
@@ -170,8 +176,29 @@ class _StreamBase:
         return self._fail(f"{self.where} answered POST /chat/completions with HTTP {status}"
                           f"{': ' + detail if detail else ''}", kind), retry
 
-    def _refuses_stream_options(self, status: int, detail: str) -> bool:
-        return status in (400, 422) and "stream_options" in detail and "stream_options" in self.payload
+    def _request(self, http):
+        """The POST of this stream (on a sync or an async httpx client)."""
+        return http.build_request("POST", self.client.http.url("chat/completions"), json=self.payload,
+                                  headers=self.client.http.request_headers(stream=True), timeout=self._timeout())
+
+    def _refused(self, status: int, detail: str) -> tuple[LLMError, bool] | None:
+        """After an HTTP error status: None when the request is to go again at once without ``stream_options``
+        (a server that does not take the field: remembered), else the error and whether to try again."""
+        if status in (400, 422) and "stream_options" in detail and "stream_options" in self.payload:
+            self.client._stream_usage = False
+            self.payload = {k: v for k, v in self.payload.items() if k != "stream_options"}
+            return None
+        return self._status_error(status, detail)
+
+    def _gives_up(self, err: LLMError, retry: bool, attempt: int) -> bool:
+        return not retry or attempt >= self.client.stream_retries or err.kind == "timeout"
+
+    def _piece(self, reader: SSEReader, line: str, t0: float) -> str:
+        """The text one line of the stream adds (the first one sets ``ttft``)."""
+        piece = reader.feed(line)
+        if piece and self.result.ttft is None:
+            self.result.ttft = time.perf_counter() - t0
+        return piece
 
     def _finish(self, reader: SSEReader, t0: float) -> None:
         reader.close()
@@ -204,10 +231,7 @@ class ChatStream(_StreamBase):
                 raise self._fail(f"{self.where}: the request was cancelled", "cancelled")
             self.result.attempts += 1
             try:
-                req = http.build_request("POST", self.client.http.url("chat/completions"), json=self.payload,
-                                         headers=self.client.http.request_headers(stream=True),
-                                         timeout=self._timeout())
-                resp = http.send(req, stream=True)
+                resp = http.send(self._request(http), stream=True)
             except httpx.TransportError as exc:
                 err, retry = self._transport(exc, started=False), True
             else:
@@ -215,13 +239,10 @@ class ChatStream(_StreamBase):
                     return resp
                 resp.read()
                 resp.close()
-                detail = _error_detail(resp)
-                if self._refuses_stream_options(resp.status_code, detail):
-                    self.client._stream_usage = False
-                    self.payload = {k: v for k, v in self.payload.items() if k != "stream_options"}
+                if (refused := self._refused(resp.status_code, _error_detail(resp))) is None:
                     continue
-                err, retry = self._status_error(resp.status_code, detail)
-            if not retry or attempt >= self.client.stream_retries or err.kind == "timeout":
+                err, retry = refused
+            if self._gives_up(err, retry, attempt):
                 raise err
             time.sleep(_retry_delay(attempt))
             attempt += 1
@@ -239,10 +260,7 @@ class ChatStream(_StreamBase):
             raise self._fail(f"{self.where}: the request was cancelled", "cancelled")
         try:
             for line in resp.iter_lines():
-                piece = reader.feed(line)
-                if piece:
-                    if self.result.ttft is None:
-                        self.result.ttft = time.perf_counter() - t0
+                if piece := self._piece(reader, line, t0):
                     yield piece
                 if self.result.done:
                     break
@@ -280,10 +298,7 @@ class AsyncChatStream(_StreamBase):
         while True:
             self.result.attempts += 1
             try:
-                req = http.build_request("POST", self.client.http.url("chat/completions"), json=self.payload,
-                                         headers=self.client.http.request_headers(stream=True),
-                                         timeout=self._timeout())
-                resp = await http.send(req, stream=True)
+                resp = await http.send(self._request(http), stream=True)
             except httpx.TransportError as exc:
                 err, retry = self._transport(exc, started=False), True
             else:
@@ -291,13 +306,10 @@ class AsyncChatStream(_StreamBase):
                     return resp
                 await resp.aread()
                 await resp.aclose()
-                detail = _error_detail(resp)
-                if self._refuses_stream_options(resp.status_code, detail):
-                    self.client._stream_usage = False
-                    self.payload = {k: v for k, v in self.payload.items() if k != "stream_options"}
+                if (refused := self._refused(resp.status_code, _error_detail(resp))) is None:
                     continue
-                err, retry = self._status_error(resp.status_code, detail)
-            if not retry or attempt >= self.client.stream_retries or err.kind == "timeout":
+                err, retry = refused
+            if self._gives_up(err, retry, attempt):
                 raise err
             await asyncio.sleep(_retry_delay(attempt))
             attempt += 1
@@ -308,10 +320,7 @@ class AsyncChatStream(_StreamBase):
         resp = await self._open(self.client._async_http())
         try:
             async for line in resp.aiter_lines():
-                piece = reader.feed(line)
-                if piece:
-                    if self.result.ttft is None:
-                        self.result.ttft = time.perf_counter() - t0
+                if piece := self._piece(reader, line, t0):
                     yield piece
                 if self.result.done:
                     break

@@ -9,7 +9,8 @@ How one answer runs, and where (searches never wait behind an LLM):
    ``query_attributes.answer = {"pending": true}``): a worker thread, before anything is sent, so a citation
    click during the answer finds its query;
 4. the LLM, streamed: the event loop (:meth:`evolve.llm.ChatClient.astream`). A client that goes away cancels
-   the run, which closes the upstream connection (the LLM server stops generating);
+   the run, which closes the upstream connection (the LLM server stops generating); checking the answer: a worker
+   thread;
 5. ``query_attributes.answer`` set to what the answer cited (``{cited, refused, grounded, refusal,
    removed_markers, unsupported}``), or ``{error}`` / ``{cancelled: true}``.
 
@@ -233,7 +234,8 @@ class AnswerRun:
             raise
         finally:
             await _shielded(stream.aclose())
-        self.result = answerer.finish(prepared, stream.result.text, stream.result)
+        # checking splits sentences (kiwipiepy for Korean, loaded on first use): a worker thread, not the event loop
+        self.result = await asyncio.to_thread(answerer.finish, prepared, stream.result.text, stream.result)
         self.svc.answers.succeeded()
 
     # ------------------------------------------------------------------ the record and the slot

@@ -20,7 +20,7 @@ from starlette.requests import Request
 
 from evolve.serve._checks import check_k, query_text
 
-__all__ = ["router", "sse_event", "unless_disconnected"]
+__all__ = ["respond", "router", "sse_event", "unless_disconnected"]
 
 
 class AnswerRequest(BaseModel):
@@ -55,10 +55,45 @@ async def unless_disconnected(request, coro, poll: float = 0.25):
             await asyncio.gather(task, return_exceptions=True)
 
 
-def router(svc):
-    from fastapi import APIRouter
+async def respond(request, run, *, events=None, body=None, error_body=None):
+    """The response to an answer ``run`` that :func:`~evolve.serve._answers.begin_answer` started: ``events`` (an
+    async iterator of server-sent events, which closes the run itself) streamed; or the answer collected, then
+    ``body(run)`` (200), ``error_body(run)`` (502: the LLM failed) or 499 (the client went away: its LLM request
+    was closed). Whatever happens, nothing leaves the run open: its ``--max-answers`` slot is given back."""
     from fastapi.responses import JSONResponse, Response, StreamingResponse
     from starlette.background import BackgroundTask
+
+    from evolve.llm import LLMError
+
+    handed_over = False
+    try:
+        if events is not None:
+            response = StreamingResponse(events, media_type="text/event-stream",
+                                         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+                                         background=BackgroundTask(run.close))
+            handed_over = True
+            return response
+
+        async def collect():
+            async for _ in run.pieces():
+                pass
+
+        try:
+            done, _ = await unless_disconnected(request, collect())
+        except LLMError:
+            await run.complete()
+            return JSONResponse(error_body(run), status_code=502)
+        if not done:  # the client went away: its LLM request was closed; nobody reads this
+            return Response(status_code=499)
+        await run.complete()
+        return JSONResponse(body(run))
+    finally:
+        if not handed_over:
+            await run.close()
+
+
+def router(svc):
+    from fastapi import APIRouter
 
     from evolve.llm import LLMError
     from evolve.serve._answers import begin_answer
@@ -93,26 +128,7 @@ def router(svc):
             check_k(req.k, opts)
         streamed = req.stream or "text/event-stream" in request.headers.get("accept", "")
         run = await begin_answer(svc, text, req.k, req.client_id)
-        if streamed:
-            return StreamingResponse(events(run), media_type="text/event-stream",
-                                     headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-                                     background=BackgroundTask(run.close))
-
-        async def collect():
-            async for _ in run.pieces():
-                pass
-
-        try:
-            try:
-                done, _ = await unless_disconnected(request, collect())
-            except LLMError:
-                await run.complete()
-                return JSONResponse(run.error_body(), status_code=502)
-            if not done:  # the client went away: its LLM request was closed; nobody reads this
-                return Response(status_code=499)
-            await run.complete()
-            return JSONResponse(run.body())
-        finally:
-            await run.close()
+        return await respond(request, run, events=events(run) if streamed else None, body=lambda r: r.body(),
+                             error_body=lambda r: r.error_body())
 
     return api

@@ -33,6 +33,7 @@ class ChatRequest(BaseModel):
     model: str
     messages: list[dict[str, Any]] = Field(description="Chat turns; the last one with role 'user' is answered.")
     stream: bool = False
+    stream_options: dict[str, Any] | None = None
     user: str | None = Field(None, max_length=100, description="Who asks; UBI client_id.")
 
 
@@ -77,14 +78,23 @@ def _evolve_part(run) -> dict:
                                  "passages")}
 
 
+def _completion(run) -> dict:
+    """The non-streamed chat completion of a finished answer: its text and the sources it cites."""
+    result = run.result
+    citations = result.body()["citations"]
+    return {"id": f"chatcmpl-{run.query_id}", "object": "chat.completion", "created": int(time.time()),
+            "model": MODEL_ID,
+            "choices": [{"index": 0, "finish_reason": "stop",
+                         "message": {"role": "assistant", "content": result.answer + sources_markdown(citations)}}],
+            "usage": _usage(result), "citations": citations, "evolve": _evolve_part(run)}
+
+
 def router(svc):
     from fastapi import APIRouter, HTTPException
-    from fastapi.responses import JSONResponse, Response, StreamingResponse
-    from starlette.background import BackgroundTask
 
     from evolve.llm import LLMError
     from evolve.serve._answers import begin_answer
-    from evolve.serve._routes_answer import unless_disconnected
+    from evolve.serve._routes_answer import respond
 
     api = APIRouter()
     opts = svc.options
@@ -130,35 +140,9 @@ def router(svc):
             raise HTTPException(status_code=404, detail=f"model: expected '{MODEL_ID}' (GET /v1/models), got "
                                                         f"'{req.model[:100]}'")
         text = query_text(last_user_text(req.messages), opts, field="messages: the last user message")
+        include_usage = bool((req.stream_options or {}).get("include_usage"))
         run = await begin_answer(svc, text, None, req.user)
-        if req.stream:
-            include_usage = bool((getattr(req, "stream_options", None) or {}).get("include_usage"))
-            return StreamingResponse(stream_chunks(run, include_usage), media_type="text/event-stream",
-                                     headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-                                     background=BackgroundTask(run.close))
-
-        async def collect():
-            async for _ in run.pieces():
-                pass
-
-        try:
-            try:
-                done, _ = await unless_disconnected(request, collect())
-            except LLMError:
-                await run.complete()
-                return JSONResponse({"error": run.error}, status_code=502)
-            if not done:
-                return Response(status_code=499)
-            await run.complete()
-            result = run.result
-            citations = result.body()["citations"]
-            return {"id": f"chatcmpl-{run.query_id}", "object": "chat.completion", "created": int(time.time()),
-                    "model": MODEL_ID,
-                    "choices": [{"index": 0, "finish_reason": "stop",
-                                 "message": {"role": "assistant",
-                                             "content": result.answer + sources_markdown(citations)}}],
-                    "usage": _usage(result), "citations": citations, "evolve": _evolve_part(run)}
-        finally:
-            await run.close()
+        return await respond(request, run, events=stream_chunks(run, include_usage) if req.stream else None,
+                             body=_completion, error_body=lambda r: {"error": r.error})
 
     return api
