@@ -202,6 +202,14 @@ def test_the_answer_on_the_page_in_real_chromium(answering_page):
             assert page.locator("#answer-text b").count() == 0
             assert "2 sentence(s) without a source" in page.locator("#answer-flags").inner_text()
 
+            # a group marker as models write them, [1, 2]: each number is its own link to its passage
+            proxy.rewrite_text, proxy.mode = "Restart the spooler or reset the password [1, 2].", "rewrite"
+            grouped = _ask(page, "printer offline or reset password")
+            assert grouped["state"] == "done", grouped
+            assert page.locator("#answer-text a.cite").all_inner_texts() == ["[1]", "[2]"]
+            page.locator("#answer-text a.cite[data-marker='2']").click()
+            assert page.locator("#passage").get_attribute("data-marker") == "2"
+
             # a refusal (the proxy makes the real server's reply the fixed line) is shown as one
             proxy.rewrite_text, proxy.mode = "The answer is not in these documents.", "rewrite"
             refused = _ask(page, "Where can I find the cafeteria menu?")
@@ -234,9 +242,10 @@ def test_the_answer_on_the_page_in_real_chromium(answering_page):
     by_action: dict[str, list[dict]] = {}
     for e in events:
         by_action.setdefault(e["action_name"], []).append(e)
-    [click] = by_action["citation_click"]
+    click, grouped_click = by_action["citation_click"]  # the Korean answer's [1], then the [1, 2] group's 2
     assert click["event_attributes"]["object"]["object_id"] == "vpn"
     assert click["event_attributes"]["position"]["ordinal"] == 1
+    assert grouped_click["event_attributes"]["position"]["ordinal"] == 2
     [helpful] = by_action["answer_helpful"]
     [no_answer] = by_action["answer_no_answer"]
     assert helpful["query_id"] == click["query_id"] != no_answer["query_id"]

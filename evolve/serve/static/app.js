@@ -7,7 +7,8 @@
   const $ = (id) => document.getElementById(id);
   const HANGUL = /[\u1100-\u11ff\u3130-\u318f\uac00-\ud7af]/;
   const langOf = (text) => (HANGUL.test(text || "") ? "ko" : "en");
-  const MARKER = /\[(\d{1,3})\]/g;
+  // [1], and groups the model writes as [1, 2] or [1; 2] (the checker reads the same forms)
+  const MARKER = /\[\s*(\d{1,3}(?:\s*[,;]\s*\d{1,3})*)\s*\]/g;
 
   // A stable, random id for this browser (UBI client_id); no personal data.
   function clientId() {
@@ -244,16 +245,19 @@
   function appendWithMarkers(parent, text, markerOk) {
     let last = 0;
     for (const m of text.matchAll(MARKER)) {
-      const n = Number(m[1]);
-      if (!markerOk(n)) continue;
+      const ns = m[1].split(/[,;]/).map((x) => Number(x.trim()));
+      if (!ns.some(markerOk)) continue;
       if (m.index > last) parent.appendChild(document.createTextNode(text.slice(last, m.index)));
-      const a = document.createElement("a");
-      a.className = "cite";
-      a.href = "#source-" + n;
-      a.dataset.marker = String(n);
-      a.textContent = "[" + n + "]";
-      a.addEventListener("click", (ev) => openPassage(n, ev));
-      parent.appendChild(a);
+      for (const n of ns) { // each number its own link; one that names no given passage stays text
+        if (!markerOk(n)) { parent.appendChild(document.createTextNode("[" + n + "]")); continue; }
+        const a = document.createElement("a");
+        a.className = "cite";
+        a.href = "#source-" + n;
+        a.dataset.marker = String(n);
+        a.textContent = "[" + n + "]";
+        a.addEventListener("click", (ev) => openPassage(n, ev));
+        parent.appendChild(a);
+      }
       last = m.index + m[0].length;
     }
     if (last < text.length) parent.appendChild(document.createTextNode(text.slice(last)));
