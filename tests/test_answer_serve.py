@@ -259,6 +259,16 @@ def test_bad_input_gets_one_line_4xx_and_the_server_keeps_serving(answering):
     for resp, status, parts in cases:
         _one_line(resp, status, *parts)
         _retrieve_ok(server)
+    # a long conversation (Open WebUI sends every turn) passes the facade's larger body limit: 200 KB of history
+    # reaches the route, which then judges the request itself (here: its model); elsewhere 64 KiB is the limit
+    history = [{"role": "user" if i % 2 == 0 else "assistant", "content": "z" * 900} for i in range(220)]
+    long_chat = {"model": "gpt-4o", "messages": [*history, {"role": "user", "content": "vpn"}]}
+    _one_line(post(chat, long_chat, key=KEY), 404, "model: expected 'evolve'")
+    _one_line(post(u + "/v1/answer", {"query": "vpn", "client_id": "c", "pad": "z" * 200_000}, key=KEY), 413,
+              "request body too large: expected at most 65536 bytes")
+    _one_line(post(chat, {**long_chat, "pad": "z" * 1_100_000}, key=KEY), 413,
+              "request body too large: expected at most 1048576 bytes")
+    _retrieve_ok(server)
 
 
 # ---------------------------------------------------------------------------------------------- faults

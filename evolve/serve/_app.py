@@ -62,7 +62,7 @@ def create_app(live, store, engine, options: ServeOptions | None = None, *, answ
 
     app.state.api_key = opts.api_key
     app.state.services = svc
-    wrapped = BodyLimit(app, opts.max_body_bytes)
+    wrapped = BodyLimit(app, opts.max_body_bytes, {"/v1/chat/completions": opts.max_chat_body_bytes})
     if opts.api_key:
         wrapped = BearerKey(wrapped, opts.api_key)
     wrapped.app_ = app  # the FastAPI app (openapi(), tests)

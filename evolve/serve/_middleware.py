@@ -32,16 +32,18 @@ async def _send_error(send, status: int, message: str, headers: list[tuple[bytes
 
 class BodyLimit:
     """Refuse a request body over ``max_bytes`` with 413, whether it announces its length or streams it:
-    the body is read (at most ``max_bytes + 1`` bytes) before the route sees it."""
+    the body is read (at most ``max_bytes + 1`` bytes) before the route sees it. ``per_path`` gives some paths
+    another limit (the OpenAI facade: a chat client sends the whole conversation every turn)."""
 
-    def __init__(self, app, max_bytes: int):
+    def __init__(self, app, max_bytes: int, per_path: dict[str, int] | None = None):
         self.app = app
         self.max_bytes = max_bytes
+        self.per_path = dict(per_path or {})
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
             return await self.app(scope, receive, send)
-        limit = self.max_bytes
+        limit = self.per_path.get(scope.get("path", ""), self.max_bytes)
         for name, value in scope.get("headers", []):
             if name == b"content-length":
                 try:

@@ -14,6 +14,9 @@ class ServeOptions:
     max_k: int = 100
     max_query_chars: int = 1000
     max_body_bytes: int = 64 * 1024
+    #: POST /v1/chat/completions: OpenAI clients (Open WebUI) send the whole conversation every turn; only the last
+    #: user message is answered, and it is held to max_query_chars like every question
+    max_chat_body_bytes: int = 1024 * 1024
     keep_query_text: bool = True
     api_key: str | None = None
     snippet_chars: int = 240
