@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from evolve.datasets._common import read_jsonl, read_qrels_tsv, read_queries_jsonl
+from evolve.datasets._common import qrels_fields, read_jsonl, read_qrels_tsv, read_queries_jsonl
 from evolve.datasets._types import nfc
 from evolve.errors import DatasetError
 
@@ -113,7 +113,7 @@ def _check_judged_queries(path: Path, qrels: dict[str, dict[str, int]], queries:
         return
     with open(path, encoding="utf-8") as fh:
         for lineno, line in enumerate(fh, 1):
-            parts = line.split()
+            parts = qrels_fields(line)
             if parts and nfc(parts[0]) in unknown:
                 raise DatasetError(f"qrels name query '{nfc(parts[0])}', which queries.jsonl does not hold: "
                                    "expected every judged query in queries.jsonl", path=str(path), line=lineno)

@@ -26,6 +26,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from evolve.datasets._common import qrels_fields
 from evolve.datasets._types import nfc
 from evolve.errors import ConfigError, DatasetError, did_you_mean
 from evolve.gold._folder import read_gold, write_gold
@@ -116,7 +117,7 @@ def _read_quepid(path: Path):
 def _read_trec(path: Path, known: set[str]):
     with open(path, encoding="utf-8") as fh:
         for lineno, line in enumerate(fh, 1):
-            parts = line.split()
+            parts = qrels_fields(line)  # tab-separated when there is a tab (ids with spaces), else whitespace
             if not parts:
                 continue
             if len(parts) == 4:
