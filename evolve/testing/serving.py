@@ -64,11 +64,14 @@ retrieval:
 
 class InProcessServer:
     """The same app `evolve serve` runs (LiveChampion + SearchEngine + create_app under uvicorn) on 127.0.0.1,
-    in a thread of the test process: models load once per process, not once per server start. The CLI path is
-    covered by `Server`; this one is for experiments that need several servers (champion vs challenger, A/A)."""
+    in a thread of the calling process: models load once per process, not once per server start. The CLI path is
+    covered by the tests' `Server`; this one is for experiments that need several servers (champion vs
+    challenger, A/A) or settings the command line does not offer (``options``: :class:`~evolve.serve.ServeOptions`
+    fields; ``live_options``: :class:`~evolve.serve.LiveChampion` ones)."""
 
     def __init__(self, ws: Path, dataset: Path, *, challenger=None, query_id_seed: int | None = None,
-                 store_url: str | None = None, keep_query_text: bool = True):
+                 store_url: str | None = None, keep_query_text: bool = True, options: dict | None = None,
+                 live_options: dict | None = None):
         import random
         import threading
 
@@ -91,7 +94,7 @@ class InProcessServer:
         self.store = open_feedback_store(workspace, store_url)
         self.live = LiveChampion(ChampionFile(workspace), CorpusSource(str(dataset), None, str(dataset)),
                                  cache_factory=lambda: EmbeddingCache.open(workspace), challenger_config=challenger,
-                                 challenger_label="test challenger")
+                                 challenger_label="test challenger", **(live_options or {}))
         self.live.start()
         self.engine = SearchEngine()
         ids = None
@@ -99,7 +102,7 @@ class InProcessServer:
             rng = random.Random(query_id_seed)
             ids = lambda: f"{rng.getrandbits(128):032x}"  # noqa: E731
         app = create_app(self.live, self.store, self.engine,
-                         ServeOptions(query_ids=ids, keep_query_text=keep_query_text))
+                         ServeOptions(query_ids=ids, keep_query_text=keep_query_text, **(options or {})))
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning",
