@@ -54,6 +54,12 @@
     }
   }
 
+  // The document's URL: its id as one encoded path segment. The server decodes %2F back to "/"; a literal "/"
+  // would let the browser resolve "." and ".." segments of an id ("notes/../secret") before the request leaves.
+  function documentUrl(docId) {
+    return "/v1/documents/" + encodeURIComponent(docId);
+  }
+
   async function openDocument(hit, event) {
     if (event && (event.ctrlKey || event.metaKey || event.shiftKey || event.button === 1)) {
       mark("click", null, hit); // a new tab: record the click, let the browser open the link
@@ -62,7 +68,7 @@
     if (event) event.preventDefault();
     await mark("click", null, hit);
     try {
-      const doc = await call("GET", "/v1/documents/" + encodeURIComponent(hit.doc_id).replace(/%2F/g, "/"));
+      const doc = await call("GET", documentUrl(hit.doc_id));
       $("doc-title").textContent = doc.title || doc.doc_id;
       $("doc-title").lang = langOf(doc.title || doc.text);
       $("doc-id").textContent = doc.doc_id;
@@ -85,7 +91,7 @@
       li.lang = langOf(hit.title + " " + hit.snippet);
       const a = document.createElement("a");
       a.className = "title";
-      a.href = "/v1/documents/" + encodeURIComponent(hit.doc_id).replace(/%2F/g, "/");
+      a.href = documentUrl(hit.doc_id);
       a.textContent = hit.title || hit.doc_id;
       a.addEventListener("click", (ev) => openDocument(hit, ev));
       const meta = document.createElement("span");
