@@ -47,11 +47,6 @@ def _one_line(err: BaseException) -> str:
     return f"{type(err).__name__}: " + " ".join(str(err).split())
 
 
-def one_line(err: BaseException) -> str:
-    """``Type: message`` on one line (what the log, ``/healthz`` and the feedback store carry)."""
-    return _one_line(err)
-
-
 def _now_iso() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S%z")
 

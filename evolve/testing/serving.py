@@ -138,8 +138,10 @@ PANEL = {
 }
 
 
-def panel_ndcg(dataset, qrels: dict[str, dict[str, int]], cache_file: Path, metric: str = "ndcg@10") -> dict[str, float]:
-    """nDCG@10 of every PANEL config on ``qrels`` (queries from ``dataset.queries``), one embedder for all."""
+def panel_ndcg(dataset, qrels: dict[str, dict[str, int]], cache_file: Path, metric: str = "ndcg@10",
+               panel: dict[str, str] | None = None) -> dict[str, float]:
+    """nDCG@10 of every config of ``panel`` (default :data:`PANEL`) on ``qrels`` (queries from
+    ``dataset.queries``), one embedder for all."""
     import yaml
 
     from evolve.cache import EmbeddingCache
@@ -151,7 +153,7 @@ def panel_ndcg(dataset, qrels: dict[str, dict[str, int]], cache_file: Path, metr
     view = Dataset(dataset.name, dataset.source, dataset.corpus, dataset.queries, {"panel": qrels})
     cache, pool, out = EmbeddingCache(cache_file), EmbedderPool(), {}
     try:
-        for name, text in PANEL.items():
+        for name, text in (panel or PANEL).items():
             cfg = PipelineConfig.model_validate(yaml.safe_load(text))
             out[name] = evaluate_config(cfg, view, "panel", cache=cache, embedders=pool, metrics=[metric]).metrics[metric]
     finally:
