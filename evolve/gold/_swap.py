@@ -130,14 +130,16 @@ def _recover_locked(out: Path) -> str | None:
 
 def recover(out: str | os.PathLike) -> str | None:
     """Complete an interrupted swap of folder ``out`` (see the module docstring). Cheap when there is nothing to
-    do (no lock taken). A folder in a place this process cannot write is left as it is. Returns what was done."""
+    do (no lock taken). A folder in a place this process cannot write is left as it is (one warning). Returns
+    what was done."""
     out = Path(out).expanduser().absolute()
     if not out.parent.is_dir() or not _leftovers(out):
         return None
     try:
         with folder_lock(out):
             done = _recover_locked(out)
-    except PermissionError:
+    except OSError as err:  # a read-only place: read what is there, and say what could not be finished
+        log.warning("gold folder %s: an interrupted write could not be recovered here (%s)", out, err)
         return None
     if done:
         log.warning("gold folder %s: an interrupted write was recovered (%s)", out, done)
