@@ -1,7 +1,7 @@
 """The loop closing, measured: feedback gold against SciFact's qrels (Kendall's tau over a panel of configs), and
 how many queries interleaving needs to tell a better config from a worse one, next to the holdout test.
 
-Scripted users (tests/click_model.py: a cascade model with position-dependent examination, SciFact's qrels
+Scripted users (evolve/testing/users.py: a cascade model with position-dependent examination, SciFact's qrels
 deciding relevance, seeded) stand in for people. Everything goes through a real `evolve serve` app on
 127.0.0.1 (in this process, so the model loads once per arm), over full SciFact, `train` queries only.
 
@@ -32,16 +32,14 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "tests"))
 
 
 def arm(base: Path, cache_src: Path, champion: str, challenger: str | None, queries: dict, qrels: dict, users,
         seed: int):
     """One in-process server on a fresh workspace (cache copied); users search; returns (store records, sim)."""
-    from click_model import simulate
-    from serve_helpers import InProcessServer, post
-
     from evolve.config import load_config
+    from evolve.testing.serving import InProcessServer, post
+    from evolve.testing.users import simulate
 
     ws = Path(tempfile.mkdtemp(prefix="arm-", dir=base))
     (ws / "cache").mkdir(parents=True)
@@ -81,14 +79,13 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=11)
     args = ap.parse_args()
 
-    from click_model import CascadeUser
-    from serve_helpers import DENSE16, HYBRID, PANEL, kendall_tau, panel_ndcg
-
     from evolve.datasets import Dataset, load_dataset
     from evolve.evaluate import evaluate_run, paired_permutation_test
     from evolve.feedback import export_gold, open_feedback_store
     from evolve.gold import read_gold
     from evolve.pipeline import Pipeline
+    from evolve.testing.serving import DENSE16, HYBRID, PANEL, kendall_tau, panel_ndcg
+    from evolve.testing.users import CascadeUser
     from evolve.workspace import Workspace
 
     lines: list[str] = []

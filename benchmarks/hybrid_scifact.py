@@ -26,8 +26,8 @@ from evolve.cache import EmbeddingCache
 from evolve.config import parse_config
 from evolve.datasets import load_dataset
 from evolve.embedders import EmbedderPool
-from evolve.fusion import optimize_fusion
 from evolve.pipeline import Pipeline, evaluate_config
+from evolve.study import optimize_fusion
 
 ROWS: list[dict] = []
 
@@ -82,7 +82,7 @@ def main(argv=None) -> int:
     emb = {"model": args.model, "max_length": args.max_length}
     evaluate(f"dense {args.model}", {"retrieval": {"mode": "dense"}, "embedding": emb}, ds, cache, pool)
 
-    # --- hybrids: fusion parameters tuned on train (evolve.fusion.optimize_fusion over the train runs)
+    # --- hybrids: fusion parameters tuned on train (evolve.study.optimize_fusion over the train runs)
     hybrid = {"retrieval": {"mode": "hybrid"}, "embedding": emb, "sparse": best_sparse}
     pipe = Pipeline(parse_config(hybrid), ds, cache=cache, embedders=pool).prepare()
     train = ds.split_qrels("train")

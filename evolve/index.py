@@ -23,18 +23,17 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from evolve._formats import INDEX_VERSION
 from evolve._lru import ByteLRU
 
 if TYPE_CHECKING:
     from evolve.cache import DerivedStore
 
-__all__ = ["MEMORY_BYTES", "STATS", "build_index", "clear_index_cache", "get_index", "index_bytes", "index_name",
+__all__ = ["INDEX_VERSION", "MEMORY_BYTES", "STATS", "build_index", "clear_index_cache", "get_index", "index_bytes", "index_name",
            "search_index", "vectors_fingerprint"]
 
 log = logging.getLogger("evolve.index")
 
-#: version of the persisted layout; bump when what a name covers changes
-INDEX_VERSION = "evolve-faiss-1"
 #: kinds worth persisting (a flat index is the vectors themselves)
 PERSISTED = ("hnsw", "ivf")
 

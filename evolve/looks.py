@@ -20,6 +20,7 @@ import os
 import time
 from dataclasses import dataclass
 
+from evolve._io import ensure_dir, fsync_dir
 from evolve.errors import ConfigError, EvolveError, StorageError
 from evolve.workspace import Workspace
 
@@ -134,7 +135,7 @@ class HoldoutLooks:
             "level": state.level,
             **fields,
         }
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        ensure_dir(self.path.parent)
         line = json.dumps(rec, ensure_ascii=False, sort_keys=False) + "\n"
         fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
         try:
@@ -145,6 +146,7 @@ class HoldoutLooks:
             os.fsync(fd)
         finally:
             os.close(fd)
+        fsync_dir(self.path.parent)  # the log's name too: a power cut must not take the file (and its looks) away
         return rec
 
     @contextlib.contextmanager

@@ -194,6 +194,7 @@ class Pipeline:
         self._sparse = None
         self._chunk_set: ChunkSet | None = None
         self._prepared = False
+        self._adhoc_cache: EmbeddingCache | None = None
 
     # ------------------------------------------------------------------ building
     @property
@@ -207,9 +208,10 @@ class Pipeline:
     def _embedder(self) -> Embedder:
         return self.embedders.get(self.config.embedding)
 
-    def _embed(self, texts: list[str], kind: str, label: str, keys: list[bytes] | None = None) -> np.ndarray:
+    def _embed(self, texts: list[str], kind: str, label: str, keys: list[bytes] | None = None, *,
+               cache: EmbeddingCache | None = None) -> np.ndarray:
         with self.progress(label, len(texts)) as advance:
-            vecs, stats = self.cache.embed(self._embedder(), texts, kind, progress=advance, keys=keys)
+            vecs, stats = (cache or self.cache).embed(self._embedder(), texts, kind, progress=advance, keys=keys)
         self.stats.add(stats)
         return self._shape(vecs)
 
@@ -277,6 +279,16 @@ class Pipeline:
 
         cs = self._chunk_set
         return build_bm25(cs.texts, self.config.sparse, cache=self.cache, digest=cs.digest)
+
+    @property
+    def adhoc_cache(self) -> EmbeddingCache:
+        """Where the vectors of ad-hoc query texts (:meth:`search_texts`: what people type into a server) go:
+        memory only, bounded (:class:`~evolve.cache.MemoryStore`), never the persistent cache."""
+        if self._adhoc_cache is None:
+            from evolve.cache import MemoryStore
+
+            self._adhoc_cache = EmbeddingCache(MemoryStore())
+        return self._adhoc_cache
 
     # ------------------------------------------------------------------ retrieval
     def embed_queries(self, qids: list[str]) -> None:
@@ -391,13 +403,17 @@ class Pipeline:
         queries = {q: self.dataset.queries[q] for q in qids}
         return rerank_run(self, queries, run)
 
-    def _search_hits(self, texts: list[str]) -> tuple[list[dict[str, float]], list[dict[str, tuple]]]:
+    def _search_hits(self, texts: list[str], query_cache: EmbeddingCache | None = None
+                     ) -> tuple[list[dict[str, float]], list[dict[str, tuple]]]:
         """Per query text: the final ranked list (doc id -> score) and each first-stage retriever's raw chunk
         hits (``{"dense": (scores, chunk ids), "sparse": ...}``), searched deep enough for ``retrieval.top_k``
-        documents as :meth:`retrieve` does (:meth:`_search_deep`)."""
+        documents as :meth:`retrieve` does (:meth:`_search_deep`). Query vectors (the first stage's and a
+        bi-encoder reranker's) go through ``query_cache``, by default :attr:`adhoc_cache`: in memory only, so what
+        people typed never reaches a file, and the memory is bounded."""
         from evolve.index import search_index
         from evolve.passages import DENSE, SPARSE
 
+        query_cache = query_cache if query_cache is not None else self.adhoc_cache
         self.prepare()
         cfg = self.config
         k = cfg.retrieval.top_k
@@ -407,7 +423,8 @@ class Pipeline:
         hits: list[dict[str, tuple]] = [{} for _ in texts]
         dense = sparse = None
         if self.uses_dense:
-            qmat = self._embed([cfg.embedding.query_prefix + t for t in texts], "query", "embedding queries")
+            qmat = self._embed([cfg.embedding.query_prefix + t for t in texts], "query", "embedding queries",
+                               cache=query_cache)
             found = self._search_deep(lambda rows, depth: search_index(self._index, qmat[rows], depth, cfg.index),
                                       len(texts), k)
             dense = {q: self._aggregate(*found[i], k) for i, q in enumerate(keys)}
@@ -429,23 +446,25 @@ class Pipeline:
         if cfg.rerank.transport != "none":
             from evolve.rerankers import rerank_run
 
-            run = rerank_run(self, dict(zip(keys, texts)), run)
+            run = rerank_run(self, dict(zip(keys, texts)), run, query_cache=query_cache)
         return [run[q] for q in keys], hits
 
     def search_texts(self, texts: list[str]) -> list[dict[str, float]]:
         """Ranked lists (doc id -> score) for ad-hoc query texts that are not in the dataset (the serving path):
-        the same first and second stage as :meth:`retrieve`, query vectors through the cache, nothing kept in
-        ``self``. Not thread-safe: one caller at a time (``evolve serve`` batches requests into one thread)."""
+        the same first and second stage as :meth:`retrieve`, query vectors in :attr:`adhoc_cache` (memory only),
+        nothing kept in ``self``. Not thread-safe: one caller at a time (``evolve serve`` batches requests into one
+        thread)."""
         return self._search_hits(texts)[0]
 
-    def retrieve_passages(self, texts: list[str], k: int) -> list:
+    def retrieve_passages(self, texts: list[str], k: int, *, query_cache: EmbeddingCache | None = None) -> list:
         """Per query text, its best ``k`` documents AND the chunks behind them, with each first-stage retriever's
         raw score (a list of :class:`evolve.passages.Retrieval`): the chunk-level step answers are built on,
-        the same for serving and for evaluation (pass a dataset's query texts). The ranking is
-        :meth:`search_texts`'s. Not thread-safe, as :meth:`search_texts`."""
+        the same for serving and for evaluation (pass a dataset's query texts, and ``query_cache=pipeline.cache``
+        to keep their vectors across trials; the default keeps them in memory only, as for a person's question).
+        The ranking is :meth:`search_texts`'s. Not thread-safe, as :meth:`search_texts`."""
         from evolve.passages import DENSE, SPARSE, Retrieval, collect_passages
 
-        runs, hits = self._search_hits(texts)
+        runs, hits = self._search_hits(texts, query_cache)
         cfg = self.config
         chunked = cfg.chunking.strategy != "none"
         retrievers = tuple(r for r, on in ((DENSE, self.uses_dense), (SPARSE, self.uses_sparse)) if on)
@@ -496,6 +515,8 @@ class Pipeline:
         )
 
     def close(self) -> None:
+        if self._adhoc_cache is not None:
+            self._adhoc_cache.close()
         if self._own_pool:
             self.embedders.close()
 

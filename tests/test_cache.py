@@ -633,6 +633,31 @@ def test_prune_lru_and_invalidate(tmp_path):
         cache.close()
 
 
+def test_memory_store_is_bounded_verified_and_lru(tmp_path):
+    """The server's query vectors (issue 19, defect 11): in memory only, at most max_bytes (least recently used
+    go first, whatever a client sends), read back verified like any store's, and nothing written to a file."""
+    from evolve.cache import MemoryStore
+
+    per_entry = 384 * 4 + 32 + 2 + 48
+    cache = EmbeddingCache(MemoryStore(max_bytes=4 * per_entry))
+    try:
+        cache.store_vectors([_key(i) for i in range(3)], np.stack([_vec(i, 384) for i in range(3)]), "m1")
+        cache.lookup([_key(0)])  # used after 1 and 2: they go before it
+        cache.store_vectors([_key(3), _key(4)], np.stack([_vec(3, 384), _vec(4, 384)]), "m1")
+        store = cache.store
+        assert store.stats().entries == 4 and store.payload_bytes() == 4 * per_entry
+        assert set(cache.lookup([_key(i) for i in range(5)])[0]) == {_key(0), _key(2), _key(3), _key(4)}
+        cache.store_vectors([_key(i) for i in range(5, 1000)], np.stack([_vec(i, 384) for i in range(5, 1000)]), "m1")
+        assert store.stats().entries == 4 and store.payload_bytes() == 4 * per_entry  # a flood stays bounded
+        found, damaged = cache.lookup([_key(i) for i in range(1000)])
+        assert damaged == 0 and set(found) == {_key(i) for i in range(996, 1000)}
+        np.testing.assert_array_equal(found[_key(999)], _vec(999, 384))
+        assert store.invalidate("m2") == 0 and store.prune(2 * per_entry) == 2 and store.invalidate("m1") == 2
+    finally:
+        cache.close()
+    assert not list(tmp_path.iterdir())
+
+
 def _fill(store_path: Path, n: int, dim: int = 384, clock=None) -> list[bytes]:
     cache = EmbeddingCache(SQLiteStore(store_path, clock=clock or Clock()))
     keys = [_key(i) for i in range(n)]

@@ -208,11 +208,11 @@ def test_python_dash_m(tmp_path):
 
     proc = subprocess.run([sys.executable, "-m", "evolve", "--version"], capture_output=True, text=True, cwd=tmp_path)
     assert proc.returncode == 0 and proc.stdout.strip() == f"evolve {version('evolve')}"
-    bad = subprocess.run([sys.executable, "-m", "evolve", "status", "--workspace", str(tmp_path / "ws")],
+    bad = subprocess.run([sys.executable, "-m", "evolve", "status", "--workspace", str(tmp_path / "ws"), "--study", "s"],
                          capture_output=True, text=True, cwd=tmp_path)
     assert bad.returncode == 2, bad.stderr
-    assert bad.stderr.strip() == (f"error: no study in sqlite:///{tmp_path / 'ws' / 'optuna.db'}: expected one made by "
-                                  "`evolve run`, found none")
+    assert bad.stderr.strip() == (f"error: no study 's' in sqlite:///{tmp_path / 'ws' / 'optuna.db'}: expected one of "
+                                  "(none: run `evolve run` first)")
 
 
 # ------------------------------------------------------------------------------------------ stop signals
@@ -316,3 +316,91 @@ def test_a_stopped_run_workers_leaves_no_worker_or_server_behind(tmp_path):
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+# ---------------------------------------------------------------------------------------- usage errors (issue 19)
+COMMON = ("--workspace", "--study", "--storage", "--tracking-uri", "--cache-url")
+
+
+def _leaf_commands():
+    """(words, click command) of every command of the typer app, walked from the root."""
+    from typer.main import get_command
+
+    from evolve.cli import app
+
+    out = []
+
+    def walk(cmd, path):
+        subs = getattr(cmd, "commands", None)
+        if subs:
+            for name, sub in sorted(subs.items()):
+                walk(sub, [*path, name])
+        else:
+            out.append((path, cmd))
+
+    walk(get_command(app), [])
+    return out
+
+
+def _readme_common_options() -> dict[str, set[str]]:
+    """The README's table of which command takes which common option."""
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    header = "| commands | `--workspace` | `--study` | `--storage` | `--tracking-uri` | `--cache-url` |"
+    assert header in text, "README lost its table of common options"
+    rows = text.split(header, 1)[1].strip().splitlines()[1:]
+    table: dict[str, set[str]] = {}
+    for row in rows:
+        if not row.startswith("|"):
+            break
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        names = [n.strip().strip("`") for n in cells[0].split(" (", 1)[0].split(",")]
+        for name in names:
+            assert name not in table, f"README names {name} twice"
+            table[name] = {opt for opt, cell in zip(COMMON, cells[1:]) if cell == "yes"}
+    return table
+
+
+def test_every_command_takes_the_common_options_the_readme_says():
+    table = _readme_common_options()
+    commands = {" ".join(words): cmd for words, cmd in _leaf_commands()}
+    assert set(table) == set(commands), (set(table) ^ set(commands))
+    for name, cmd in commands.items():
+        opts = {o for p in cmd.params for o in p.opts}
+        assert {o for o in COMMON if o in opts} == table[name], name
+
+
+def test_a_mistyped_option_of_every_command_is_one_line_and_exit_2(capsys):
+    """Every command of the tree, in process (the same ``main`` the console script calls): a mistyped option is
+    the framework's own message on one line, after the command it is about, with its suggestion; exit code 2."""
+    from evolve.cli import main
+
+    leaves = _leaf_commands()
+    assert len(leaves) >= 20
+    for words, cmd in leaves:
+        has_workspace = any("--workspace" in p.opts for p in cmd.params)
+        typo = "--worksapce" if has_workspace else "--no-such-option"
+        rc = main([*words, typo, "x"])
+        captured = capsys.readouterr()
+        lines = captured.err.strip().splitlines()
+        assert rc == 2, (words, rc, captured.err)
+        assert len(lines) == 1 and not captured.out, (words, captured.err, captured.out)
+        assert lines[0].startswith(f"error: evolve {' '.join(words)}: No such option: {typo}"), lines[0]
+        if has_workspace:
+            assert "--workspace" in lines[0].split(typo, 1)[1], lines[0]  # the framework's "possible options"
+
+
+def test_other_usage_errors_are_one_line_and_exit_2(capsys):
+    from evolve.cli import main
+
+    for argv, expected in ((["statuss"], "error: evolve: No such command 'statuss'. Did you mean 'status'?"),
+                           (["promote-config", "--trial", "abc"], "error: evolve promote-config: Invalid value for '--trial'"),
+                           (["eval", "extra-arg"], "error: evolve eval: Got unexpected extra argument(s) (extra-arg)")):
+        rc = main(argv)
+        err = capsys.readouterr().err.strip().splitlines()
+        assert rc == 2 and len(err) == 1 and err[0].startswith(expected), (argv, rc, err)
+
+
+def test_usage_errors_through_the_console_script(cli):
+    """The issue's cases as real subprocesses (the console script, not only ``main``)."""
+    one_error_line(cli("status", "--nope"), "evolve status: No such option: --nope")
+    one_error_line(cli("dataset", "info", "--workspace", "W"), "evolve dataset info: No such option: --workspace")

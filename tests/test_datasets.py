@@ -256,6 +256,40 @@ def test_bad_qrels_columns(tmp_path, line):
     expect_error(lambda: load_dataset(folder), f"{folder / 'qrels' / 'test.tsv'}:3:", "expected 3 columns")
 
 
+def test_beir_qrels_are_tab_separated_ids_with_spaces_and_hangul(tmp_path):
+    """Issue 19, defect 14: BEIR's loader reads qrels/*.tsv as tab-separated, so document ids may hold spaces (real
+    sets name chunks like ``finance - <file>.pdf - 4``). One space used to read as a 4-column TREC line with the
+    wrong ids, several spaces as "expected 3 columns ... got 10". TREC's whitespace form still reads."""
+    ids = ["finance - 2024 보고서 final.pdf - 4", "인사 규정 v2", "d one"]
+    corpus = [{"_id": d, "title": f"t{i}", "text": f"text {i}"} for i, d in enumerate(ids)]
+    queries = [{"_id": "질문 1", "text": "연차"}, {"_id": "q2", "text": "finance"}]
+    qrels = ("query-id\tcorpus-id\tscore\n"
+             f"질문 1\t{ids[1]}\t2\n"
+             f"q2\t{ids[0]}\t1\n"
+             f"q2\t{ids[2]}\t 0 \r\n")  # a padded score, a CRLF line end
+    ds = load_dataset(beir(tmp_path / "a", corpus=corpus, queries=queries, qrels={"test": qrels}))
+    assert ds.qrels["test"] == {"질문 1": {"인사 규정 v2": 2}, "q2": {ids[0]: 1, "d one": 0}}
+    assert not ds.warnings
+    # TREC qrels (no tab): whitespace, 4 columns
+    trec = "q1 0 d1 1\nq2  0  d2  2\n"
+    assert load_dataset(beir(tmp_path / "b", qrels={"test": trec})).qrels["test"] == {"q1": {"d1": 1}, "q2": {"d2": 2}}
+    # a space-separated line that is not TREC's 4 columns is refused, never guessed
+    folder = beir(tmp_path / "c", qrels={"test": "q1 d1 1\n"})
+    expect_error(lambda: load_dataset(folder), f"{folder / 'qrels' / 'test.tsv'}:1:", "expected 3 columns",
+                 "got 3 whitespace-separated column(s)")
+
+
+def test_gold_folder_qrels_with_spaces_round_trip(tmp_path):
+    """A gold folder written with such ids reads back the same (write_gold writes tabs)."""
+    from evolve.gold import read_gold, write_gold
+
+    queries = {"질문 1": "연차 휴가 신청", "q 2": "finance report"}
+    qrels = {"질문 1": {"인사 규정 v2": 2}, "q 2": {"finance - 2024 보고서 final.pdf - 4": 1}}
+    out = write_gold(tmp_path / "gold", queries, qrels)
+    gold = read_gold(out)
+    assert gold.queries == queries and gold.qrels == qrels
+
+
 @pytest.mark.parametrize("rel", ["high", "0.5", "nan", "inf"])
 def test_non_integer_relevance(tmp_path, rel):
     folder = beir(tmp_path, qrels={"test": f"q1\td1\t{rel}\n"})

@@ -11,7 +11,8 @@ import pytest
 
 from evolve.config import FusionConfig, parse_config
 from evolve.errors import ConfigError
-from evolve.fusion import fuse_runs, optimize_fusion
+from evolve.fusion import fuse_runs
+from evolve.study import optimize_fusion
 
 DENSE = {"q1": {"a": 0.9, "b": 0.8, "c": 0.1}, "q2": {"x": 1.0}}
 SPARSE = {"q1": {"c": 10.0, "a": 5.0, "d": 1.0}, "q3": {"y": 2.0}}

@@ -346,6 +346,69 @@ def test_quepid_export_and_import_round_trip(tmp_path):
     assert not [p for p in folder.parent.iterdir() if p.name.startswith(".gold.")]  # no temporary left
 
 
+#: cells a spreadsheet would run as a formula (OWASP's first characters), and two that merely look like ours
+FORMULAS = ["=HYPERLINK(\"http://evil.example\",\"click\")", "+1+1", "-2+3 연차", "@SUM(A1:A9)", "\tcmd|' /C calc'!A0",
+            "\rcarriage", "'=quoted already", "'plain quote"]
+
+
+def _formula_cells_ok(text: str) -> None:
+    """No cell of the CSV starts with a formula character."""
+    for row in csv.reader(io.StringIO(text)):
+        for cell in row:
+            assert cell[:1] not in ("=", "+", "-", "@", "\t", "\r"), (cell, row)
+
+
+def test_quepid_export_neutralises_formulas_and_import_reverses_it(tmp_path):
+    """Issue 19, defect 12: what anyone typed goes into a CSV people open in a spreadsheet. Cells starting with
+    ``=``, ``+``, ``-``, ``@``, tab or CR get a leading ``'`` (OWASP); ``gold import`` strips it, so a round trip
+    (export, import unchanged) gives back exactly the folder's queries and judgements."""
+    from evolve.gold import read_gold, write_gold
+    from evolve.gold._review import export_gold, import_ratings
+
+    queries = {f"q{i}": text for i, text in enumerate(FORMULAS)}
+    qrels = {f"q{i}": {"-doc-1": 1, "=doc": 2, "plain": 0} for i in range(len(FORMULAS))}
+    folder = write_gold(tmp_path / "gold", queries, qrels)
+    out = tmp_path / "review.csv"
+    export_gold(folder, out, "quepid")
+    text = out.read_text(encoding="utf-8")
+    _formula_cells_ok(text)
+    rows = list(csv.reader(io.StringIO(text)))[1:]
+    assert ["'=HYPERLINK(\"http://evil.example\",\"click\")", "'-doc-1", "1"] in rows
+    assert ["''=quoted already", "plain", "0"] in rows and ["'plain quote", "'=doc", "2"] in rows
+    r = import_ratings(out, folder, reviewer="minji")
+    assert (r.ratings, r.changed, r.added, r.new_queries) == (3 * len(FORMULAS), 0, 0, 0)
+    gold = read_gold(folder)
+    assert gold.queries == queries and gold.qrels == qrels
+
+
+def test_feedback_quepid_export_neutralises_formulas(tmp_path):
+    """`feedback export --format quepid`: the same rule, and `gold import` of that CSV into the exported folder
+    finds every query again (no new ``r-`` query from a quoted text)."""
+    from evolve.feedback import event_record, export_gold, open_feedback_store, query_record
+    from evolve.gold import read_gold
+    from evolve.gold._review import import_ratings
+    from evolve.workspace import Workspace
+
+    store = open_feedback_store(Workspace(tmp_path / "ws").ensure())
+    try:
+        for i, text in enumerate(FORMULAS):
+            store.add_query(query_record(query_id=f"s{i}", client_id="c", user_query=text, hit_ids=["=d", "d2"],
+                                         attributes={"config_version": "v1"}))
+            store.add_event(event_record(event_id=f"e{i}", action_name="answered", query_id=f"s{i}", client_id="c",
+                                         object_id="=d", ordinal=1, config_version="v1"))
+        export_gold(store, tmp_path / "fb", fmt="quepid")
+    finally:
+        store.close()
+    csv_text = (tmp_path / "fb" / "quepid.csv").read_text(encoding="utf-8")
+    _formula_cells_ok(csv_text)
+    before = read_gold(tmp_path / "fb")
+    r = import_ratings(tmp_path / "fb" / "quepid.csv", tmp_path / "fb", reviewer="jun")
+    assert r.new_queries == 0 and r.changed == 0 and r.ratings == len(before.queries)
+    after = read_gold(tmp_path / "fb")
+    assert after.queries == before.queries and after.qrels == before.qrels
+    assert {t.strip() for t in before.queries.values()} == {t.strip() for t in FORMULAS}
+
+
 def test_trec_export_and_import_round_trip(tmp_path):
     from evolve.errors import DatasetError
     from evolve.gold import read_gold

@@ -586,10 +586,10 @@ def test_fusion_optimize_tunes_the_fusion_on_tune_queries_and_the_trial_keeps_it
     from evolve.cache import EmbeddingCache
     from evolve.config import PipelineConfig
     from evolve.evaluate import evaluate_run
-    from evolve.fusion import optimize_fusion
     from evolve.pipeline import Pipeline
     from evolve.search_space import load_search_space
     from evolve.splits import QuerySplits
+    from evolve.study import optimize_fusion
 
     space = tmp_path / "hybrid.yaml"
     space.write_text("base: default\nfixed:\n  retrieval.mode: hybrid\n  fusion.method: rrf\n  fusion.rrf_k: 7\n"

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from evolve._formats import BM25_VERSION, INDEX_VERSION
 from evolve.cache._base import KEY_SCHEME, Entry, Found, StoreDamaged, VectorStore, today
 from evolve.cache._derived import DerivedStore
 from evolve.cache._tiered import TieredStore
@@ -131,7 +132,8 @@ class CacheStats:
 
 def _open_url(url: str) -> VectorStore | None:
     """``postgresql://…`` -> :class:`PostgresStore`; an unreachable store is a warning, never an error."""
-    from evolve.cache._postgres import PostgresStore, is_postgres_url
+    from evolve._pgurl import is_postgres_url
+    from evolve.cache._postgres import PostgresStore
     from evolve.errors import ConfigError
     from evolve.secrets import redact_url
 
@@ -252,9 +254,6 @@ class EmbeddingCache:
         if self._store is None:
             return PruneResult(0, 0, 0)
         self._touched.clear()
-        from evolve.index import INDEX_VERSION
-        from evolve.sparse import BM25_VERSION
-
         n_files = freed = 0
         stores = []
         if self.folder is not None:

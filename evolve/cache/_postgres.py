@@ -20,31 +20,19 @@ import threading
 import time
 from collections.abc import Iterable, Sequence
 
+from evolve._pgurl import is_postgres_url, libpq_url
 from evolve.cache._base import KEY_SCHEME, Entry, Found, FoundBuilder, StoreDamaged, StoreStats, VectorStore
 
-__all__ = ["PostgresStore", "is_postgres_url", "libpq_url"]
+__all__ = ["PostgresStore", "is_postgres_url", "libpq_url"]  # the URL helpers live in evolve._pgurl
 
 log = logging.getLogger("evolve.cache")
 
-_SCHEMES = ("postgresql", "postgres", "postgresql+psycopg", "postgresql+psycopg2")
 _BATCH = 1000
 _RETRIES = 5
 #: ``last_used`` older than this (midnight UTC today) is refreshed on a read: at most one write per row and day,
 #: as in the SQLite store
 _STALE = "last_used < (date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC')"
 _SIZE = "octet_length(payload) + octet_length(key) + octet_length(model) + 48"
-
-
-def is_postgres_url(url: object) -> bool:
-    return isinstance(url, str) and "://" in url and url.split("://", 1)[0].lower() in _SCHEMES
-
-
-def libpq_url(url: str) -> str:
-    """``postgresql+psycopg://…`` (SQLAlchemy form) -> ``postgresql://…`` (what libpq parses)."""
-    scheme, rest = url.split("://", 1)
-    if scheme.lower() not in _SCHEMES:
-        raise ValueError(f"expected a postgresql:// URL, got scheme '{scheme}'")
-    return "postgresql://" + rest
 
 
 class PostgresStore(VectorStore):

@@ -90,15 +90,19 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exc:  # typer.Exit inside commands
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     except Exception as exc:
-        import click
-
-        if isinstance(exc, click.exceptions.Exit):
+        kind = _framework_error(exc)
+        if kind == "exit":
             return exc.exit_code
-        if isinstance(exc, click.ClickException):
+        if kind == "abort":
+            return 130
+        if kind == "help":  # a group called without a command: its help, as the framework shows it
             exc.show()
             return exc.exit_code
-        if isinstance(exc, click.exceptions.Abort):
-            return 130
+        if kind == "usage":
+            from evolve.cli._common import err_console
+
+            err_console.print(f"error: {_usage_line(exc)}", highlight=False, markup=False, soft_wrap=True)
+            return 2
         if debug:
             raise
         from evolve.cli._common import err_console
@@ -108,6 +112,46 @@ def main(argv: list[str] | None = None) -> int:
                           highlight=False, markup=False, soft_wrap=True)
         return 1
     return rv if isinstance(rv, int) else 0
+
+
+def _framework_classes() -> dict[str, tuple[type, ...]]:
+    """The command-line framework's exception classes, by role. typer >= 0.20 vendors its own click
+    (``typer._click``), whose classes are not ``click``'s: both are collected, whichever exist."""
+    import importlib
+
+    roles: dict[str, list[type]] = {"exit": [], "abort": [], "help": [], "usage": []}
+    names = {"exit": "Exit", "abort": "Abort", "help": "NoArgsIsHelpError", "usage": "ClickException"}
+    for module in ("click.exceptions", "typer._click.exceptions", "typer.exceptions"):
+        try:
+            mod = importlib.import_module(module)
+        except ImportError:
+            continue
+        for role, name in names.items():
+            cls = getattr(mod, name, None)
+            if isinstance(cls, type):
+                roles[role].append(cls)
+    for cls in (typer.Exit, typer.Abort):
+        roles["exit" if cls is typer.Exit else "abort"].append(cls)
+    return {role: tuple(classes) for role, classes in roles.items()}
+
+
+def _framework_error(exc: BaseException) -> str | None:
+    """``exit``, ``abort``, ``help`` (a group without its command), ``usage`` (a mistyped option, a bad value,
+    an unknown command) or None for anything else."""
+    classes = _framework_classes()
+    for role in ("exit", "abort", "help", "usage"):  # help before usage: it is a usage error that shows help
+        if classes[role] and isinstance(exc, classes[role]):
+            return role
+    return None
+
+
+def _usage_line(exc) -> str:
+    """The framework's own message (with its "Possible options" / "Did you mean") on one line, after the command
+    it is about: ``evolve status: No such option: --nope``."""
+    message = " ".join(exc.format_message().split())
+    ctx = getattr(exc, "ctx", None)
+    path = getattr(ctx, "command_path", None)
+    return f"{path}: {message}" if path else message
 
 
 if __name__ == "__main__":  # pragma: no cover

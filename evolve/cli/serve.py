@@ -124,6 +124,7 @@ def serve_command(
     watch_interval: Annotated[float, typer.Option("--watch-interval", help="Seconds between looks at champion.yaml.")] = 1.0,
     max_k: Annotated[int, typer.Option("--max-k", help="Largest k a request may ask for.")] = 100,
     max_answers: Annotated[int, typer.Option("--max-answers", help="Answers the LLM writes at once (POST /v1/answer, /v1/chat/completions); past it an answer gets 429 with Retry-After, search goes on.")] = 4,
+    retry_interval: Annotated[float, typer.Option("--retry-interval", help="Seconds before a failed champion or challenger build is tried again (doubling each time, at most 300).")] = 5.0,
     set_: SetOpt = None,
     workspace: WorkspaceOpt = None,
     study: StudyOpt = None,
@@ -158,8 +159,8 @@ def serve_command(
         from evolve.config import PipelineConfig, apply_overrides
 
         apply_overrides(PipelineConfig(), list(overrides))  # a bad key is one line now, before any model loads
-    if check_interval <= 0 or watch_interval <= 0:
-        raise ConfigError("--check-interval and --watch-interval: expected positive seconds")
+    if check_interval <= 0 or watch_interval <= 0 or retry_interval <= 0:
+        raise ConfigError("--check-interval, --watch-interval and --retry-interval: expected positive seconds")
     key = None
     if api_key_env:
         key = os.environ.get(api_key_env, "").strip()
@@ -181,7 +182,8 @@ def serve_command(
         store = open_feedback_store(ws, feedback_url)
         live = LiveChampion(ChampionFile(ws, overrides), source, cache_factory=lambda: EmbeddingCache.open(ws),
                             challenger_config=challenger_cfg, challenger_label=challenger_label,
-                            check_interval=check_interval, watch_interval=watch_interval)
+                            check_interval=check_interval, watch_interval=watch_interval,
+                            retry_base=retry_interval, retry_max=max(300.0, retry_interval))
         err_console.print(f"evolve serve: loading {source.label} and the champion ...", highlight=False)
         state = live.start()
         engine = SearchEngine()
@@ -196,7 +198,9 @@ def serve_command(
 
         def ready():
             extra = (f"; interleaving with {challenger_label} ({state.challenger.config_version})"
-                     if state.challenger else "")
+                     if state.challenger else
+                     f"; the challenger {challenger_label} is not built yet, the champion serves alone (/healthz)"
+                     if challenger_cfg is not None else "")
             answering = (f"answers from {llm.model} at {llm.base_url} (at most {max_answers} at once)"
                          if llm.configured else "no LLM configured (answer.base_url, answer.model): search only")
             err_console.print(f"evolve serve: {url} serves config_version {state.champion.config_version} "

@@ -24,7 +24,7 @@ def status_command(
 ):
     """Show the top trials on the current corpus (tune scores), the champion (with its report-split scores, revealed
     when it was promoted), trial counts by state and, when `evolve serve` has collected feedback, its counts, the
-    failure list's length and interleaving results."""
+    failure list's length, interleaving results and the searches a failing challenger left to the champion."""
     from rich.table import Table
 
     from evolve.cli._common import emit_json, load_study_view, out_console
@@ -35,6 +35,9 @@ def status_command(
     from evolve.workspace import Workspace
 
     ws = Workspace(workspace).ensure()
+    if study is None and not gold and _holds_no_study(ws, storage):
+        _serve_only_status(ws, storage, feedback_url, json_out)
+        return
     view = load_study_view(ws, study, storage, gold=gold, gold_mode=gold_mode)
     st = view.study
     frame = leaderboard_frame(st, view.corpus_fp, top=top, gold_fp=view.gold_fp)
@@ -88,6 +91,33 @@ def status_command(
     _print_feedback(feedback)
 
 
+def _holds_no_study(ws, storage: str | None) -> bool:
+    """No --storage and no workspace study file, or a storage without a study: a workspace `evolve serve` uses
+    without a night (``--dataset``)."""
+    if storage is None and not (ws.path / "optuna.db").exists():
+        return True
+    from evolve.cli._common import study_names
+    from evolve.storage import open_storage
+
+    return not study_names(open_storage(storage or ws.default_storage))
+
+
+def _serve_only_status(ws, storage: str | None, feedback_url: str | None, json_out: bool) -> None:
+    """The champion and the feedback of a workspace that holds no study yet."""
+    from evolve.cli._common import emit_json, out_console
+    from evolve.promote import current_champion
+
+    champion, source = current_champion(ws)
+    feedback = _feedback_summary(ws, feedback_url)
+    where = storage or ws.default_storage
+    if json_out:
+        emit_json({"study": None, "champion": {"source": source, "config": champion.to_dict()}, "feedback": feedback})
+        return
+    out_console.print(f"study: none in {where} (`evolve run` makes one)", highlight=False, markup=False)
+    out_console.print(f"champion: {source}", highlight=False, markup=False)
+    _print_feedback(feedback)
+
+
 def _feedback_summary(ws, feedback_url: str | None) -> dict | None:
     """Counts and interleaving results of the feedback store; None when there is none (status never creates one)."""
     import os
@@ -98,9 +128,14 @@ def _feedback_summary(ws, feedback_url: str | None) -> dict | None:
         return None
     with open_feedback_store(ws, feedback_url) as fb:
         queries, events = fb.queries(), fb.events()
+    failed = [q for q in queries if (q.get("query_attributes") or {}).get("challenger_error")]
+    last = max(failed, key=lambda q: q.get("timestamp") or "") if failed else None
     return {"searches": len(queries), "events": len(events),
             "failure_queries": len(grade_feedback(queries, events).failures()),
-            "interleaving": [r.as_dict() for r in interleaving_results(queries, events)]}
+            "interleaving": [r.as_dict() for r in interleaving_results(queries, events)],
+            "challenger_failures": len(failed),
+            "challenger_last_error": (last["query_attributes"]["challenger_error"] if last else None),
+            "challenger_last_failure": (last.get("timestamp") if last else None)}
 
 
 def _print_feedback(feedback: dict | None) -> None:
@@ -115,6 +150,10 @@ def _print_feedback(feedback: dict | None) -> None:
         out_console.print(f"interleaving: challenger {'/'.join(r['challenger_versions'])} vs champion "
                           f"{'/'.join(r['champion_versions'])}: {r['wins']} wins, {r['ties']} ties, {r['losses']} losses, "
                           f"one-sided sign test p = {p}", highlight=False)
+    if feedback.get("challenger_failures"):
+        out_console.print(f"challenger failures: {feedback['challenger_failures']} searches answered with the "
+                          f"champion's list alone (last {feedback['challenger_last_failure']}: "
+                          f"{feedback['challenger_last_error']})", highlight=False, markup=False)
 
 
 

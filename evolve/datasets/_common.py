@@ -18,6 +18,7 @@ __all__ = [
     "read_queries_jsonl",
     "read_queries_tsv",
     "read_qrels_tsv",
+    "qrels_fields",
     "finalize",
     "finalize_parts",
     "find_file",
@@ -142,29 +143,51 @@ def _relevance(raw: str) -> int | None:
     return int(value) if value.is_integer() else None
 
 
+_QRELS_HEADER = {"query-id", "query_id", "qid", "query"}
+
+
+def qrels_fields(line: str) -> list[str] | None:
+    """The columns of one qrels line, as BEIR's own loader reads them: split on tabs only (a document id may hold
+    spaces: ``finance - report.pdf - 4``). A line without a tab is TREC's ``qid 0 docid rel``, split on
+    whitespace. None for a blank line."""
+    text = line.rstrip("\r\n")
+    if not text.strip():
+        return None
+    if "\t" in text:
+        return text.split("\t")
+    return text.split()
+
+
 def read_qrels_tsv(path: Path) -> dict[str, dict[str, int]]:
-    """BEIR qrels (``query-id corpus-id score`` with a header) or TREC qrels (``qid 0 docid rel``)."""
+    """BEIR qrels (``query-id<TAB>corpus-id<TAB>score``, a header allowed) or TREC qrels (``qid 0 docid rel``).
+
+    Tab-separated lines are BEIR's (3 columns) or TREC's (4); only a line without any tab is split on whitespace,
+    and then it must be TREC's 4 columns. Ids are kept exactly as written (spaces, Hangul), the score may be
+    padded."""
     qrels: dict[str, dict[str, int]] = {}
     with open_text(path) as fh:
         for lineno, line in enumerate(fh, 1):
-            parts = line.split()
-            if not parts:
+            parts = qrels_fields(line)
+            if parts is None:
                 continue
-            if lineno == 1 and parts[0].lower() in {"query-id", "query_id", "qid", "query"}:
+            tabbed = "\t" in line
+            if lineno == 1 and parts[0].strip().lower() in _QRELS_HEADER:
                 continue
-            if len(parts) == 3:
+            if tabbed and len(parts) == 3:
                 qid, did, rel = parts
             elif len(parts) == 4:
                 qid, _, did, rel = parts
             else:
+                how = "tab" if tabbed else "whitespace"
                 raise DatasetError(
-                    f"expected 3 columns (query-id corpus-id score) or 4 (TREC), got {len(parts)}",
+                    "expected 3 columns (query-id<TAB>corpus-id<TAB>score, tab-separated as BEIR writes them) or 4 "
+                    f"(TREC qid 0 docid rel), got {len(parts)} {how}-separated column(s)",
                     path=str(path),
                     line=lineno,
                 )
-            score = _relevance(rel)
+            score = _relevance(rel.strip())
             if score is None:
-                raise DatasetError(f"expected an integer relevance, got '{rel}'", path=str(path), line=lineno)
+                raise DatasetError(f"expected an integer relevance, got '{rel.strip()}'", path=str(path), line=lineno)
             qid, did = nfc(qid), nfc(did)
             if did in qrels.get(qid, {}):
                 raise DatasetError(f"duplicate judgement for query '{qid}' and document '{did}'", path=str(path), line=lineno)

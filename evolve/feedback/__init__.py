@@ -83,7 +83,7 @@ def open_feedback_store(workspace, url: str | None = None) -> FeedbackStore:
         from evolve.feedback._sqlite import SQLiteFeedbackStore
 
         return SQLiteFeedbackStore(feedback_path(workspace))
-    from evolve.cache._postgres import is_postgres_url
+    from evolve._pgurl import is_postgres_url
 
     if is_postgres_url(url):
         from evolve.feedback._postgres import PostgresFeedbackStore

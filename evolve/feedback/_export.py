@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-import csv
-import io
 import re
 from dataclasses import dataclass
 from datetime import datetime
@@ -38,13 +36,10 @@ def _trec(qrels: dict[str, dict[str, int]]) -> str:
 
 
 def _quepid(texts: dict[str, str], qrels: dict[str, dict[str, int]]) -> str:
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["query", "docid", "rating"])
-    for q in sorted(qrels):
-        for d, g in sorted(qrels[q].items()):
-            w.writerow([texts[q], d, g])
-    return buf.getvalue()
+    """Quepid's CSV, its cells neutralised against formula injection (what people typed goes into it)."""
+    from evolve.gold import quepid_csv
+
+    return quepid_csv((texts[q], d, g) for q in sorted(qrels) for d, g in sorted(qrels[q].items()))
 
 
 def export_gold(store, out: str | Path, *, fmt: str = "trec", since: datetime | None = None,

@@ -20,7 +20,7 @@ class PostgresFeedbackStore(FeedbackStore):
     """Tables ``<prefix>queries`` and ``<prefix>events`` (default prefix ``ubi_``, like UBI's index names)."""
 
     def __init__(self, url: str, *, prefix: str = "ubi_", connect_timeout: int = 10):
-        from evolve.cache._postgres import libpq_url
+        from evolve._pgurl import libpq_url
         from evolve.secrets import redact_url, warn_inline_password
 
         if not re.fullmatch(r"[a-z_][a-z0-9_]{0,40}", prefix):

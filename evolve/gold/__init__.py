@@ -6,6 +6,7 @@ Every source of gold (a public set, an LLM, people's feedback, a reviewer) write
 
 from evolve.gold._apply import GOLD_MODES, GoldFolderInfo, GoldInfo, GoldSpec, apply_gold, query_counts
 from evolve.gold._folder import ROLES, GoldSet, is_gold_folder, read_gold, write_gold
+from evolve.gold._quepid import quepid_csv
 
 __all__ = [
     "GOLD_MODES",
@@ -17,6 +18,7 @@ __all__ = [
     "apply_gold",
     "is_gold_folder",
     "query_counts",
+    "quepid_csv",
     "read_gold",
     "write_gold",
 ]

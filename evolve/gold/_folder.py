@@ -20,8 +20,9 @@ generated question's lexical overlap with its passage, in [0, 1]). Readers keep 
 
 Every judged query must be in ``queries.jsonl``: a qrels line naming another is an error naming file and line.
 
-:func:`write_gold` writes the whole folder into a temporary sibling and swaps it into place, so a reader sees the
-old folder, no folder, or the new one: never a half-written one.
+:func:`write_gold` writes the whole folder into a sibling and swaps it into place (:mod:`evolve.gold._swap`): a
+reader sees the old folder or the new one, never a half-written one, and a write killed at any step is completed
+or undone at the next read or write, so the folder never goes missing.
 """
 
 from __future__ import annotations
@@ -30,14 +31,14 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from evolve.datasets._common import read_jsonl, read_qrels_tsv, read_queries_jsonl
+from evolve.datasets._common import qrels_fields, read_jsonl, read_qrels_tsv, read_queries_jsonl
 from evolve.datasets._types import nfc
 from evolve.errors import DatasetError
+from evolve.gold._swap import build_dir, recover, swap_into_place
 
 __all__ = ["ROLES", "GoldSet", "read_gold", "write_gold", "is_gold_folder"]
 
@@ -82,6 +83,7 @@ class GoldSet:
 
 def is_gold_folder(path: str | os.PathLike) -> bool:
     p = Path(path)
+    recover(p)  # a write killed mid-swap is completed first (evolve.gold._swap)
     return p.is_dir() and (p / "queries.jsonl").is_file()
 
 
@@ -113,7 +115,7 @@ def _check_judged_queries(path: Path, qrels: dict[str, dict[str, int]], queries:
         return
     with open(path, encoding="utf-8") as fh:
         for lineno, line in enumerate(fh, 1):
-            parts = line.split()
+            parts = qrels_fields(line)
             if parts and nfc(parts[0]) in unknown:
                 raise DatasetError(f"qrels name query '{nfc(parts[0])}', which queries.jsonl does not hold: "
                                    "expected every judged query in queries.jsonl", path=str(path), line=lineno)
@@ -122,6 +124,7 @@ def _check_judged_queries(path: Path, qrels: dict[str, dict[str, int]], queries:
 def read_gold(path: str | os.PathLike) -> GoldSet:
     """Read a gold folder; a malformed line is a one-line :class:`DatasetError` naming file and line."""
     folder = Path(path).expanduser()
+    recover(folder)  # a write killed mid-swap is completed first (evolve.gold._swap)
     if not folder.is_dir():
         raise DatasetError("expected a gold folder (queries.jsonl and qrels.tsv or qrels.txt), got no such folder",
                            path=str(folder))
@@ -199,8 +202,8 @@ def write_gold(
     unknown = sorted(judged - set(queries))
     if unknown:
         raise ValueError(f"qrels name queries that are not in 'queries': {unknown[:3]}")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    recover(out)  # a write killed mid-swap is completed first: keep_extra then carries from the folder it left
+    tmp = build_dir(out)
     try:
         meta = metadata or {}
         lines = []
@@ -232,22 +235,8 @@ def write_gold(
                     shutil.copytree(entry, tmp / entry.name, symlinks=True)
                 else:
                     shutil.copy2(entry, tmp / entry.name, follow_symlinks=False)
-        _swap_into_place(tmp, out)
+        swap_into_place(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out
-
-
-def _swap_into_place(tmp: Path, out: Path) -> None:
-    """Rename ``tmp`` to ``out``; an existing ``out`` is moved aside first and removed after."""
-    for stale in out.parent.glob(f".{out.name}.old-*"):  # left by a process killed mid-swap
-        shutil.rmtree(stale, ignore_errors=True)
-    old = None
-    if out.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-        os.rmdir(old)
-        os.replace(out, old)
-    os.replace(tmp, out)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)

@@ -2,8 +2,9 @@
 
 Formats (read and written as their tools do):
 
-- ``quepid``: CSV with the header ``query,docid,rating`` (Quepid's rating import/export); ``query`` is the query
-  *text*, so a rating maps back to the folder's query with that text (NFC, casefold, whitespace collapsed). A
+- ``quepid``: CSV with the header ``query,docid,rating`` (Quepid's rating import/export; cells a spreadsheet
+  would run as a formula get a leading ``'``, which the import strips: :mod:`evolve.gold._quepid`); ``query`` is
+  the query *text*, so a rating maps back to the folder's query with that text (NFC, casefold, whitespace collapsed). A
   text the folder lacks becomes a new query (id ``r-<hash of the text>``, ``source: imported``). An empty rating
   is an unrated row and is skipped.
 - ``trec``: TREC qrels, ``qid 0 docid grade`` (three columns ``qid docid grade`` are read too); ``qid`` must be a
@@ -20,15 +21,16 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import io
 import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from evolve.datasets._common import qrels_fields
 from evolve.datasets._types import nfc
 from evolve.errors import ConfigError, DatasetError, did_you_mean
 from evolve.gold._folder import read_gold, write_gold
+from evolve.gold._quepid import quepid_csv, unneutralise
 from evolve.splits import text_key
 
 __all__ = ["REVIEW_FORMATS", "ImportResult", "export_gold", "import_ratings", "guess_format"]
@@ -57,12 +59,7 @@ def export_gold(folder: str | os.PathLike, out: str | os.PathLike, fmt: str) -> 
     judged = gold.all_qrels()
     rows = [(q, d, r) for q in sorted(judged) for d, r in sorted(judged[q].items())]
     if fmt == "quepid":
-        buf = io.StringIO()
-        writer = csv.writer(buf, lineterminator="\n")
-        writer.writerow(["query", "docid", "rating"])
-        for q, d, r in rows:
-            writer.writerow([gold.queries[q], d, r])
-        text = buf.getvalue()
+        text = quepid_csv((gold.queries[q], d, r) for q, d, r in rows)
     else:
         text = "".join(f"{q} 0 {d} {r}\n" for q, d, r in rows)
     atomic_write_text(out, text)
@@ -110,13 +107,13 @@ def _read_quepid(path: Path):
                                    path=str(path), line=lineno)
             if not row[ir].strip():
                 continue  # unrated in Quepid
-            yield lineno, nfc(row[iq]), nfc(row[idoc].strip()), _grade(row[ir], path, lineno)
+            yield lineno, nfc(unneutralise(row[iq])), nfc(unneutralise(row[idoc].strip())), _grade(row[ir], path, lineno)
 
 
 def _read_trec(path: Path, known: set[str]):
     with open(path, encoding="utf-8") as fh:
         for lineno, line in enumerate(fh, 1):
-            parts = line.split()
+            parts = qrels_fields(line)  # tab-separated when there is a tab (ids with spaces), else whitespace
             if not parts:
                 continue
             if len(parts) == 4:

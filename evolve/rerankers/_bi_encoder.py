@@ -4,7 +4,8 @@ Vectors go through the pipeline's embedding cache (:meth:`EmbeddingCache.embed`,
 ``document``) and models through its embedder pool, with an :class:`~evolve.config.EmbeddingConfig` built from
 the rerank fields (:func:`embedding_config`): backend sentence-transformers, ``rerank.model``, ``rerank.dtype``,
 ``rerank.batch_size`` and ``rerank.max_length`` capped at the model's own ``max_seq_length`` (so 512 and 384 share
-one cache identity for all-mpnet-base-v2). A document is embedded once per cache, whatever the query.
+one cache identity for all-mpnet-base-v2). A document is embedded once per cache, whatever the query. A server's
+query vectors go to the memory-only ``query_cache`` it is given instead (:meth:`Pipeline.search_texts`).
 """
 
 from __future__ import annotations
@@ -28,9 +29,11 @@ def embedding_config(config):
 class BiEncoderReranker(Reranker):
     name = "bi-encoder"
 
-    def __init__(self, config, **kw):
+    def __init__(self, config, *, query_cache=None, **kw):
         super().__init__(config, **kw)
         self.emb_config = embedding_config(config)
+        #: where query vectors go when not ``self.cache`` (a server's ad-hoc queries: memory only)
+        self.query_cache = query_cache
 
     def _embedder(self):
         if self.embedders is None:
@@ -44,7 +47,8 @@ class BiEncoderReranker(Reranker):
 
         if self.cache is None:
             self.cache = EmbeddingCache(None)
-        vecs, stats = self.cache.embed(self._embedder(), texts, kind, progress=progress)
+        cache = self.query_cache if kind == "query" and self.query_cache is not None else self.cache
+        vecs, stats = cache.embed(self._embedder(), texts, kind, progress=progress)
         if self.stats is not None:
             self.stats.add(stats)
         return vecs

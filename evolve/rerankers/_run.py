@@ -17,18 +17,20 @@ _POOL: dict[tuple, Reranker] = {}
 _LOCK = threading.Lock()
 
 
-def get_reranker(config, pipeline=None) -> Reranker:
+def get_reranker(config, pipeline=None, *, query_cache=None) -> Reranker:
     """The reranker for ``config`` (a :class:`~evolve.config.RerankConfig`).
 
     Model-holding transports (cross-encoder, vllm, openai-rerank) are pooled per process by model fields, so
     trials share one model/engine/connection. ``bi-encoder`` is bound to the ``pipeline``'s embedding cache,
-    embedder pool and stats, and is cheap to create (its model lives in the embedder pool).
+    embedder pool and stats, and is cheap to create (its model lives in the embedder pool); ``query_cache``,
+    when given, takes its query vectors instead (a server's: memory only).
     """
     cls = get_reranker_class(config.transport)
     if config.transport == "bi-encoder":
         if pipeline is None:
-            return cls(config)
-        return cls(config, cache=pipeline.cache, embedders=pipeline.embedders, stats=pipeline.stats)
+            return cls(config, query_cache=query_cache)
+        return cls(config, cache=pipeline.cache, embedders=pipeline.embedders, stats=pipeline.stats,
+                   query_cache=query_cache)
     key = tuple((f, repr(getattr(config, f))) for f in _KEY_FIELDS)
     with _LOCK:
         r = _POOL.get(key)
@@ -99,7 +101,8 @@ def rerank_lists(reranker: Reranker, config, queries: dict[str, str], run: dict[
     return out
 
 
-def rerank_run(pipeline, queries: dict[str, str], run: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
+def rerank_run(pipeline, queries: dict[str, str], run: dict[str, dict[str, float]], *,
+               query_cache=None) -> dict[str, dict[str, float]]:
     """Rerank the head of each query's first-stage list.
 
     Depth semantics: ``retrieval.top_k`` is how deep each first-stage retriever goes; the best ``rerank.depth``
@@ -111,10 +114,11 @@ def rerank_run(pipeline, queries: dict[str, str], run: dict[str, dict[str, float
     ``weight * minmax(rerank) + (1 - weight) * minmax(first stage)`` over the head, so a weaker reranker with a
     small weight only breaks near-ties of a strong first stage instead of dragging it down.
 
-    Rerankers see ``rerank.query_prefix + query`` and ``rerank.doc_prefix + document.full_text``.
+    Rerankers see ``rerank.query_prefix + query`` and ``rerank.doc_prefix + document.full_text``. A reranker
+    that caches query vectors (bi-encoder) keeps them in ``query_cache`` when given (ad-hoc texts: memory only).
     """
     cfg = pipeline.config.rerank
-    reranker = get_reranker(cfg, pipeline)
+    reranker = get_reranker(cfg, pipeline, query_cache=query_cache)
     corpus = pipeline.dataset.corpus
     n_pairs = sum(min(cfg.depth, len(docs)) for q, docs in run.items() if q in queries)
     with pipeline.progress("reranking", n_pairs) as advance:

@@ -34,6 +34,9 @@ class Slot:
         self.cache = cache_factory()
         self.pipeline = Pipeline(config, dataset, cache=self.cache)
         self.closed = False
+        self._busy = 0  # searches queued or running on this slot (SearchEngine)
+        self._close_pending = False
+        self._busy_lock = threading.Lock()
 
     def prepare(self) -> Slot:
         """Build everything and answer two queries (English and Korean: the ``auto`` tokenizer loads Kiwi on its
@@ -55,13 +58,42 @@ class Slot:
             "promoted_at": self.promoted_at,
         }
 
+    def acquire(self) -> bool:
+        """A search is queued on this slot (False: the slot is closed or closing, do not search on it)."""
+        with self._busy_lock:
+            if self.closed or self._close_pending:
+                return False
+            self._busy += 1
+            return True
+
+    def release(self) -> None:
+        """A search queued by :meth:`acquire` is done; a close asked for meanwhile happens now."""
+        with self._busy_lock:
+            self._busy -= 1
+            close = self._busy == 0 and self._close_pending
+        if close:
+            self._close_now()
+
     def close(self) -> None:
-        if not self.closed:
+        """Release the pipeline and the cache connection, once no search is queued or running on the slot any
+        more (a request that timed out leaves its search running: the slot closes when that search ends)."""
+        with self._busy_lock:
+            if self.closed or self._close_pending:
+                return
+            if self._busy:
+                self._close_pending = True
+                return
+        self._close_now()
+
+    def _close_now(self) -> None:
+        with self._busy_lock:
+            if self.closed:
+                return
             self.closed = True
-            try:
-                self.pipeline.close()
-            finally:
-                self.cache.close()
+        try:
+            self.pipeline.close()
+        finally:
+            self.cache.close()
 
 
 class SearchEngine:
@@ -93,6 +125,9 @@ class SearchEngine:
         fut: Future = Future()
         if self._closed:
             fut.set_exception(RuntimeError("the search engine is shut down"))
+            return fut
+        if not slot.acquire():
+            fut.set_exception(RuntimeError(f"the {slot.role} {slot.config_version} is closed (it was swapped out)"))
             return fut
         self._queue.put((slot, text, fut, k))
         return fut
@@ -129,8 +164,12 @@ class SearchEngine:
                     for _, fut, _ in items:
                         fut.set_exception(err)
                     continue
-                for (_, fut, _), result in zip(items, results):
-                    fut.set_result(result)
+                else:
+                    for (_, fut, _), result in zip(items, results):
+                        fut.set_result(result)
+                finally:
+                    for _ in items:
+                        slot.release()
 
     def close(self) -> None:
         self._closed = True

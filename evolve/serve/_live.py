@@ -4,8 +4,14 @@ A watcher thread looks at ``champion.yaml``'s content fingerprint every ``watch_
 or a rollback rewrites it) and reloads the corpus every ``check_interval`` seconds or when asked (``SIGHUP``).
 When either changed, it builds the new slots *beside* the serving ones (green), and once they answer, swaps one
 reference (blue -> green). A request takes the state it started with (:meth:`LiveChampion.using`) and finishes
-on it; the old slots are closed when the last such request is done. A build that fails leaves the old state
-serving and logs one line; it is not retried until the champion file or the corpus changes again.
+on it; the old slots are closed when the last such request (and the last search queued on them) is done.
+
+A build that fails leaves the old state serving, logs one line, and is retried with exponential backoff
+(``retry_base`` seconds, doubling, at most ``retry_max``) while the champion file and the corpus stay as they
+are; meanwhile :meth:`LiveChampion.health` reports the champion ``degraded`` with the version waiting to be
+served and the last error. A challenger that cannot be built does not hold the champion back: the state serves
+without it (interleaving pauses, ``degraded``) and its build is retried the same way. A challenger whose search
+fails is counted (:meth:`LiveChampion.challenger_failed`); the request is answered with the champion's list.
 """
 
 from __future__ import annotations
@@ -41,9 +47,24 @@ def _one_line(err: BaseException) -> str:
     return f"{type(err).__name__}: " + " ".join(str(err).split())
 
 
+def _now_iso() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
+
+
+class _Pending:
+    """A build that failed and waits for its retry: what it was for, how often it failed, when to try again."""
+
+    def __init__(self, key: tuple[str, str], version: str | None, error: str, attempts: int, retry_at: float,
+                 dataset=None, since: str | None = None):
+        self.key, self.version, self.error, self.attempts, self.retry_at = key, version, error, attempts, retry_at
+        self.dataset = dataset  # the reloaded corpus the build was for (a retry builds on it again)
+        self.since = since or _now_iso()
+
+
 class LiveChampion:
     def __init__(self, champion_file, corpus, *, cache_factory, challenger_config=None, challenger_label: str = "",
-                 check_interval: float = 60.0, watch_interval: float = 1.0):
+                 check_interval: float = 60.0, watch_interval: float = 1.0, retry_base: float = 5.0,
+                 retry_max: float = 300.0):
         self.champion_file = champion_file
         self.corpus = corpus
         self.cache_factory = cache_factory
@@ -51,13 +72,20 @@ class LiveChampion:
         self.challenger_label = challenger_label
         self.check_interval = check_interval
         self.watch_interval = watch_interval
+        self.retry_base = float(retry_base)
+        self.retry_max = float(retry_max)
         self.swaps = 0
         self.failed_builds = 0
         self.last_error: str | None = None
+        #: searches the challenger failed (the champion's list was served alone), and the last such error
+        self.challenger_failures = 0
+        self.challenger_error: str | None = None
+        self._challenger_failing = False
         self._lock = threading.Lock()
         self._state: ServeState | None = None
         self._retired: list[ServeState] = []
-        self._failed: tuple[str, str] | None = None
+        self._pending: _Pending | None = None
+        self._challenger_pending: _Pending | None = None
         self._corpus_due = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -81,10 +109,7 @@ class LiveChampion:
                 if reuse is not None and reuse.challenger is not None and reuse.challenger.same_as(self.challenger_config, corpus_fp):
                     challenger = reuse.challenger
                 else:
-                    challenger = Slot(self.challenger_config, dataset, corpus_fp, cache_factory=self.cache_factory,
-                                      source=self.challenger_label, promoted_at=None, role="challenger")
-                    made.append(challenger)
-                    challenger.prepare()
+                    challenger = self._build_challenger(dataset, corpus_fp)
         except BaseException:
             for s in made:
                 try:
@@ -93,6 +118,40 @@ class LiveChampion:
                     pass
             raise
         return ServeState(champion, challenger, champion_fp, corpus_fp, dataset)
+
+    def _build_challenger(self, dataset, corpus_fp: str) -> Slot | None:
+        """The challenger's slot, or None when it cannot be built (one line logged, retried with backoff): a
+        broken challenger never holds the champion back."""
+        key = ("challenger", corpus_fp)
+        pending = self._challenger_pending
+        if pending is not None and pending.key == key and time.monotonic() < pending.retry_at:
+            return None
+        slot = None
+        try:
+            slot = Slot(self.challenger_config, dataset, corpus_fp, cache_factory=self.cache_factory,
+                        source=self.challenger_label, promoted_at=None, role="challenger")
+            slot.prepare()
+        except Exception as err:  # noqa: BLE001 - the champion serves alone meanwhile
+            if slot is not None:
+                try:
+                    slot.close()
+                except Exception:  # noqa: BLE001 - the build error is the one to report
+                    pass
+            attempts = pending.attempts + 1 if pending is not None and pending.key == key else 1
+            delay = self._delay(attempts)
+            self._challenger_pending = _Pending(key, None, _one_line(err), attempts, time.monotonic() + delay)
+            log.error("evolve serve: building the challenger failed (%s); serving the champion alone, no "
+                      "interleaving; retrying in %.3g s (attempt %d)", _one_line(err), delay, attempts)
+            return None
+        if pending is not None:
+            log.info("evolve serve: the challenger is built again (after %d failed attempt(s)); interleaving",
+                     pending.attempts)
+        self._challenger_pending = None
+        return slot
+
+    def _delay(self, attempts: int) -> float:
+        """Backoff before attempt ``attempts + 1``: ``retry_base * 2 ** (attempts - 1)``, at most ``retry_max``."""
+        return min(self.retry_max, self.retry_base * 2.0 ** max(0, attempts - 1))
 
     def start(self) -> ServeState:
         """Build the first state (in the caller: the server listens only once it can answer) and start watching."""
@@ -146,6 +205,9 @@ class LiveChampion:
         state = self._state
         champion_fp = self.champion_file.fingerprint()
         dataset, corpus_fp = state.dataset, state.corpus_fingerprint
+        pending = self._pending
+        if pending is not None and pending.dataset is not None:  # a failed build on a changed corpus: retry on it
+            dataset, corpus_fp = pending.dataset, pending.key[1]
         if self._corpus_due.is_set():
             self._corpus_due.clear()
             try:
@@ -157,21 +219,58 @@ class LiveChampion:
                 fresh_fp = corpus_fp
             if fresh_fp != corpus_fp:
                 dataset, corpus_fp = fresh, fresh_fp
+        key = (champion_fp, corpus_fp)
         if champion_fp == state.champion_file and corpus_fp == state.corpus_fingerprint:
-            return False
-        if self._failed == (champion_fp, corpus_fp):
+            self._pending = None  # (a rollback to what serves ends a pending build)
+            if self.challenger_config is None or state.challenger is not None:
+                return False
+            return self._retry_challenger(state)
+        if pending is not None and pending.key == key and time.monotonic() < pending.retry_at:
             return False
         t0 = time.perf_counter()
         try:
             new = self._build(dataset, corpus_fp, champion_fp, state)
-        except Exception as err:  # noqa: BLE001 - the old champion keeps serving
-            self._failed = (champion_fp, corpus_fp)
+        except Exception as err:  # noqa: BLE001 - the old champion keeps serving; retried with backoff
+            again = pending is not None and pending.key == key
+            attempts = pending.attempts + 1 if again else 1
+            delay = self._delay(attempts)
             self.failed_builds += 1
             self.last_error = _one_line(err)
-            log.error("evolve serve: building the new champion failed (%s); still serving config_version %s",
-                      self.last_error, state.champion.config_version)
+            self._pending = _Pending(key, self._version_of(corpus_fp), self.last_error, attempts,
+                                     time.monotonic() + delay,
+                                     dataset if corpus_fp != state.corpus_fingerprint else None,
+                                     pending.since if again else None)
+            log.error("evolve serve: building the new champion failed (%s); still serving config_version %s; "
+                      "retrying in %.3g s (attempt %d)", self.last_error, state.champion.config_version, delay,
+                      attempts)
             return False
-        self._failed = None
+        if pending is not None:
+            log.info("evolve serve: the new champion built after %d failed attempt(s)", pending.attempts)
+        self._pending = None
+        self._swap(new, t0, "champion" if champion_fp != state.champion_file else "corpus")
+        return True
+
+    def _version_of(self, corpus_fp: str) -> str | None:
+        """The config_version the champion file asks for on ``corpus_fp`` (None when the file cannot be read)."""
+        from evolve.serve._sources import config_version
+
+        try:
+            cfg = self.champion_file.load()[0]
+            return config_version(cfg.fingerprint(), corpus_fp)
+        except Exception:  # noqa: BLE001 - the build error already says why
+            return None
+
+    def _retry_challenger(self, state: ServeState) -> bool:
+        """The champion serves without the challenger it should have: build the challenger when its backoff
+        allows, and swap it in beside the same champion slot."""
+        challenger = self._build_challenger(state.dataset, state.corpus_fingerprint)
+        if challenger is None:
+            return False
+        new = ServeState(state.champion, challenger, state.champion_file, state.corpus_fingerprint, state.dataset)
+        self._swap(new, time.perf_counter(), "challenger")
+        return True
+
+    def _swap(self, new: ServeState, t0: float, why: str) -> None:
         closing: list[Slot] = []
         with self._lock:
             old = self._state
@@ -183,10 +282,62 @@ class LiveChampion:
                 closing = self._unused(old)
         for s in closing:
             s.close()
-        why = "champion" if champion_fp != old.champion_file else "corpus"
+        if why == "challenger":
+            log.info("evolve serve: interleaving config_version %s with the challenger %s again",
+                     new.champion.config_version, new.challenger.config_version)
+            return
         log.info("evolve serve: %s changed; now serving config_version %s (was %s; built in %.1f s)",
                  why, new.champion.config_version, old.champion.config_version, time.perf_counter() - t0)
-        return True
+
+    # ------------------------------------------------------------------ health
+    def challenger_failed(self, err: BaseException) -> str:
+        """Count a search the challenger failed (the request is answered with the champion's list). One log line
+        when the challenger starts failing, one when it answers again. Returns the error on one line."""
+        line = _one_line(err)
+        with self._lock:
+            self.challenger_failures += 1
+            self.challenger_error = line
+            first = not self._challenger_failing
+            self._challenger_failing = True
+        if first:
+            log.error("evolve serve: the challenger's search failed (%s); answering with the champion's list "
+                      "alone until it answers again (failures are counted in /healthz and evolve status)", line)
+        return line
+
+    def challenger_answered(self) -> None:
+        if self._challenger_failing:
+            with self._lock:
+                self._challenger_failing = False
+            log.info("evolve serve: the challenger answers again (%d failed search(es) so far)",
+                     self.challenger_failures)
+
+    def health(self) -> dict:
+        """``{"status": "ok" | "degraded", "config_version", "features": {"champion": ..., "challenger": ...}}``:
+        a feature is ``degraded`` with its error on one line while it serves less than it should (the champion
+        while a newer one fails to build; the challenger while it cannot be built or its searches fail)."""
+        state = self._state
+        serving = state.champion.config_version
+        pending = self._pending
+        champion: dict = {"status": "ok", "config_version": serving, "failed_builds": self.failed_builds}
+        if pending is not None:
+            champion.update(status="degraded", pending_version=pending.version, last_error=pending.error,
+                            attempts=pending.attempts, failing_since=pending.since,
+                            retry_in_s=round(max(0.0, pending.retry_at - time.monotonic()), 1))
+        features = {"champion": champion}
+        if self.challenger_config is not None:
+            ch = state.challenger
+            challenger: dict = {"status": "ok", "config_version": ch.config_version if ch else None,
+                                "failed_searches": self.challenger_failures}
+            cp = self._challenger_pending
+            if ch is None:
+                challenger.update(status="degraded", last_error=cp.error if cp else "not built yet",
+                                  attempts=cp.attempts if cp else 0,
+                                  retry_in_s=round(max(0.0, cp.retry_at - time.monotonic()), 1) if cp else 0.0)
+            elif self._challenger_failing:
+                challenger.update(status="degraded", last_error=self.challenger_error)
+            features["challenger"] = challenger
+        degraded = any(f["status"] != "ok" for f in features.values())
+        return {"status": "degraded" if degraded else "ok", "config_version": serving, "features": features}
 
     def _watch(self) -> None:
         next_corpus = time.monotonic() + self.check_interval

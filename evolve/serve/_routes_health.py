@@ -8,9 +8,10 @@ __all__ = ["router", "health"]
 
 def health(svc) -> dict:
     """``{"status": "ok|degraded", "config_version", "features": {name: {"status": ..., ...}}}``: the server is
-    degraded when any feature is; a feature that is ``off`` (not configured) degrades nothing."""
+    degraded when any feature is; a feature that is ``off`` (not configured) degrades nothing. The features: the
+    champion (a newer one failing to build), the challenger (when one is served), search, and the answer."""
     st = svc.live.state
-    features = {"search": {"status": "ok"}}
+    features = {**svc.live.health()["features"], "search": {"status": "ok"}}
     if svc.answers is not None:
         features["answer"] = svc.answers.health(st.champion.config.answer)
     degraded = any(f.get("status") == "degraded" for f in features.values())
@@ -41,6 +42,7 @@ def router(svc):
             "dataset": st.dataset.name,
             "n_documents": len(st.dataset.corpus),
             "challenger": st.challenger.describe() if st.challenger else None,
+            "challenger_failures": live.challenger_failures,
             "swaps": live.swaps,
         }
 

@@ -60,8 +60,15 @@ def router(svc):
             top_a = sorted(ranked_a.items(), key=lambda kv: (-kv[1], kv[0]))
             attrs = {"config_version": st.champion.config_version, "k": req.k,
                      "config_fingerprint": st.champion.config_fingerprint}
+            ranked_b = None
             if fut_b is not None:
-                ranked_b = fut_b.result(timeout=opts.search_timeout)
+                try:
+                    ranked_b = fut_b.result(timeout=opts.search_timeout)
+                except Exception as err:  # noqa: BLE001 - a broken challenger never fails a search
+                    attrs["challenger_error"] = live.challenger_failed(err)
+                else:
+                    live.challenger_answered()
+            if ranked_b is not None:
                 top_b = sorted(ranked_b.items(), key=lambda kv: (-kv[1], kv[0]))
                 ids, teams = team_draft([d for d, _ in top_a], [d for d, _ in top_b], req.k, query_id)
                 scores = {d: (ranked_a[d] if teams[d] == CHAMPION else ranked_b[d]) for d in ids}

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from evolve._formats import BM25_VERSION
 from evolve._lru import ByteLRU
 from evolve.sparse._tokenizers import get_tokenizer
 
@@ -35,9 +36,6 @@ __all__ = ["BM25_VERSION", "STATS", "BM25Index", "TermStats", "bm25_key", "build
 
 log = logging.getLogger("evolve.sparse")
 
-#: bump when tokenisation or the statistics layout changes: old on-disk statistics are then not found, and
-#: ``evolve cache prune`` removes them (and the per-(k1, b) index folders of version 1)
-BM25_VERSION = "evolve-bm25-2"
 #: bm25s scoring variant (Lucene's BM25, as in Anserini and the published bm25s numbers)
 METHOD = "lucene"
 

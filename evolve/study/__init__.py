@@ -4,13 +4,14 @@ One :func:`run_study` call is one ``evolve run`` invocation (a "night"): one MLf
 per trial. The study lives in persistent Optuna storage and is continued night after night.
 
 Modules, one concern each: ``_options`` (what a night is asked), ``_identity`` (which study, its splits),
-``_sampling`` (sampler and pruner), ``_objective`` (one trial), ``_champion`` (the champion as a trial),
+``_sampling`` (sampler and pruner), ``_objective`` (one trial), ``_fusion`` (``fusion.optimize``), ``_champion`` (the champion as a trial),
 ``_recovery`` (dead workers, engines), ``_report`` (best trial, sealed report metrics, artifacts), ``_night``
 (the night itself), ``_pruner`` (Wilcoxon against a comparable trial), ``_view`` (a study as the commands after a
 night see it).
 """
 
 from evolve.study._champion import champion_config, enqueue_champion
+from evolve.study._fusion import optimize_fusion
 from evolve.study._identity import (
     comparable_trials,
     current_trials,
@@ -42,6 +43,7 @@ __all__ = [
     "load_study_data",
     "load_study_dataset",
     "open_study",
+    "optimize_fusion",
     "parse_objectives",
     "prepare_study",
     "prepare_workers",

@@ -233,7 +233,7 @@ class Objective:
         (what promotion takes) and its MLflow params."""
         if not tuned_fusion_fields(config):
             return config
-        from evolve.fusion import optimize_fusion
+        from evolve.study._fusion import optimize_fusion
 
         dense, sparse = pipe.dense_run(self.tune_order), pipe.sparse_run(self.tune_order)
         tuned = optimize_fusion(self.tune_qrels, dense, sparse, config.fusion, metric=self.primary)

@@ -113,7 +113,11 @@
     return a;
   }
 
-  function documentPath(docId) { return "/v1/documents/" + encodeURIComponent(docId).replace(/%2F/g, "/"); }
+  // The document's URL: its id as one encoded path segment. The server decodes %2F back to "/"; a literal "/"
+  // would let the browser resolve "." and ".." segments of an id ("notes/../secret") before the request leaves.
+  function documentUrl(docId) {
+    return "/v1/documents/" + encodeURIComponent(docId);
+  }
 
   async function openDocument(hit, event) {
     if (event && (event.ctrlKey || event.metaKey || event.shiftKey || event.button === 1)) {
@@ -123,7 +127,7 @@
     if (event) event.preventDefault();
     await mark("click", null, hit);
     try {
-      const doc = await call("GET", documentPath(hit.doc_id));
+      const doc = await call("GET", documentUrl(hit.doc_id));
       $("doc-title").textContent = doc.title || doc.doc_id;
       $("doc-title").lang = langOf(doc.title || doc.text);
       $("doc-id").replaceChildren(document.createTextNode(doc.doc_id));
@@ -148,7 +152,7 @@
       li.lang = langOf(hit.title + " " + hit.snippet);
       const a = document.createElement("a");
       a.className = "title";
-      a.href = documentPath(hit.doc_id);
+      a.href = documentUrl(hit.doc_id);
       a.textContent = hit.title || hit.doc_id;
       a.addEventListener("click", (ev) => openDocument(hit, ev));
       const meta = document.createElement("span");
