@@ -129,8 +129,11 @@ def test_markup_in_titles_and_text_is_shown_as_text(edge_server):
                                   ("percent encoded identifier", "a%2Fb"), ("vpn certificate", "team/vpn-guide")):
                 page.fill("#q", query)
                 page.press("#q", "Enter")
+                # the list of the previous question stays until this one's arrives: wait for this one's
+                page.wait_for_function("(id) => { const li = document.querySelector('#results li');"
+                                       " return li !== null && li.dataset.docId === id; }", arg=doc_id,
+                                       timeout=30_000)
                 first = page.locator("#results li").first
-                first.wait_for()
                 assert first.get_attribute("data-doc-id") == doc_id
                 first.locator("a.title").click()
                 page.locator("#doc").wait_for(state="visible")
