@@ -17,6 +17,12 @@ _EXPORTS = {
     "squad_em": "evolve.answer.metrics._qa",
     "squad_f1": "evolve.answer.metrics._qa",
     "squad_normalize": "evolve.answer.metrics._qa",
+    "CONTEXT_RECALL": "evolve.answer.metrics._context",
+    "answer_in_context": "evolve.answer.metrics._context",
+    "context_metric_budget": "evolve.answer.metrics._context",
+    "context_recall": "evolve.answer.metrics._context",
+    "context_recall_scores": "evolve.answer.metrics._context",
+    "context_settings": "evolve.answer.metrics._context",
 }
 
 __all__ = sorted(_EXPORTS)
