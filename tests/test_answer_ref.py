@@ -526,3 +526,33 @@ def test_context_recall_objective_without_answers_is_one_line(tmp_path):
         "run", "--workspace", str(tmp_path / "ws"), "--dataset", str(ds), "--objectives", "context_recall@0"
     )
     assert rc == 2 and "expected a ranx metric like ndcg@10, context_recall@T" in err
+
+
+def test_the_gate_counts_both_configs_with_one_answer_setting(tmp_path):
+    """``decide`` on ``context_recall@100``: the champion is scored with the candidate's (the study's) answer
+    settings. Were it scored with its own ``max_passages: 1``, only the first-ranked passage would count: 3/5
+    (q4 and q5 lose their answer, as above); with the candidate's 8 passages it finds all 5."""
+    from evolve.cache import EmbeddingCache
+    from evolve.config import load_config
+    from evolve.datasets import load_dataset
+    from evolve.looks import LookBudget
+    from evolve.promote import decide
+
+    ds = load_dataset(_animals_squad(tmp_path))
+    candidate = load_config(None, ["retrieval.mode=sparse", "sparse.k1=1.2", "answer.tokenizer=whitespace"])
+    champion = load_config(
+        None, ["retrieval.mode=sparse", "sparse.k1=0.9", "answer.tokenizer=whitespace", "answer.max_passages=1"]
+    )
+    look = LookBudget("f" * 64, 10, 0.05, 0)
+    verdict = decide(
+        candidate,
+        champion,
+        ds,
+        ds.qrels["test"],
+        look=look,
+        metric="context_recall@100",
+        cache=EmbeddingCache(None),
+        n_permutations=100,
+    )
+    assert (verdict.champion_score, verdict.candidate_score) == (1.0, 1.0)
+    assert verdict.test.n_queries == 5 and verdict.test.tie == 5  # only the queries with an answer are paired
