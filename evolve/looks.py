@@ -181,7 +181,9 @@ class HoldoutLooks:
     def check_permutations(self, state: LookBudget, n_permutations: int) -> None:
         """Refuse, before the look is taken, ``n`` permutations that cannot reach the look's level at all."""
         if 1.0 / (n_permutations + 1) > state.level:
-            raise ConfigError(f"--permutations {n_permutations}: expected at least {math.ceil(1 / state.level)} "
+            least = max(1, math.ceil(1.0 / state.level) - 1)
+            least += 1.0 / (least + 1) > state.level
+            raise ConfigError(f"--permutations {n_permutations}: expected at least {least} "
                               f"(the smallest p of {n_permutations} permutations, 1/{n_permutations + 1}, is above "
                               f"look {state.look}'s level {state.level:.3g}, so nothing could be promoted)")
 

@@ -50,7 +50,7 @@ class World:
     every: int = 10
     operator: bool = False
     alpha: float = 0.05
-    screen: float = 3.0
+    screen: float = 10.0
     #: permutations of a look's test; None: what promote-config runs by default at the look's level
     permutations: int | None = None
     #: keep this many earlier candidates for the operator to re-test
