@@ -28,9 +28,9 @@ def test_the_look_count_never_restarts_for_a_new_holdout(tmp_path):
 
     looks = HoldoutLooks(_ws(tmp_path))
     for i, fp in enumerate(("fp-a", "fp-a", "fp-b")):  # night 2 added gold: a new fingerprint
-        state = looks.budget(fp, alpha=None)
+        state = looks.budget(fp, budget=None, alpha=None)
         looks.record(state, trial=i, p_value=0.5)
-    state = looks.budget("fp-c", alpha=None)  # another --split-seed: still the workspace's 4th look
+    state = looks.budget("fp-c", budget=None, alpha=None)  # another --split-seed: still the workspace's 4th look
     assert state.look == 4
     assert state.level == pytest.approx(0.05 * 101 / (104 * 105))  # 4.624e-4, by hand
     assert state.level < 0.05 * 101 / (101 * 102)  # below look 1's
@@ -93,11 +93,11 @@ def test_looks_of_the_old_log_count_as_spent(tmp_path):
     ]
     ws.holdout_looks_path.write_text("".join(json.dumps(r) + "\n" for r in old))
     looks = HoldoutLooks(ws)
-    state = looks.budget("new", alpha=None)
+    state = looks.budget("new", budget=None, alpha=None)
     assert (state.look, state.carried) == (5, 0.0)
     assert state.level == pytest.approx(0.05 * 101 / (105 * 106))
     looks.record(state, trial=9, p_value=0.5)
-    assert looks.budget("new", alpha=None).look == 6
+    assert looks.budget("new", budget=None, alpha=None).look == 6
 
 
 def test_holdout_budget_is_refused_and_max_p_is_fixed_by_the_first_look(tmp_path):
