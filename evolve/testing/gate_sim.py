@@ -50,11 +50,15 @@ class World:
     every: int = 10
     operator: bool = False
     alpha: float = 0.05
-    screen: float = 10.0
+    screen: float = 3.0
+    #: also run the permutation test on every n-th look outside the screen's window, and count disagreements (0: never)
+    check_every: int = 0
     #: permutations of a look's test; None: what promote-config runs by default at the look's level
     permutations: int | None = None
     #: keep this many earlier candidates for the operator to re-test
     pool: int = 10
+    #: the permutation test's seed: promote-config passes the study's split seed, the same at every look
+    seed: int = 0
 
 
 @dataclass
@@ -65,6 +69,8 @@ class Outcome:
     good_promoted: int = 0
     looks: int = 0
     permutation_tests: int = 0
+    screen_checked: int = 0
+    screen_disagreed: int = 0
     levels: list = field(default_factory=list)
 
 
@@ -126,13 +132,18 @@ def _look(world: World, rule, night: int, d: np.ndarray, seed: int, out: Outcome
     out.looks += 1
     out.levels.append(level)
     p = sign_flip_normal_p(d)
-    if level > 0 and level / world.screen <= p <= level * world.screen:
+    inside = level > 0 and level / world.screen <= p <= level * world.screen
+    if inside or (level > 0 and world.check_every and out.looks % world.check_every == 0):
         qids = [f"q{i}" for i in range(len(d))]
         test = paired_permutation_test(
             dict(zip(qids, d.tolist())), dict.fromkeys(qids, 0.0), n_permutations=rule.permutations(world), seed=seed
         )
-        p = test.p_value
-        out.permutation_tests += 1
+        if inside:
+            p = test.p_value
+            out.permutation_tests += 1
+        else:
+            out.screen_checked += 1
+            out.screen_disagreed += (test.p_value <= level) != (p <= level)
     return rule.decide(p)
 
 
@@ -172,7 +183,7 @@ def run_replay(world: World, rule, seed: int) -> Outcome:
             c = tries.pop()
             d = (c.theta + c.u[:n]) - (champ.theta + champ.u[:n])
             c.delta = float(d.mean())
-            promoted = _look(world, rule, night, d, seed * 1000 + night, out)
+            promoted = _look(world, rule, night, d, world.seed, out)
             if promoted:
                 if c.theta <= champ.theta:
                     out.false_promotions += 1
