@@ -7,9 +7,10 @@ holdout (scenario a). In scenario b an operator who saw the last holdout deltas 
 look did not promote, the earlier candidate with the highest holdout delta. Per-query paired differences have
 sd 0.088 (SciFact's measured paired sd). Every look is decided by the shipped rule (evolve.looks.advance and
 LookBudget.passes, what promote-config calls) and, when the normal approximation of the sign-flip p is within a
-factor 3 of the level, by the shipped test (evolve.evaluate.paired_permutation_test) at the permutations
-promote-config would run (max(10000, 5/level)); every 50th look outside that window runs the test too, and the
-disagreements are counted.
+factor 3 of the level (--screen), by the shipped test (evolve.evaluate.paired_permutation_test) at the
+permutations promote-config would run (max(10000, 5/level)); every 20,000th look outside that window runs the test
+too (--check-every), and the disagreements are counted. The horizon sweep (H of the spending sequence) decides
+every look by the normal approximation, to be cheap.
 
 - null world: no candidate is ever better; the error is "any false promotion in 100 nights" (family-wise), with
   its 95% Clopper-Pearson interval;
@@ -51,13 +52,19 @@ def _chunk(job):
     return out
 
 
-def replays(pool, world, rule: str, n: int, horizon: int | None = None) -> dict:
-    step = max(1, min(50, n // 64))
+def replays(pool, world, rule: str, n: int, horizon: int | None = None, budget_s: float | None = None) -> dict:
+    """Replays 0..n-1 (seeds), in rounds of one chunk a worker; with ``budget_s``, no new round starts after that
+    many seconds, and the replays done are what is reported."""
+    step = max(1, min(25, n // 64))
     jobs = [(world, rule, horizon, range(i, min(n, i + step))) for i in range(0, n, step)]
-    rows = [row for part in pool.map(_chunk, jobs) for row in part]
+    rows, t0, width = [], time.time(), pool._processes
+    for k in range(0, len(jobs), width):
+        if budget_s is not None and rows and time.time() - t0 > budget_s:
+            break
+        rows += [row for part in pool.map(_chunk, jobs[k:k + width]) for row in part]
     keys = ("false", "good", "good_promoted", "looks", "tests", "checked", "disagreed")
     total = {k: sum(r[i] for r in rows) for i, k in enumerate(keys)}
-    total["replays"] = n
+    total["replays"] = len(rows)
     total["any_false"] = sum(r[0] > 0 for r in rows)
     return total
 
@@ -77,10 +84,18 @@ def _fmt(k: int, n: int) -> str:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--null-replays", type=int, default=10000)
-    ap.add_argument("--alt-replays", type=int, default=1000)
-    ap.add_argument("--sweep-replays", type=int, default=300, help="replays per horizon in the horizon sweep (0: none)")
+    ap.add_argument("--null-replays", type=int, default=10000, help="null-world replays of the new rule")
+    ap.add_argument("--today-null-replays", type=int, default=1000, help="null-world replays of today's rule")
+    ap.add_argument("--alt-replays", type=int, default=1000, help="+0.02-world replays of each rule")
+    ap.add_argument("--sweep-replays", type=int, default=500,
+                    help="replays per horizon in the horizon sweep (normal-approximation p only; 0: none)")
+    ap.add_argument("--screen", type=float, default=3.0, help="the permutation test runs within this factor of the level")
+    ap.add_argument("--check-every", type=int, default=20000,
+                    help="also run it on every n-th look outside that window, counting disagreements")
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--budget-s", type=float, default=None,
+                    help="seconds a part may take (the new rule's null world 4x, each horizon of the sweep 1/4); a part "
+                    "stops between rounds and reports the replays it did")
     ap.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "gate_nights.txt"))
     args = ap.parse_args()
 
@@ -94,7 +109,7 @@ def main() -> int:
         print(s, flush=True)
         lines.append(s)
 
-    base = World(check_every=50)
+    base = World(screen=args.screen, check_every=args.check_every)
     say("gate_nights: 100 nights of promote-config, synthetic per-query scores (evolve/testing/gate_sim.py)")
     say(f"world: holdout {base.holdout0} + {base.holdout_growth}/night (reused), {base.trials} trials/night, paired sd "
         f"{base.sd * 2 ** 0.5:.3f}, alpha {base.alpha}; rule: alpha-spending with online fallback, horizon {HORIZON}")
@@ -109,34 +124,42 @@ def main() -> int:
             say(f"scenario {name}")
             null = replace(base, operator=operator)
             alt = replace(null, effect=0.02)
-            for rule, label in (("new", "new rule  "), ("today", "today     ")):
-                n = args.null_replays
-                r = replays(pool, null, rule, n)
-                say(f"  null world, {label}: any false promotion in 100 nights {_fmt(r['any_false'], n)}; "
+            for rule, label, n in (("new", "new rule  ", args.null_replays),
+                                   ("today", "today     ", args.today_null_replays)):
+                r = replays(pool, null, rule, n, budget_s=args.budget_s and args.budget_s * (4 if rule == "new" else 1))
+                say(f"  null world, {label}: any false promotion in 100 nights {_fmt(r['any_false'], r['replays'])}; "
                     f"{r['looks']} looks, {r['tests']} permutation tests, screen disagreements "
                     f"{r['disagreed']}/{r['checked']}")
             power = {}
             for rule, label in (("new", "new rule  "), ("today", "today     ")):
-                r = replays(pool, alt, rule, args.alt_replays)
+                r = replays(pool, alt, rule, args.alt_replays, budget_s=args.budget_s)
                 power[rule] = r["good_promoted"] / r["good"]
-                say(f"  +0.02 world, {label}: truly better promoted {_fmt(r['good_promoted'], r['good'])}; replays "
+                say(f"  +0.02 world, {label}, {r['replays']} replays: truly better promoted "
+                    f"{_fmt(r['good_promoted'], r['good'])}; replays "
                     f"with a false promotion {_fmt(r['any_false'], r['replays'])}; screen disagreements "
                     f"{r['disagreed']}/{r['checked']}")
             say(f"  power, new / today: {power['new']:.3f} / {power['today']:.3f} = {power['new'] / power['today']:.2f} "
                 "(target >= 0.5)")
             if args.sweep_replays:
                 cells = []
-                for h in (30, 100, 300):
-                    r = replays(pool, alt, "new", args.sweep_replays, horizon=h)
-                    cells.append(f"H {h}: {r['good_promoted'] / r['good']:.3f}")
-                say(f"  horizon sweep, +0.02 world, {args.sweep_replays} replays each: " + ", ".join(cells))
+                quick = replace(alt, screen=1.0, check_every=0)  # the normal approximation decides every look
+                r = replays(pool, quick, "today", args.sweep_replays, budget_s=args.budget_s and args.budget_s / 4)
+                today, r_today = r["good_promoted"] / r["good"], r["replays"]
+                for h in (10, 30, 100, 300, 1000):
+                    r = replays(pool, quick, "new", args.sweep_replays, horizon=h, budget_s=args.budget_s and args.budget_s / 4)
+                    cells.append(f"H {h}: {r['good_promoted'] / r['good']:.3f} ({r['replays']})")
+                say(f"  horizon sweep, +0.02 world, {args.sweep_replays} replays each, normal-approximation p: "
+                    f"today {today:.3f} ({r_today}); " + ", ".join(cells))
+            Path(args.out).with_suffix(".partial").write_text("\n".join(lines) + "\n", encoding="utf-8")
     wall = time.time() - t0
     ru = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = sum(r.ru_utime + r.ru_stime for r in ru)
     say()
     say(f"took {wall:.0f} s wall, {cpu:.0f} s CPU, {args.workers} worker(s); "
-        f"python benchmarks/gate_nights.py --null-replays {args.null_replays} --alt-replays {args.alt_replays} "
-        f"--sweep-replays {args.sweep_replays} --workers {args.workers}")
+        f"python benchmarks/gate_nights.py --null-replays {args.null_replays} --today-null-replays "
+        f"{args.today_null_replays} --alt-replays {args.alt_replays} --sweep-replays {args.sweep_replays} --screen "
+        f"{args.screen:g} --check-every {args.check_every} --workers {args.workers}"
+        + (f" --budget-s {args.budget_s:g}" if args.budget_s else ""))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text("\n".join(lines) + "\n", encoding="utf-8")
     print(f"wrote {args.out}")

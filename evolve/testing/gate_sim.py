@@ -31,10 +31,6 @@ from evolve.looks import LookBudget, advance, first_look, permutations_for
 
 __all__ = ["World", "Outcome", "NewRule", "TodayRule", "run_replay", "sign_flip_normal_p"]
 
-#: upper bound on holdout queries (the candidates' score vectors are drawn this long)
-_MAX_QUERIES = 2000
-
-
 @dataclass(frozen=True)
 class World:
     nights: int = 100
@@ -147,6 +143,10 @@ def _look(world: World, rule, night: int, d: np.ndarray, seed: int, out: Outcome
     return rule.decide(p)
 
 
+def _holdout(world: World, night: int) -> int:
+    return world.holdout0 + world.holdout_growth * night
+
+
 @dataclass
 class _Config:
     theta: float
@@ -165,16 +165,16 @@ def _night_candidate(world: World, seed: int, night: int, champ: _Config) -> _Co
         thetas[0] += world.effect
     tune = thetas + rng.normal(0.0, world.sd * math.sqrt(2.0 / n_tune), world.trials)  # mean paired tune diff
     best = int(np.argmax(tune))
-    return _Config(float(thetas[best]), rng.normal(0.0, world.sd, _MAX_QUERIES), good_night and best == 0)
+    return _Config(float(thetas[best]), rng.normal(0.0, world.sd, _holdout(world, world.nights)), good_night and best == 0)
 
 
 def run_replay(world: World, rule, seed: int) -> Outcome:
     """100 nights (``world.nights``) of one replay under ``rule`` (a :class:`NewRule` or :class:`TodayRule`)."""
     out = Outcome()
-    champ = _Config(0.0, np.random.default_rng([seed, 0]).normal(0.0, world.sd, _MAX_QUERIES), False)
+    champ = _Config(0.0, np.random.default_rng([seed, 0]).normal(0.0, world.sd, _holdout(world, world.nights)), False)
     pool: list[_Config] = []
     for night in range(1, world.nights + 1):
-        n = world.holdout0 + world.holdout_growth * night
+        n = _holdout(world, night)
         cand = _night_candidate(world, seed, night, champ)
         out.good += world.effect > 0 and night % world.every == 0
         tries = [cand]
