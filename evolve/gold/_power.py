@@ -88,6 +88,11 @@ class Power:
     metric: str = METRIC
 
     @property
+    def label(self) -> str:
+        """The metric as people write it: ``nDCG@10``, ``mrr@10``."""
+        return self.metric.replace("ndcg", "nDCG")
+
+    @property
     def mde(self) -> float | None:
         if self.sd is None or self.n < 1:
             return None
@@ -107,7 +112,7 @@ def size_warning(p: Power) -> str | None:
                 "add gold")
     mde = p.mde
     if mde is not None and p.paired and mde > MDE_WARN:
-        return (f"warning: {p.n} holdout queries detect only {p.metric} gains of {mde:.3f} or more (MDE at alpha "
+        return (f"warning: {p.n} holdout queries detect only {p.label} gains of {mde:.3f} or more (MDE at alpha "
                 f"{p.alpha:.3g}, power {p.power:g}): too few queries to promote anything but a gain above "
                 f"{MDE_WARN:g}; add gold")
     return None
