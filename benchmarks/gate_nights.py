@@ -62,7 +62,7 @@ def replays(pool, world, rule: str, n: int, horizon: int | None = None, budget_s
         if budget_s is not None and rows and time.time() - t0 > budget_s:
             break
         rows += [row for part in pool.map(_chunk, jobs[k:k + width]) for row in part]
-    keys = ("false", "good", "good_promoted", "looks", "tests", "checked", "disagreed")
+    keys = ("false", "good", "good_promoted", "looks", "perm_tests", "checked", "disagreed")
     total = {k: sum(r[i] for r in rows) for i, k in enumerate(keys)}
     total["replays"] = len(rows)
     total["any_false"] = sum(r[0] > 0 for r in rows)
@@ -128,7 +128,7 @@ def main() -> int:
                                    ("today", "today     ", args.today_null_replays)):
                 r = replays(pool, null, rule, n, budget_s=args.budget_s and args.budget_s * (4 if rule == "new" else 1))
                 say(f"  null world, {label}: any false promotion in 100 nights {_fmt(r['any_false'], r['replays'])}; "
-                    f"{r['looks']} looks, {r['tests']} permutation tests, screen disagreements "
+                    f"{r['looks']} looks, {r['perm_tests']} permutation tests, screen disagreements "
                     f"{r['disagreed']}/{r['checked']}")
             power = {}
             for rule, label in (("new", "new rule  "), ("today", "today     ")):
