@@ -31,7 +31,6 @@ import random
 import shutil
 import sys
 import tempfile
-import unicodedata
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -65,38 +64,6 @@ def arm(base: Path, cache_src: Path, champion: str, challenger: str | None, quer
 LOOKS = (25, 50, 100, 200)
 
 
-def per_query(queries: list[dict], events: list[dict], order: list[str]) -> list[int]:
-    """One interleaving observation per query text, in ``order``: +1 when the challenger won more of the text's
-    searches than it lost, -1 for the reverse, 0 otherwise (three users searching one query are one observation)."""
-    from evolve.feedback import interleaving_results
-
-    by_q: dict[str, list[dict]] = {}
-    for e in events:
-        by_q.setdefault(e["query_id"], []).append(e)
-    def key(text: str) -> str:
-        return " ".join(unicodedata.normalize("NFC", text).split()).casefold()
-
-    by_text: dict[str, list[dict]] = {}
-    for q in queries:
-        by_text.setdefault(key(q["user_query"]), []).append(q)
-    out = []
-    for text in order:
-        group = by_text.get(key(text), [])
-        results = interleaving_results(group, [e for q in group for e in by_q.get(q["query_id"], [])])
-        diff = sum(r.wins - r.losses for r in results)
-        out.append((diff > 0) - (diff < 0))
-    return out
-
-
-def interleaving_at(outcomes: list[int], n: int) -> tuple[bool, str]:
-    """The gate's own interleaving check over the first ``n`` query observations."""
-    from evolve.feedback import InterleavingResult, interleaving_gate
-
-    head = outcomes[:n]
-    res = InterleavingResult("champion", "challenger", wins=head.count(1), ties=head.count(0), losses=head.count(-1))
-    return interleaving_gate([res], "champion", "challenger")
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--workspace", default=str(REPO / ".evolve-bench" / "serve"),
@@ -111,6 +78,7 @@ def main() -> int:
     from evolve.gold import read_gold
     from evolve.looks import advance, first_look, permutations_for
     from evolve.pipeline import Pipeline
+    from evolve.testing.interleave_counts import interleaving_at, per_query
     from evolve.testing.serving import DENSE16, HYBRID, PANEL, kendall_tau, panel_ndcg
     from evolve.testing.users import CascadeUser
     from evolve.workspace import Workspace

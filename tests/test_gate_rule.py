@@ -224,3 +224,39 @@ def test_the_screen_agrees_with_the_permutation_test_outside_its_window():
         ).p_value
         assert (real <= level) == (p <= level), (i, p, real)
     assert outside >= 25
+
+
+# ------------------------------------------------------------------------------------------ the feedback-loop count
+
+
+def _search(queries: list, events: list, text: str, winner: str) -> None:
+    """One interleaved search of ``text`` whose one click lands on ``winner``'s document (a store record's shape)."""
+    from evolve.feedback._interleaving import POSITIVE
+
+    qid = f"s{len(queries)}"
+    queries.append({"query_id": qid, "user_query": text, "query_response_hit_ids": ["d1", "d2"],
+                    "query_attributes": {"interleaving": {
+                        "champion": {"config_fingerprint": "A", "config_version": "1"},
+                        "challenger": {"config_fingerprint": "B", "config_version": "1"},
+                        "teams": ["challenger", "champion"]}}})
+    events.append({"query_id": qid, "action_name": sorted(POSITIVE)[0],
+                   "event_attributes": {"object": {"object_id": "d1" if winner == "challenger" else "d2"}}})
+
+
+def test_three_users_repeating_one_query_are_one_observation():
+    """Defect 4: the feedback-loop benchmark counted searches. 30 queries, each searched by 3 users whom the
+    challenger wins: 90 searches, but 30 observations; the gate (>= 30 with a preference, sign test p <= 0.05)
+    passes at 30 queries and not at 29 (p = 2**-29 passes, but 29 < 30 preferences)."""
+    from evolve.testing.interleave_counts import interleaving_at, per_query
+
+    queries, events = [], []
+    texts = [f"query {i}" for i in range(30)]
+    for user in range(3):
+        for t in texts:
+            _search(queries, events, t if user else f"  {t.upper()} ", "challenger")
+    _search(queries, events, "query 0", "champion")  # one loss among query 0's four searches: still a win
+    outcomes = per_query(queries, events, texts)
+    assert outcomes == [1] * 30
+    assert interleaving_at(outcomes, 30)[0] is True
+    ok, why = interleaving_at(outcomes, 29)
+    assert not ok and "expected at least 30 queries with a preference, got 29" in why
