@@ -47,6 +47,10 @@ MDE_WARN = 0.05
 METRIC = "ndcg@10"
 
 
+def _label(metric: str) -> str:
+    return metric.replace("ndcg", "nDCG")
+
+
 def z_factor(alpha: float = ALPHA, power: float = POWER) -> float:
     """z(1 - alpha) + z(power): 2.4865 at alpha 0.05 (one-sided) and power 0.8."""
     nd = statistics.NormalDist()
@@ -90,7 +94,7 @@ class Power:
     @property
     def label(self) -> str:
         """The metric as people write it: ``nDCG@10``, ``mrr@10``."""
-        return self.metric.replace("ndcg", "nDCG")
+        return _label(self.metric)
 
     @property
     def mde(self) -> float | None:
@@ -172,7 +176,7 @@ def power_for(view, workspace, champion, *, alpha: float = ALPHA, n: int | None 
     champ_t = champ[0]
     champ_scores = trial_per_query(workspace.runs_dir, study.study_name, champ_t, metric)
     if not champ_scores:
-        return Power(n, None, f"trial {champ_t.number} (champion) has no per-query {metric} scores here", alpha,
+        return Power(n, None, f"trial {champ_t.number} (champion) has no per-query {_label(metric)} scores here", alpha,
                      metric=metric)
     rivals = sorted((t for t in done if _config_fp(t, study) != champ_fp), key=lambda t: -t.values[0])
     for rival in rivals:
@@ -181,12 +185,12 @@ def power_for(view, workspace, champion, *, alpha: float = ALPHA, n: int | None 
         if len(common) >= 2:
             diffs = [scores[q] - champ_scores[q] for q in common]
             return Power(n, statistics.stdev(diffs),
-                         f"per-query {metric} differences, trial {champ_t.number} (champion) vs trial {rival.number} "
+                         f"per-query {_label(metric)} differences, trial {champ_t.number} (champion) vs trial {rival.number} "
                          f"(strongest rival), {len(common)} tune queries", alpha, paired=True, metric=metric)
     if len(champ_scores) < 2:
         return Power(n, None, f"trial {champ_t.number} (champion) scored fewer than 2 queries", alpha, metric=metric)
     return Power(n, statistics.stdev(champ_scores.values()),
-                 f"the champion's own per-query {metric} (trial {champ_t.number}, no rival), "
+                 f"the champion's own per-query {_label(metric)} (trial {champ_t.number}, no rival), "
                  f"{len(champ_scores)} tune queries", alpha, metric=metric)
 
 
