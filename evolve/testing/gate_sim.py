@@ -31,6 +31,7 @@ from evolve.looks import LookBudget, advance, first_look, permutations_for
 
 __all__ = ["World", "Outcome", "NewRule", "TodayRule", "run_replay", "sign_flip_normal_p"]
 
+
 @dataclass(frozen=True)
 class World:
     nights: int = 100
@@ -68,6 +69,7 @@ class Outcome:
     screen_checked: int = 0
     screen_disagreed: int = 0
     levels: list = field(default_factory=list)
+    replay: int = 0
 
 
 class NewRule:
@@ -122,6 +124,11 @@ def sign_flip_normal_p(d: np.ndarray) -> float:
     return 0.5 * math.erfc(float(d.sum()) / math.sqrt(s2) / math.sqrt(2.0))
 
 
+def _sample_key(out: Outcome) -> int:
+    """Which looks the screen check samples: spread over replays (a replay has at most a few hundred looks)."""
+    return out.looks * 7919 + out.replay * 104729
+
+
 def _look(world: World, rule, night: int, d: np.ndarray, seed: int, out: Outcome) -> bool:
     """One look: the level from the rule, p (the shipped test when in doubt), the rule's decision."""
     level = rule.level(night)
@@ -129,7 +136,7 @@ def _look(world: World, rule, night: int, d: np.ndarray, seed: int, out: Outcome
     out.levels.append(level)
     p = sign_flip_normal_p(d)
     inside = level > 0 and level / world.screen <= p <= level * world.screen
-    if inside or (level > 0 and world.check_every and out.looks % world.check_every == 0):
+    if inside or (level > 0 and world.check_every and (_sample_key(out) % world.check_every == 0)):
         qids = [f"q{i}" for i in range(len(d))]
         test = paired_permutation_test(
             dict(zip(qids, d.tolist())), dict.fromkeys(qids, 0.0), n_permutations=rule.permutations(world), seed=seed
@@ -165,12 +172,14 @@ def _night_candidate(world: World, seed: int, night: int, champ: _Config) -> _Co
         thetas[0] += world.effect
     tune = thetas + rng.normal(0.0, world.sd * math.sqrt(2.0 / n_tune), world.trials)  # mean paired tune diff
     best = int(np.argmax(tune))
-    return _Config(float(thetas[best]), rng.normal(0.0, world.sd, _holdout(world, world.nights)), good_night and best == 0)
+    return _Config(
+        float(thetas[best]), rng.normal(0.0, world.sd, _holdout(world, world.nights)), good_night and best == 0
+    )
 
 
 def run_replay(world: World, rule, seed: int) -> Outcome:
     """100 nights (``world.nights``) of one replay under ``rule`` (a :class:`NewRule` or :class:`TodayRule`)."""
-    out = Outcome()
+    out = Outcome(replay=seed)
     champ = _Config(0.0, np.random.default_rng([seed, 0]).normal(0.0, world.sd, _holdout(world, world.nights)), False)
     pool: list[_Config] = []
     for night in range(1, world.nights + 1):
