@@ -9,11 +9,16 @@ deciding relevance, seeded) stand in for people. Everything goes through a real 
    events into a gold folder; the PANEL of configs (cheap axes only) is scored with nDCG@10 under that gold and
    under SciFact's qrels of the same queries; Kendall's tau between the two rankings.
 2. interleaving: champion = MiniLM at 16 Matryoshka dimensions (worse), challenger = hybrid MiniLM + BM25 (better);
-   3 users search up to 200 train queries, in a seeded order; after each search the one-sided sign test on wins
-   and losses so far. Reported: the searches until p <= 0.05, and until the promote gate holds (also >= 30
-   queries with a preference). Beside it, the holdout test promote-config runs (a one-sided paired permutation
-   test on nDCG@10, p <= 0.05) on growing prefixes of the same queries, one search each. And an A/A run (hybrid
-   against itself) over the same searches.
+   3 users search 200 train queries, in a seeded order. Counted in *queries*, not searches: a query's searches
+   (three users repeating it) make one observation, the sign of its wins minus losses. Measured at looks declared
+   here before the run (LOOKS: after the first 25, 50, 100 and 200 queries), every one reported, none chosen after
+   the fact (no optional stopping), each with the gate's own rule and level:
+   - interleaving: `promote-config --require-interleaving`'s check (evolve.feedback.interleaving_gate: wins >
+     losses, one-sided sign test p <= 0.05, at least 30 queries with a preference);
+   - holdout: promote-config's test (one-sided paired permutation test on nDCG@10) at the level its look would
+     have in a fresh workspace under evolve.looks (look 1 at 0.05/102 = 0.00049, the next looks by the same rule),
+     with the permutations promote-config runs there.
+   And an A/A run (hybrid against itself) over the same queries, at the same looks.
 
     python benchmarks/feedback_loop.py --workspace .evolve-bench/serve     # reuses benchmarks/serve.py's cache
 """
@@ -55,20 +60,8 @@ def arm(base: Path, cache_src: Path, champion: str, challenger: str | None, quer
         return srv.store.queries(), srv.store.events(), sim, ws
 
 
-def sequential(queries: list[dict], events: list[dict]):
-    """Cumulative (searches, wins, ties, losses, p) after each interleaved search, in the order they were made."""
-    from evolve.feedback import interleaving_results, sign_test
-
-    by_q: dict[str, list[dict]] = {}
-    for e in events:
-        by_q.setdefault(e["query_id"], []).append(e)
-    out, seen_q, seen_e = [], [], []
-    for q in queries:
-        seen_q.append(q)
-        seen_e.extend(by_q.get(q["query_id"], []))
-        [r] = interleaving_results(seen_q, seen_e)
-        out.append((len(seen_q), r.wins, r.ties, r.losses, sign_test(r.wins, r.losses)))
-    return out
+#: query counts at which both tests are read, declared before the run
+LOOKS = (25, 50, 100, 200)
 
 
 def main() -> int:
@@ -83,7 +76,9 @@ def main() -> int:
     from evolve.evaluate import evaluate_run, paired_permutation_test
     from evolve.feedback import export_gold, open_feedback_store
     from evolve.gold import read_gold
+    from evolve.looks import advance, first_look, permutations_for
     from evolve.pipeline import Pipeline
+    from evolve.testing.interleave_counts import interleaving_at, per_query
     from evolve.testing.serving import DENSE16, HYBRID, PANEL, kendall_tau, panel_ndcg
     from evolve.testing.users import CascadeUser
     from evolve.workspace import Workspace
@@ -123,15 +118,14 @@ def main() -> int:
     # ------------------------------------------------------------------ 2. interleaving vs holdout
     inter_q = {q: ds.queries[q] for q in train[:200]}
     users3 = [CascadeUser(f"user-{i}", seed=args.seed) for i in range(3)]
+    order = list(inter_q)
+    texts = [inter_q[q] for q in order]
     queries, events, sim, _ = arm(base, cache_src, DENSE16, HYBRID, inter_q, qrels, users3, seed=args.seed + 1)
-    seq = sequential(queries, events)
-    first_p = next((n for n, w, t, lo, p in seq if p <= 0.05 and w > lo), None)
-    first_gate = next((n for n, w, t, lo, p in seq if p <= 0.05 and w > lo and w + lo >= 30), None)
-    n, w, t, lo, p = seq[-1]
+    outcomes = per_query(queries, events, texts)
     say()
-    say(f"2. interleaving, champion dense-16 vs challenger hybrid-rrf, {n} searches ({len(inter_q)} queries x 3 users): "
-        f"{w} wins, {t} ties, {lo} losses, one-sided sign test p = {p:.2e}")
-    say(f"   searches until p <= 0.05: {first_p}; until the promote gate holds (p <= 0.05, >= 30 with a preference): {first_gate}")
+    say(f"2. interleaving, champion dense-16 vs challenger hybrid-rrf: {len(order)} queries x 3 users = "
+        f"{sim['searches']} searches, counted as {len(order)} query observations: {outcomes.count(1)} wins, "
+        f"{outcomes.count(0)} ties, {outcomes.count(-1)} losses")
 
     def run_of(cfg_text: str, qids: list[str]):
         import yaml
@@ -147,29 +141,29 @@ def main() -> int:
             pipe.close()
             c.close()
 
-    order = list(inter_q)
     weak, strong = run_of(DENSE16, order), run_of(HYBRID, order)
-    needed = None
-    for k in range(5, len(order) + 1, 5):
-        sub = {q: qrels[q] for q in order[:k]}
+    look = first_look(0.05)
+    say(f"   declared looks (queries): {', '.join(map(str, LOOKS))}; all reported")
+    for n in LOOKS:
+        sub = {q: qrels[q] for q in order[:n]}
         per = {name: evaluate_run(sub, {q: r[q] for q in sub}, ["ndcg@10"])[1] for name, r in
                (("champion", weak), ("candidate", strong))}
-        test = paired_permutation_test(per["candidate"]["ndcg@10"], per["champion"]["ndcg@10"], seed=args.seed)
-        if test.p_value <= 0.05:
-            needed = (k, test)
-            break
-    if needed:
-        k, test = needed
-        say(f"   holdout test (promote-config's: one-sided paired permutation, nDCG@10, graded qrels, "
-            f"{test.n_permutations} permutations) on the same queries: significant after {k} queries "
-            f"(p = {test.p_value:.4f}, mean gain {test.mean_difference:+.3f})")
-    else:
-        say("   holdout test: not significant on these queries")
+        test = paired_permutation_test(per["candidate"]["ndcg@10"], per["champion"]["ndcg@10"], seed=args.seed,
+                                       n_permutations=permutations_for(look.level))
+        passed = look.passes(test.p_value)
+        ok, why = interleaving_at(outcomes, n)
+        say(f"   {n:>3} queries: interleaving gate {'PASS' if ok else 'no'} ({why}); holdout test "
+            f"{'PASS' if passed else 'no'} (p = {test.p_value:.2g}, look {look.look} at level {look.level:.3g}, "
+            f"{test.n_permutations} permutations, mean gain {test.mean_difference:+.3f})")
+        look = advance(look, passed)
 
     queries, events, sim, _ = arm(base, cache_src, HYBRID, HYBRID, inter_q, qrels, users3, seed=args.seed + 2)
-    n, w, t, lo, p = sequential(queries, events)[-1]
-    say(f"3. A/A (hybrid-rrf against itself), {n} searches: {w} wins, {t} ties, {lo} losses, p = {p:.3f} "
-        f"({'non-significant' if p > 0.05 else 'SIGNIFICANT: a false positive'})")
+    aa = per_query(queries, events, texts)
+    say(f"3. A/A (hybrid-rrf against itself), {sim['searches']} searches = {len(aa)} query observations: "
+        f"{aa.count(1)} wins, {aa.count(0)} ties, {aa.count(-1)} losses")
+    for n in LOOKS:
+        ok, why = interleaving_at(aa, n)
+        say(f"   {n:>3} queries: interleaving gate {'PASS: a false positive' if ok else 'no'} ({why})")
     shutil.rmtree(base, ignore_errors=True)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text("\n".join(lines) + "\n", encoding="utf-8")

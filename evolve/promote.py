@@ -17,7 +17,7 @@ from evolve._io import atomic_write_text
 from evolve.config import PipelineConfig, config_to_yaml, load_config
 from evolve.errors import EvolveError
 from evolve.evaluate import PRIMARY_METRIC, PairedTest
-from evolve.looks import RULE, LookBudget
+from evolve.looks import LookBudget
 from evolve.workspace import Workspace
 
 __all__ = ["Verdict", "decide", "promote", "rollback", "history", "current_champion", "mark_mlflow_champion", "format_p"]
@@ -47,8 +47,9 @@ class Verdict:
     """The outcome of comparing a candidate with the champion on holdout queries.
 
     ``test`` is the one-sided paired permutation test of ``candidate - champion`` on ``metric`` (None when the
-    candidate is the champion itself: nothing was evaluated); ``look`` is this look's place in the holdout's
-    Bonferroni family, and the candidate is significantly better when ``p <= alpha / budget``.
+    candidate is the champion itself: nothing was evaluated); ``look`` is this look's place in the workspace's
+    sequence of looks (:mod:`evolve.looks`), and the candidate is significantly better when ``look.passes(p)``:
+    ``p <= look.level``.
     """
 
     metric: str
@@ -74,7 +75,7 @@ class Verdict:
 
     @property
     def significant(self) -> bool:
-        return (not self.same_config) and self.test is not None and self.p_value <= self.level
+        return (not self.same_config) and self.test is not None and self.look.passes(self.p_value)
 
     @property
     def test_text(self) -> str:
@@ -107,8 +108,7 @@ class Verdict:
                         "exact": self.test.exact, "win": self.test.win, "tie": self.test.tie,
                         "loss": self.test.loss, "n_queries": self.test.n_queries})
         if self.look is not None:
-            out.update({"rule": RULE, "look": self.look.look, "holdout_budget": self.look.budget,
-                        "alpha": self.look.alpha, "level": self.look.level})
+            out.update(self.look.as_dict())
         return out
 
 

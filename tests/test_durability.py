@@ -167,12 +167,12 @@ def test_atomic_writes_fsync_the_folder_after_the_rename(tmp_path, monkeypatch):
 def test_the_look_log_is_created_durably(tmp_path, monkeypatch):
     """The holdout-look log's first line creates the file: its folder is fsynced after the write, so a power cut
     cannot take the file, and the looks it counts, away."""
-    from evolve.looks import HoldoutLooks, LookBudget
+    from evolve.looks import HoldoutLooks, first_look
     from evolve.workspace import Workspace
 
     looks = HoldoutLooks(Workspace(tmp_path / "ws"))
     calls = Syscalls(monkeypatch)
-    looks.record(LookBudget("f" * 64, 10, 0.05, 0), candidate="trial 1")
+    looks.record(first_look(0.05, "f" * 64), candidate="trial 1")
     log = Path(looks.path)
     written = [i for i, ev in enumerate(calls.events) if ev == ("fsync", str(log))]
     assert written, calls.events

@@ -491,14 +491,20 @@ def test_mde_formula_against_a_hand_computation():
     assert min_queries(0.05) == 5  # 2**-5 = 0.031 <= 0.05 < 2**-4
     assert size_warning(Power(7, None, "")) == (
         "warning: 7 holdout quer(y/ies): too few queries to promote anything (a paired test needs at least 5 to reach "
-        "p <= 0.05 at all, and 10 to allow a single loss); add gold")
+        "p <= 0.05 at all, and 8 to allow a single loss); add gold")  # 7 of 8 wins: p = 9/256 = 0.035
     big = Power(30, 0.2, "x", paired=True)  # 2.4865 * 0.2 / sqrt(30) = 0.0908
     assert big.mde == pytest.approx(0.09079, abs=1e-4) and big.mde > MDE_WARN
     assert size_warning(big) == (
         "warning: 30 holdout queries detect only nDCG@10 gains of 0.091 or more (MDE at alpha 0.05, power 0.8): too few "
         "queries to promote anything but a gain above 0.05; add gold")
     assert size_warning(Power(400, 0.2, "x", paired=True)) is None  # MDE 0.0249
-    assert size_warning(Power(30, 0.2, "x")) is None  # the sd of scores, not of differences: an upper bound only
+    assert size_warning(Power(30, 0.2, "x")) is None  # the sd of scores, not of differences: a bound only if rho is high
+    # promote-config passes its look's level: 30 queries at 0.005 need z(0.995) = 2.5758, MDE (2.5758 + 0.8416) *
+    # 0.2 / sqrt(30) = 0.1248
+    at_look = Power(30, 0.2, "x", alpha=0.005, paired=True)
+    assert at_look.mde == pytest.approx(0.12478, abs=1e-4)
+    assert size_warning(at_look).startswith("warning: 30 holdout queries detect only nDCG@10 gains of 0.125 or more "
+                                            "(MDE at alpha 0.005, power 0.8)")
 
 
 def test_assess_without_a_corpus_reports_the_folder(tmp_path):
@@ -523,7 +529,7 @@ def test_assess_without_a_corpus_reports_the_folder(tmp_path):
         f"minimum detectable nDCG@10 difference: unknown (n = {n_hold} holdout queries; sd: needs --dataset (or a study) "
         "to score the champion)",
         f"warning: {n_hold} holdout quer(y/ies): too few queries to promote anything (a paired test needs at least 5 to "
-        "reach p <= 0.05 at all, and 10 to allow a single loss); add gold",
+        "reach p <= 0.05 at all, and 8 to allow a single loss); add gold",
     ]
 
 
@@ -708,9 +714,20 @@ def test_assess_and_promote_config_say_the_gold_is_too_small(tiny, nights):
                         f"per-query nDCG@10 differences, trial {champ} (champion) vs trial {rival} (strongest rival), "
                         f"{len(a)} tune queries)")
     assert lines[10:] == [warning]
+    # promote-config warns at the level its next look is tested at (issue 19): look 1 of this workspace, 0.05/102
+    from statistics import NormalDist
+
+    assert not (ws / "holdout_looks.jsonl").exists()  # no look yet: the next is look 1, at 0.05 * 1/102
+    if holdout < 15:  # 16/2**15 = 0.000488 <= 0.00049 < 15/2**14; 2**-11 = 0.000488: at least 11 to pass at all
+        at_look = (f"warning: {holdout} holdout quer(y/ies): too few queries to promote anything (a paired test needs "
+                   "at least 11 to reach p <= 0.00049 at all, and 15 to allow a single loss); add gold")
+    else:
+        mde_look = (NormalDist().inv_cdf(1 - 0.05 / 102) + 0.8416212335729143) * sd / holdout ** 0.5
+        at_look = (f"warning: {holdout} holdout queries detect only nDCG@10 gains of {mde_look:.3f} or more (MDE at "
+                   "alpha 0.00049, power 0.8): too few queries to promote anything but a gain above 0.05; add gold")
     rc, out, err = _cli("promote-config", "--best", "--dry-run", "--workspace", str(ws))
     assert rc == 0, err
-    assert warning in err.splitlines()
+    assert at_look in err.splitlines()
     assert "dry run: nothing written" in out or "nothing to promote" in out
 
 

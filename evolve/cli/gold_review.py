@@ -103,11 +103,12 @@ def assess_lines(a, splits=None, dataset=None, power=None) -> list[str]:
     if power is not None:
         lines.append(power.formula())
         if power.mde is None:
-            lines.append(f"minimum detectable nDCG@10 difference: unknown (n = {power.n} holdout queries; sd: "
+            lines.append(f"minimum detectable {power.label} difference: unknown (n = {power.n} holdout queries; sd: "
                          f"{power.sd_source})")
         else:
-            bound = "" if power.paired else " at most (an upper bound: sd of scores, not of paired differences)"
-            lines.append(f"minimum detectable nDCG@10 difference: {power.mde:.4f}{bound} (n = {power.n} holdout "
+            bound = "" if power.paired else (" at most if rho >= sigma_Y/(2 sigma_X) (sd of scores, not of paired "
+                                             "differences)")
+            lines.append(f"minimum detectable {power.label} difference: {power.mde:.4f}{bound} (n = {power.n} holdout "
                          f"queries, sd = {power.sd:.4f}: {power.sd_source})")
         warning = size_warning(power)
         if warning:

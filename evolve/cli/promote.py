@@ -41,9 +41,9 @@ def promote_command(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the verdict; write no champion (the look still counts).")] = False,
     force: Annotated[bool, typer.Option("--force", help="Promote even without a significant win (recorded as forced).")] = False,
     export: Annotated[str | None, typer.Option("--export", help="Also write the champion YAML here (for a deployment repository).")] = None,
-    max_p: Annotated[float | None, typer.Option("--max-p", help="Family-wise significance level over the holdout's looks; fixed by its first look.", show_default="0.05")] = None,
-    holdout_budget: Annotated[int | None, typer.Option("--holdout-budget", help="Looks this holdout may take (each tested at max-p/budget, Bonferroni); fixed by its first look.", show_default="10")] = None,
-    permutations: Annotated[int, typer.Option("--permutations", help="Random sign assignments of the paired permutation test.")] = 10000,
+    max_p: Annotated[float | None, typer.Option("--max-p", help="Family-wise significance level over every look the workspace ever takes (alpha-spending with online fallback); fixed by its first look.", show_default="0.05")] = None,
+    holdout_budget: Annotated[int | None, typer.Option("--holdout-budget", help="Refused: the look rule has no budget to declare (docs/promotion.md).", hidden=True)] = None,
+    permutations: Annotated[int | None, typer.Option("--permutations", help="Random sign assignments of the paired permutation test; refused when 1/(N+1) is above the look's level.", show_default="10000, or 5/level when more")] = None,
     search_space: Annotated[str | None, typer.Option("--search-space", help="The study's search space.")] = None,
     gold: GoldOpt = None,
     gold_mode: GoldModeOpt = None,
@@ -58,7 +58,8 @@ def promote_command(
     """Promote a trial's config to champion only if it beats the champion on holdout queries, significantly.
 
     Every evaluation on the holdout counts as a look (dry runs and refusals too), recorded in
-    <workspace>/holdout_looks.jsonl; each look is tested at max-p/budget (Bonferroni), and a spent budget is refused.
+    <workspace>/holdout_looks.jsonl; look j is tested at max-p * gamma_j, plus the previous look's level when that
+    look's test rejected (alpha-spending with online fallback over every look of the workspace).
     """
     from optuna.trial import TrialState
 
@@ -67,7 +68,7 @@ def promote_command(
     from evolve.config import PipelineConfig
     from evolve.errors import ConfigError, EvolveError
     from evolve.gold._power import promotion_warning
-    from evolve.looks import HoldoutLooks
+    from evolve.looks import HoldoutLooks, permutations_for
     from evolve.promote import current_champion, decide, mark_mlflow_champion, promote
     from evolve.provenance import provenance
     from evolve.study import ATTR, best_trial_info, sealed_report
@@ -77,7 +78,7 @@ def promote_command(
         raise ConfigError("expected exactly one of --trial N or --best")
     if max_p is not None and not 0 < max_p < 1:
         raise ConfigError(f"--max-p: expected a number in (0, 1), got {max_p}")
-    if permutations < 1:
+    if permutations is not None and permutations < 1:
         raise ConfigError(f"--permutations: expected at least 1, got {permutations}")
     ws = Workspace(workspace, cache_url).ensure()
     view = load_study_view(ws, study, storage, gold=gold, gold_mode=gold_mode)
@@ -103,13 +104,16 @@ def promote_command(
     candidate = PipelineConfig.model_validate(cfg_dict)
     champion, source = current_champion(ws)
 
-    def warn_if_small() -> None:
-        small = promotion_warning(view, ws, champion, alpha=max_p if max_p is not None else 0.05)
+    holdout_fp = splits.holdout_fingerprint()
+    looks = HoldoutLooks(ws)
+
+    def warn_if_small(level: float) -> None:  # at the level this look is tested at, on the study's objective
+        small = promotion_warning(view, ws, champion, alpha=level, metric=objective)
         if small:
             err_console.print(small, highlight=False, markup=False)
 
     if candidate.fingerprint() == champion.fingerprint():
-        warn_if_small()
+        warn_if_small(looks.budget(holdout_fp, budget=holdout_budget, alpha=max_p).level)
         out_console.print(f"champion: {source}", highlight=False)
         out_console.print(f"verdict: trial {trial} is the current champion itself; nothing to promote (no holdout look taken)",
                           highlight=False)
@@ -124,12 +128,11 @@ def promote_command(
                                     max_p=max_p if max_p is not None else 0.05)
         interleaving = {"passed": ok, "reason": why}
         out_console.print(why, highlight=False)
-    holdout_fp = splits.holdout_fingerprint()
-    looks = HoldoutLooks(ws)
     with looks.lock():
         look = looks.budget(holdout_fp, budget=holdout_budget, alpha=max_p)
-        looks.check_not_spent(look)
-        warn_if_small()  # after the budget checks: a refused look is one error line
+        permutations = permutations or permutations_for(look.level)
+        looks.check_permutations(look, permutations)  # before the look: a refused look is one error line
+        warn_if_small(look.level)
         cache = EmbeddingCache.open(ws)
         try:
             verdict = decide(candidate, champion, dataset, splits.qrels(dataset, "holdout"), look=look, metric=objective,
@@ -154,7 +157,7 @@ def promote_command(
     out_console.print(f"verdict: {decision}: {reason}", highlight=False)
     if not promoting:
         if dry_run:
-            out_console.print(f"dry run: nothing written (look {look.look} of {look.budget} at this holdout recorded in "
+            out_console.print(f"dry run: nothing written (look {look.look} of the workspace's looks recorded in "
                               f"{looks.path.name})", highlight=False)
         return
     run_id = frozen.user_attrs.get(ATTR + "mlflow_run_id")
