@@ -90,8 +90,17 @@ def promote_forced(workspace: str, dim: int) -> None:
 
     cfg = apply_overrides(load_config(), [f"embedding.dim={dim}"])
     verdict = Verdict("ndcg@10", 0.5, 0.6, None, _a_look(), False)
-    promote(Workspace(workspace), cfg, verdict, trial=dim, mlflow_run_id=None, study="hooks", holdout_fingerprint="fp",
-            report_metrics=None, forced=True)
+    promote(
+        Workspace(workspace),
+        cfg,
+        verdict,
+        trial=dim,
+        mlflow_run_id=None,
+        study="hooks",
+        holdout_fingerprint="fp",
+        report_metrics=None,
+        forced=True,
+    )
 
 
 def _a_look():

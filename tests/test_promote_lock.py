@@ -29,8 +29,9 @@ def _evolve(*args: str, **kw):
 
 
 def _hooked(point: str, *args: str):
-    return subprocess.run([sys.executable, HOOKS, "kill-before", point, *args], capture_output=True, text=True,
-                          timeout=600)
+    return subprocess.run(
+        [sys.executable, HOOKS, "kill-before", point, *args], capture_output=True, text=True, timeout=600
+    )
 
 
 def _seen(ws) -> dict:
@@ -39,8 +40,10 @@ def _seen(ws) -> dict:
     from evolve.promote import current_champion
 
     path = ws / "champion.yaml"
-    return {"reader": current_champion(_ws(ws))[0].to_dict(),
-            "file": load_config(path).to_dict() if path.exists() else _cfg(None).to_dict()}
+    return {
+        "reader": current_champion(_ws(ws))[0].to_dict(),
+        "file": load_config(path).to_dict() if path.exists() else _cfg(None).to_dict(),
+    }
 
 
 def _ws(path):
@@ -107,8 +110,12 @@ def test_rollback_waits_for_the_champion_lock(ws_a):
 
     with open(ws_a / "champion.lock", "a") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
-        proc = subprocess.Popen([sys.executable, "-m", "evolve", "rollback", "--workspace", str(ws_a)],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "evolve", "rollback", "--workspace", str(ws_a)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         try:
             deadline = time.monotonic() + 300
             while proc.poll() is None and not _blocked_on_flock(proc.pid) and time.monotonic() < deadline:

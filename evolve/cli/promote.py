@@ -198,7 +198,9 @@ class _Gate:
                          metric=objective, interleaving=self.interleaving, champion_score=verdict.champion_score,
                          candidate_score=verdict.candidate_score, delta=verdict.delta, p_value=verdict.p_value,
                          b=verdict.test.b, n_permutations=verdict.test.n_permutations, seed=verdict.test.seed,
-                         n_queries=verdict.test.n_queries, champion_source=self.source)
+                         n_queries=verdict.test.n_queries, champion_source=self.source,
+                         champion_fingerprint=self.champion.fingerprint(),
+                         candidate_fingerprint=self.candidate.fingerprint())
         self.verdict, self.look = verdict, look
 
     def say_verdict(self) -> None:
