@@ -338,11 +338,11 @@ def test_require_interleaving_that_failed_takes_no_holdout_look(promo):
     before, n_looks = (ws / "champion.yaml").read_text(), len(_looks(ws))
     res = _promote(ws, "--trial", str(by[(384, "flat")]), "--require-interleaving")
     assert res.returncode == 0, res.stderr
+    assert len(_looks(ws)) == n_looks, _looks(ws)[-1]
     assert "no interleaving of this candidate against the current champion" in res.stdout
     assert f"verdict: KEEP the champion: trial {by[(384, 'flat')]} did not win the interleaving (no holdout look taken)" \
         in res.stdout
     assert "holdout verdict" not in res.stdout
-    assert len(_looks(ws)) == n_looks
     assert (ws / "champion.yaml").read_text() == before
 
 
