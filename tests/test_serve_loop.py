@@ -357,7 +357,7 @@ def test_a_feedback_gold_candidate_passes_the_gate_without_force(tmp_path_factor
     ds = load_dataset(folder)
     reader = CascadeUser("reader", seed=1, depth=1, examine=1.0, click_relevant=1.0, click_other=0.0, answer=1.0,
                          give_up=0.0)
-    srv = Server(["--workspace", str(ws)], base / "serve.log")
+    srv = Server(["--workspace", str(ws), "--dataset", str(folder)], base / "serve.log")
     try:
         sim = simulate(post, srv.url, {q: ds.queries[q] for q in train}, ds.qrels["train"], [reader])
     finally:
