@@ -1,11 +1,23 @@
 """Champion selection: a candidate replaces the champion only when it is significantly better on holdout queries.
 
-The champion lives in ``<workspace>/champion.yaml`` (written atomically); every promotion or rollback appends a
-record to ``<workspace>/history/``. The shipped ``configs/default.yaml`` is only the starting point.
+The champion lives in ``<workspace>/champion.yaml``; every promotion or rollback is a record in
+``<workspace>/history/``. The shipped ``configs/default.yaml`` is only the starting point.
+
+**One change at a time.** ``promote-config`` and ``rollback`` hold :func:`champion_lock` from before they read
+the champion until after they wrote it (the test and the holdout look in between), so a second promotion is
+tested against the first one's winner and names it as the previous champion.
+
+**The history record is the commit.** A change writes its history record first (atomically) and
+``champion.yaml`` second; the record carries the SHA-256 of the champion file before and after. A crash between
+the two leaves a record whose file was not written yet: :func:`current_champion` reads the champion from that
+record, and the next change (:func:`recover`, under the lock) writes the file. A crash before the record leaves
+nothing changed, so ``rollback`` always undoes what the last record says.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import logging
 import time
 from dataclasses import dataclass, field
@@ -13,23 +25,31 @@ from pathlib import Path
 
 import yaml
 
-from evolve._io import atomic_write_text
+from evolve._io import atomic_write_text, ensure_dir, fsync_dir
 from evolve.config import PipelineConfig, config_to_yaml, load_config
 from evolve.errors import EvolveError
 from evolve.evaluate import PRIMARY_METRIC, PairedTest
 from evolve.looks import LookBudget
 from evolve.workspace import Workspace
 
-__all__ = ["Verdict", "decide", "promote", "rollback", "history", "current_champion", "mark_mlflow_champion", "format_p"]
+__all__ = ["Verdict", "decide", "promote", "rollback", "history", "current_champion", "champion_lock", "recover",
+           "mark_mlflow_champion", "format_p"]
 
 log = logging.getLogger("evolve.promote")
 
+DEFAULT_SOURCE = "configs/default.yaml (shipped default)"
+
 
 def current_champion(workspace: Workspace) -> tuple[PipelineConfig, str]:
-    """The champion config and where it came from."""
+    """The champion config and where it came from: ``champion.yaml`` (else the shipped default), or the last
+    history record when a change was recorded but its file not written yet (a crash between the two)."""
+    pending = _pending(workspace)
+    if pending is not None:
+        cfg = PipelineConfig.model_validate(pending["config"]) if pending["champion_sha256"] else load_config()
+        return cfg, f"{workspace.history_dir / pending['id']}.yaml (recorded; {workspace.champion_path.name} not yet rewritten)"
     if workspace.champion_path.exists():
         return load_config(workspace.champion_path), str(workspace.champion_path)
-    return load_config(), "configs/default.yaml (shipped default)"
+    return load_config(), DEFAULT_SOURCE
 
 
 def history(workspace: Workspace) -> list[dict]:
@@ -40,6 +60,89 @@ def history(workspace: Workspace) -> list[dict]:
     for p in sorted(folder.glob("*.yaml")):
         records.append(yaml.safe_load(p.read_text(encoding="utf-8")))
     return records
+
+
+@contextlib.contextmanager
+def champion_lock(workspace: Workspace):
+    """Hold the workspace's champion (``<workspace>/champion.lock``, an exclusive ``flock``) for one change:
+    ``promote-config`` from reading the champion to writing it, ``rollback`` likewise. Released when the
+    process ends, however it ends."""
+    import fcntl
+
+    ensure_dir(workspace.path)
+    with open(workspace.path / "champion.lock", "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _sha256(path: Path) -> str | None:
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except FileNotFoundError:
+        return None
+
+
+def _last_record(workspace: Workspace) -> dict | None:
+    folder = workspace.history_dir
+    paths = sorted(folder.glob("*.yaml")) if folder.exists() else []
+    return yaml.safe_load(paths[-1].read_text(encoding="utf-8")) if paths else None
+
+
+def _pending(workspace: Workspace) -> dict | None:
+    """The last history record when its champion file was not written: the file is still exactly what it was
+    before that change. None when the file matches the record, was changed by hand since, or the record predates
+    the checksums (written champion-first: nothing to finish)."""
+    last = _last_record(workspace)
+    if not last or "champion_sha256" not in last:
+        return None
+    now = _sha256(workspace.champion_path)
+    if now == last["champion_sha256"] or now != last["previous_champion_sha256"]:
+        return None
+    return last
+
+
+def recover(workspace: Workspace) -> dict | None:
+    """Finish a change that was recorded but whose champion file was not written (call under
+    :func:`champion_lock`). Returns the record finished, or None."""
+    pending = _pending(workspace)
+    if pending is not None:
+        log.warning("finishing %s: %s was not written when it was recorded", pending["id"], workspace.champion_path.name)
+        _write_champion(workspace, pending)
+    return pending
+
+
+def _champion_text(record: dict) -> str | None:
+    """The champion file a record stands for (None: no file, the shipped default), a function of the record."""
+    if not record.get("champion_file", True):
+        return None
+    cfg = PipelineConfig.model_validate(record["config"])
+    if record["kind"] == "rollback":
+        return f"# champion restored by rollback {record['time']}\n" + config_to_yaml(cfg)
+    return _champion_yaml(cfg, record)
+
+
+def _write_champion(workspace: Workspace, record: dict) -> None:
+    text = _champion_text(record)
+    if text is None:
+        if workspace.champion_path.exists():
+            workspace.champion_path.unlink()
+            fsync_dir(workspace.path)
+    else:
+        atomic_write_text(workspace.champion_path, text)
+
+
+def _commit(workspace: Workspace, record: dict) -> dict:
+    """Record the change (the commit point), then write the champion file it stands for."""
+    path = _next_history_path(workspace, record["kind"])
+    text = _champion_text(record)
+    record.update(id=path.stem, previous_champion_sha256=_sha256(workspace.champion_path),
+                  champion_sha256=hashlib.sha256(text.encode("utf-8")).hexdigest() if text is not None else None)
+    atomic_write_text(path, yaml.safe_dump(record, sort_keys=False, allow_unicode=True))
+    _write_champion(workspace, record)
+    return record
 
 
 @dataclass
@@ -91,7 +194,7 @@ class Verdict:
         if self.same_config:
             return "the candidate is the current champion itself: nothing to promote"
         p = f"p = {format_p(self.p_value)}"
-        where = f"{self.test_text}; {self.look.rule_text()}"
+        where = self.test_text + (f"; {self.look.rule_text()}" if self.look is not None else "")
         if self.significant:
             return f"significantly better on holdout {self.metric}: {self.delta:+.4f}, {p} <= {self.level:.3g} ({where})"
         return f"not significantly better on holdout {self.metric}: {self.delta:+.4f}, {p} > {self.level:.3g} ({where})"
@@ -166,8 +269,9 @@ def _next_history_path(workspace: Workspace, kind: str) -> Path:
 def promote(workspace: Workspace, candidate: PipelineConfig, verdict: Verdict, *, trial: int | None,
             mlflow_run_id: str | None, study: str | None, holdout_fingerprint: str, report_metrics: dict | None,
             forced: bool = False, export: str | Path | None = None, provenance: dict | None = None) -> dict:
-    """Write the new champion atomically and append a history record (which keeps the previous champion and
-    reveals the candidate's sealed report-split metrics)."""
+    """Record the promotion in the history (which keeps the previous champion and reveals the candidate's sealed
+    report-split metrics), then write the new champion atomically. Call under :func:`champion_lock`, with the
+    ``verdict`` tested against the champion read under it."""
     if not verdict.significant and not forced:
         raise EvolveError(f"refusing to promote: {verdict.reason}")
     previous, previous_source = current_champion(workspace)
@@ -187,11 +291,10 @@ def promote(workspace: Workspace, candidate: PipelineConfig, verdict: Verdict, *
         "config": candidate.to_dict(),
         "previous_champion": previous.to_dict(),
         "previous_source": previous_source,
-        "had_champion_file": workspace.champion_path.exists(),
+        "had_champion_file": previous_source != DEFAULT_SOURCE,
         "provenance": provenance or {},
     }
-    atomic_write_text(workspace.champion_path, _champion_yaml(candidate, record))
-    atomic_write_text(_next_history_path(workspace, "promotion"), yaml.safe_dump(record, sort_keys=False, allow_unicode=True))
+    _commit(workspace, record)
     if export:
         atomic_write_text(export, _champion_yaml(candidate, record))
     return record
@@ -204,29 +307,28 @@ def _champion_yaml(cfg: PipelineConfig, record: dict) -> str:
 
 
 def rollback(workspace: Workspace) -> dict:
-    """Restore the champion before the latest promotion (or rollback), recording it in the history."""
-    records = history(workspace)
-    if not records:
-        raise EvolveError(f"nothing to roll back: {workspace.history_dir} holds no promotion")
-    last = records[-1]
-    previous = PipelineConfig.model_validate(last["previous_champion"])
-    current, current_source = current_champion(workspace)
-    previous = previous.model_copy(update={"answer": current.answer})  # the retrieval goes back; the LLM stays
-    record = {
-        "kind": "rollback",
-        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "undoes": last.get("time"),
-        "config": previous.to_dict(),
-        "previous_champion": current.to_dict(),
-        "previous_source": current_source,
-        "had_champion_file": workspace.champion_path.exists(),
-    }
-    if last.get("had_champion_file", True):
-        atomic_write_text(workspace.champion_path, f"# champion restored by rollback {record['time']}\n" + config_to_yaml(previous))
-    else:
-        workspace.champion_path.unlink(missing_ok=True)  # back to the shipped default
-    atomic_write_text(_next_history_path(workspace, "rollback"), yaml.safe_dump(record, sort_keys=False, allow_unicode=True))
-    return record
+    """Restore the champion before the latest promotion (or rollback), recording it in the history. Takes
+    :func:`champion_lock` and first finishes a change a crash left half-written (:func:`recover`)."""
+    with champion_lock(workspace):
+        recover(workspace)
+        records = history(workspace)
+        if not records:
+            raise EvolveError(f"nothing to roll back: {workspace.history_dir} holds no promotion")
+        last = records[-1]
+        previous = PipelineConfig.model_validate(last["previous_champion"])
+        current, current_source = current_champion(workspace)
+        previous = previous.model_copy(update={"answer": current.answer})  # the retrieval goes back; the LLM stays
+        record = {
+            "kind": "rollback",
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "undoes": last.get("time"),
+            "config": previous.to_dict(),
+            "previous_champion": current.to_dict(),
+            "previous_source": current_source,
+            "had_champion_file": current_source != DEFAULT_SOURCE,
+            "champion_file": last.get("had_champion_file", True),  # False: back to the shipped default
+        }
+        return _commit(workspace, record)
 
 
 def mark_mlflow_champion(tracking_uri: str, run_id: str, study: str, report_metrics: dict | None = None) -> str | None:
@@ -235,6 +337,7 @@ def mark_mlflow_champion(tracking_uri: str, run_id: str, study: str, report_metr
     from evolve.tracking import _quiet_mlflow
 
     _quiet_mlflow()
+    from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=tracking_uri)
@@ -250,8 +353,9 @@ def mark_mlflow_champion(tracking_uri: str, run_id: str, study: str, report_metr
     try:
         try:
             client.create_registered_model(name, description="evolve champion pipelines (alias: champion)")
-        except Exception:
-            pass  # exists
+        except MlflowException as err:
+            if err.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
         run = client.get_run(run_id)
         source = f"{run.info.artifact_uri}/config.yaml"
         version = client.create_model_version(name, source=source, run_id=run_id)

@@ -48,6 +48,7 @@ def _offenders(files, forbidden: tuple[str, ...]) -> dict[str, list[str]]:
 @pytest.mark.parametrize("lower, higher", [
     ("cache", ("evolve.index", "evolve.sparse")),  # derived-file versions live in evolve._formats, below both
     ("feedback", ("evolve.cache",)),  # PostgreSQL URLs live in evolve._pgurl, shared by storage, cache, feedback
+    ("gold", ("evolve.study",)),  # the study imports gold; what trials recorded is read through evolve.trials
 ])
 def test_a_lower_package_never_imports_a_higher_one(lower, higher):
     assert not _offenders(_modules(PKG / lower), higher)
@@ -71,3 +72,12 @@ def test_benchmarks_never_import_from_tests():
 def test_the_library_never_imports_its_test_harnesses():
     library = [p for p in _modules(PKG) if "testing" not in p.relative_to(PKG).parts]
     assert not _offenders(library, ("evolve.testing",))
+
+
+def test_what_trials_recorded_is_read_below_the_loop():
+    """``evolve.trials`` (the config of trial N, comparable trials) is what serve, promote and gold read instead of
+    study internals: it imports nothing that imports the study, gold, serve or the CLI back."""
+    assert not _offenders([PKG / "trials.py"], ("evolve.study", "evolve.gold", "evolve.serve", "evolve.cli"))
+    readers = [PKG / "serve" / "_sources.py", PKG / "cli" / "promote.py"]
+    assert not [str(p) for p in readers if "repeat_of" in p.read_text(encoding="utf-8")]
+    assert "user_attrs.get(\"evolve.config\")" not in (PKG / "gold" / "_power.py").read_text(encoding="utf-8")

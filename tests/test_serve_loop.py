@@ -321,3 +321,68 @@ def test_run_on_feedback_gold_promotes_and_the_server_swaps(study, server, feedb
     assert now["config_version"] != before["config_version"]
     r = post(server.url + "/v1/retrieve", {"query": "vitamin D and bone fractures", "k": 5})
     assert r.status_code == 200 and r.json()["config_version"] == now["config_version"]
+
+
+def test_a_feedback_gold_candidate_passes_the_gate_without_force(tmp_path_factory):
+    """Issue 19, defect 16: a candidate tuned on feedback gold is promoted by the holdout gate itself, no --force.
+
+    The win is large by construction, not by luck:
+    * C (the shipped default, dense MiniLM) serves; one scripted user (a stand-in for a person who knows SciFact's
+      answers) reads only the first result of each of the folder's train queries and marks it `answered` (grade 3)
+      exactly when SciFact judges it relevant, else does nothing. So every feedback-gold query holds one judged
+      document, and it is C's rank 1: C scores nDCG@10 = 1 on every gold query, the most anyone can.
+    * W (the same model truncated to 8 dimensions, every vector already cached) is the champion at promotion time.
+      On a gold query W ties C when its rank 1 is that document and loses otherwise: it can never win, so the
+      verdict has 0 losses.
+    * With w wins, 0 losses and ties elsewhere, the sign assignments whose mean reaches the observed one are exactly
+      those that keep every win positive (a flipped win lowers the mean, a tie's sign moves nothing): p is 2^-w
+      exactly, and its random-assignment estimate (b + 1) / (n + 1) has b ~ Binomial(n, 2^-w). The look passes
+      when 2^-w is below its level L: w >= log2(1/L), 8 wins at Bonferroni's 0.005 (0.05 / 10), 12 at 0.00049.
+      The ~50 gold queries (MiniLM's P@1 on SciFact is about 0.5 of the 100 train queries) give about 15 holdout
+      queries (30%); W's 8-dimensional rank 1 is rarely C's, so w is about 12-17 (measured: 17 of 22, 5 ties).
+    The user marks only what C showed (presentation bias, see TAU_PANEL): here that bias is the construction.
+    """
+    import json as _json
+
+    import yaml
+    from click_model import CascadeUser, simulate
+
+    from evolve.config import apply_overrides, config_to_yaml, load_config
+    from evolve.datasets import load_dataset
+
+    folder, cache_file, train = scifact_serve_folder(tmp_path_factory)
+    base = tmp_path_factory.mktemp("gate-feedback")
+    ws = base / "ws"
+    seed_workspace_cache(ws, cache_file)
+    ds = load_dataset(folder)
+    reader = CascadeUser("reader", seed=1, depth=1, examine=1.0, click_relevant=1.0, click_other=0.0, answer=1.0,
+                         give_up=0.0)
+    srv = Server(["--workspace", str(ws), "--dataset", str(folder)], base / "serve.log")
+    try:
+        sim = simulate(post, srv.url, {q: ds.queries[q] for q in train}, ds.qrels["train"], [reader])
+    finally:
+        srv.stop()
+    assert sim["searches"] == len(train) and len(sim["config_versions"]) == 1
+    gold = base / "gold"
+    proc = run_cli("feedback", "export", "--out", str(gold), "--workspace", str(ws), "--json")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    (base / "space.yaml").write_text("base: default\nparams:\n  embedding.dim: {choices: [null, 8]}\n", encoding="utf-8")
+    proc = run_cli("run", "--workspace", str(ws), "--study", "gate", "--dataset", str(folder), "--gold", str(gold),
+                   "--gold-mode", "replace", "--trials", "1", "--search-space", str(base / "space.yaml"),
+                   "--report-top", "0")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    weak = apply_overrides(load_config(), ["embedding.dim=8"])
+    (ws / "champion.yaml").write_text(config_to_yaml(weak), encoding="utf-8")  # W, set by hand after the night
+    proc = run_cli("promote-config", "--workspace", str(ws), "--study", "gate", "--trial", "0")  # trial 0: C
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "verdict: PROMOTE: significantly better" in proc.stdout, proc.stdout[-3000:]
+    look = [_json.loads(x) for x in (ws / "holdout_looks.jsonl").read_text().splitlines()][-1]
+    assert look["promoted"] and not look["forced"] and look["decision"] == "PROMOTE"
+    record = yaml.safe_load(next((ws / "history").glob("*-promotion.yaml")).read_text())
+    v = record["verdict"]
+    assert v["loss"] == 0 and 2.0 ** -v["win"] <= v["level"], v  # 0 losses by construction; 2^-w under the level
+    assert v["p_value"] <= v["level"] and not record["forced"]
+    n, b, w = v["n_permutations"], v["b"], v["win"]
+    mean_b = n * 2.0**-w  # (exact enumeration, n = 2^queries - 1: b = 2^(queries - w) - 1, below it)
+    assert b <= mean_b + 5 * mean_b**0.5 + 1  # b ~ Binomial(n, 2^-w): the derivation above, within 5 sd
+    assert load_config(ws / "champion.yaml").to_dict() == load_config().to_dict()  # C is the champion now

@@ -178,10 +178,11 @@ def warn_dataset(dataset) -> None:
 
 def pipeline_config(workspace, config: str | None, overrides: list[str] | None):
     """The config a command runs: ``--config``, else the workspace champion, else the shipped default."""
-    from evolve.config import load_config
+    from evolve.config import apply_overrides, load_config
+    from evolve.promote import current_champion
 
-    if config is None and workspace.champion_path.exists():
-        config = str(workspace.champion_path)
+    if config is None:  # the champion as every reader sees it (a recorded change counts before its file is written)
+        return apply_overrides(current_champion(workspace)[0], overrides or [])
     return load_config(config, overrides or [])
 
 

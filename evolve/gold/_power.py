@@ -149,12 +149,10 @@ def trial_per_query(runs_dir: Path, study_name: str, trial, metric: str = METRIC
 
 
 def _config_fp(trial, study) -> str | None:
-    from evolve.config import PipelineConfig
+    from evolve.trials import trial_config
 
-    cfg = trial.user_attrs.get("evolve.config")
-    if not cfg and "evolve.repeat_of" in trial.user_attrs:
-        cfg = study.trials[trial.user_attrs["evolve.repeat_of"]].user_attrs.get("evolve.config")
-    return PipelineConfig.model_validate(cfg).fingerprint() if cfg else None
+    cfg = trial_config(study, trial)
+    return cfg.fingerprint() if cfg is not None else None
 
 
 def power_for(view, workspace, champion, *, alpha: float = ALPHA, n: int | None = None,
@@ -164,7 +162,7 @@ def power_for(view, workspace, champion, *, alpha: float = ALPHA, n: int | None 
     gold. ``sd`` is None when no champion trial has per-query scores here."""
     from optuna.trial import TrialState
 
-    from evolve.study import comparable_trials
+    from evolve.trials import comparable_trials
 
     n = len(view.splits.qrels(view.dataset, "holdout")) if n is None else n
     study = view.study

@@ -32,19 +32,16 @@ class CorpusSource:
 
 
 def trial_config(st, number: int):
-    """The config a trial of study ``st`` ran (following ``repeat_of`` to the trial that recorded it)."""
-    from evolve.config import PipelineConfig
-    from evolve.study import ATTR
+    """The config trial ``number`` of study ``st`` ran (:func:`evolve.trials.trial_config`), for ``--challenger``."""
+    from evolve.trials import trial_config as config_of_trial
 
     frozen = next((t for t in st.get_trials(deepcopy=False) if t.number == number), None)
     if frozen is None:
         raise ConfigError(f"--challenger {number}: no such trial in study '{st.study_name}'")
-    cfg = frozen.user_attrs.get(ATTR + "config")
-    if not cfg and ATTR + "repeat_of" in frozen.user_attrs:
-        cfg = st.trials[frozen.user_attrs[ATTR + "repeat_of"]].user_attrs.get(ATTR + "config")
-    if not cfg:
+    cfg = config_of_trial(st, frozen)
+    if cfg is None:
         raise ConfigError(f"--challenger {number}: trial {number} recorded no config (state {frozen.state.name})")
-    return PipelineConfig.model_validate(cfg)
+    return cfg
 
 
 @dataclass

@@ -7,7 +7,8 @@ Modules, one concern each: ``_options`` (what a night is asked), ``_identity`` (
 ``_sampling`` (sampler and pruner), ``_objective`` (one trial), ``_fusion`` (``fusion.optimize``), ``_champion`` (the champion as a trial),
 ``_recovery`` (dead workers, engines), ``_report`` (best trial, sealed report metrics, artifacts), ``_night``
 (the night itself), ``_pruner`` (Wilcoxon against a comparable trial), ``_view`` (a study as the commands after a
-night see it).
+night see it). What the trials recorded (the config of trial N, comparable trials) is read through
+:mod:`evolve.trials`, below this package, so :mod:`evolve.gold` reads it without importing the loop.
 """
 
 from evolve.study._champion import champion_config, enqueue_champion
@@ -27,6 +28,7 @@ from evolve.study._objective import Objective
 from evolve.study._options import ATTR, LATENCY, NightSummary, StudyOptions, parse_objectives
 from evolve.study._report import best_trial_info, seal_report, sealed_report
 from evolve.study._view import StudyView, view_study
+from evolve.trials import trial_config
 
 __all__ = [
     "ATTR",
@@ -53,5 +55,6 @@ __all__ = [
     "sealed_report",
     "study_identity",
     "study_splits",
+    "trial_config",
     "view_study",
 ]

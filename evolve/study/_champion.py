@@ -19,9 +19,14 @@ __all__ = [
 
 
 def champion_config(workspace: Workspace, space: SearchSpace | None = None) -> PipelineConfig:
-    """The workspace champion, else the search space's starting point, else the shipped default."""
-    if workspace.champion_path.exists():
-        return load_config(workspace.champion_path)
+    """The workspace champion (as :func:`evolve.promote.current_champion` reads it: a change recorded in the
+    history counts even if a crash kept it from ``champion.yaml``), else the search space's starting point, else
+    the shipped default."""
+    from evolve.promote import DEFAULT_SOURCE, current_champion
+
+    cfg, source = current_champion(workspace)
+    if source != DEFAULT_SOURCE:
+        return cfg
     return space.start_config() if space is not None else load_config()
 
 

@@ -16,6 +16,7 @@ from evolve.search_space import SearchSpace
 from evolve.splits import QuerySplits, make_splits
 from evolve.study._options import ATTR, LATENCY, StudyOptions
 from evolve.study._sampling import make_pruner, make_sampler
+from evolve.trials import comparable_trials, current_trials
 
 log = logging.getLogger("evolve.study")
 
@@ -126,23 +127,6 @@ def open_study(storage, name: str, identity: dict[str, Any], *, create_attrs: di
         for k, v in {**identity, **create_attrs}.items():
             study.set_user_attr(ATTR + k, v)
     return study, True
-
-
-def comparable_trials(study, corpus_fingerprint: str | None, gold_fingerprint: str | None, states=None):
-    """Trials scored on this corpus and this tune gold (None: any). A trial from before gold fingerprints counts
-    as scored on the study's ``legacy_gold_fingerprint`` (its stored tune split when hashed roles came)."""
-    trials = study.get_trials(deepcopy=False, states=states)
-    if corpus_fingerprint is not None:
-        trials = [t for t in trials if t.user_attrs.get(ATTR + "corpus_fingerprint") == corpus_fingerprint]
-    if gold_fingerprint is not None:
-        legacy = study.user_attrs.get(ATTR + "legacy_gold_fingerprint")
-        trials = [t for t in trials if t.user_attrs.get(ATTR + "gold_fingerprint", legacy) == gold_fingerprint]
-    return trials
-
-
-def current_trials(study, corpus_fingerprint: str | None, states=None):
-    """Trials on the current corpus, whatever their gold (all corpora when ``corpus_fingerprint`` is None)."""
-    return comparable_trials(study, corpus_fingerprint, None, states)
 
 
 def check_compatible(study, space: SearchSpace) -> None:

@@ -27,67 +27,23 @@ __all__ = [
 
 def run_study(opts: StudyOptions, *, progress: ProgressFactory = null_progress, on_trial=None) -> NightSummary:
     """One night: re-evaluate the champion, run the budget, report, record. Returns the night's summary."""
-    import optuna
-    from optuna.trial import TrialState
-
-    from evolve.provenance import provenance
-    from evolve.secrets import redact_url
     from evolve.storage import check_storage_url, quiet_optuna
-    from evolve.tracking import Tracker
 
     quiet_optuna()  # failures are reported once, by evolve, in one line
     t_start = time.perf_counter()
     check_storage_url(opts.storage_url or opts.workspace.default_storage)
     ws = opts.workspace.ensure()
     dataset, gold = load_study_data(opts)
-    tracking_uri = opts.tracking_uri or ws.default_tracking_uri
-    from evolve.secrets import warn_inline_password
-
-    warn_inline_password(tracking_uri, "tracking URI")
-    artifact_root = ws.artifacts_dir if tracking_uri.startswith(("sqlite:", "file:", "/")) else None
-    tracker = Tracker(tracking_uri, opts.study_name, artifact_root=artifact_root,
-                      heartbeat_interval=opts.heartbeat_interval)
-    callbacks = [mark_mlflow_failed(tracker)]
-    if opts.max_retry is not None:
-        from optuna import storages
-
-        retry = getattr(storages, "RetryHeartbeatStaleTrialCallback", None) or storages.RetryFailedTrialCallback
-        callbacks.append(retry(max_retry=opts.max_retry, inherit_intermediate_values=False))
-
-    def failed_trial_callback(study, trial):
-        for cb in callbacks:
-            cb(study, trial)
-
+    night = _Night(opts, ws)
     storage, study, splits = prepare_study(opts, dataset, gold=gold, create=not opts.worker,
-                                           failed_trial_callback=failed_trial_callback)
-    if study.study_name != opts.study_name:
-        tracker.close()
-        tracker = Tracker(tracking_uri, study.study_name, artifact_root=artifact_root,
-                          heartbeat_interval=opts.heartbeat_interval)
-        callbacks[0] = mark_mlflow_failed(tracker)
+                                           failed_trial_callback=night.failed_trial_callback)
     require_answers(opts.objectives, dataset, splits.tune)  # before anything is started for the night
-    tracker.fail_stale_runs(opts.grace_period)
-    optuna.storages.fail_stale_trials(study)
+    night.follow(study)
     corpus_fp = dataset.corpus_fingerprint()
     gold_fp = splits.fingerprint(dataset, "tune")  # the tune gold every trial tonight is scored on
-    prov = provenance()
-    parent_tags = {
-        "evolve_kind": "worker" if opts.worker else "night",
-        "optuna_study": study.study_name,
-        "optuna_storage": redact_url(opts.storage_url or ws.default_storage),
-        "git_commit": prov["git_commit"],
-        "dataset": dataset.name,
-        "dataset_fingerprint": dataset.fingerprint,
-        "corpus_fingerprint": corpus_fp,
-        "qrels_fingerprint": dataset.qrels_fingerprint(),
-        "gold_fingerprint": gold_fp,
-        **gold.mlflow_tags(),
-        "search_space_hash": opts.space.hash(),
-        "python": prov["python"],
-        **{f"version.{k}": v for k, v in prov["packages"].items()},
-    }
-    night = time.strftime("%Y%m%d-%H%M%S")
-    parent_id = tracker.start_run(f"{'worker' if opts.worker else 'night'}-{night}", tags=parent_tags)
+    tracker = night.tracker
+    parent_id = tracker.start_run(f"{'worker' if opts.worker else 'night'}-{time.strftime('%Y%m%d-%H%M%S')}",
+                                  tags=_parent_tags(opts, ws, study, dataset, gold, corpus_fp, gold_fp))
     summary = NightSummary(study.study_name, parent_id)
     tracker.log_params(parent_id, {
         "n_trials": opts.n_trials, "timeout": opts.timeout, "sampler_seed": opts.seed, "split_seed": splits.seed,
@@ -101,63 +57,21 @@ def run_study(opts: StudyOptions, *, progress: ProgressFactory = null_progress, 
     if not opts.worker:
         enqueue_champion(study, opts, corpus_fp, gold_fp)
     started: list[int] = []
-
-    def record(study_, trial):
-        started.append(trial.number)
-        if on_trial is not None:
-            on_trial(trial)
-
-    optuna_callbacks = [record]
-    if opts.study_total is not None:
-        from optuna.study import MaxTrialsCallback
-
-        optuna_callbacks.append(MaxTrialsCallback(opts.study_total, states=(TrialState.COMPLETE, TrialState.PRUNED)))
-        optuna_callbacks.append(stop_after_failures(5))
     status = "FINISHED"
     try:
-        if opts.study_total is not None:
-            done = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
-            # the study-wide budget is enforced by MaxTrialsCallback; failures are capped by _stop_after_failures
-            n_trials = None if done < opts.study_total else 0
-        else:
-            n_trials = opts.n_trials
-        timeout = opts.timeout
-        if opts.deadline is not None:
-            left = opts.deadline - time.time()
-            timeout = left if timeout is None else min(timeout, left)
-        if (n_trials is None or n_trials > 0) and (timeout is None or timeout > 0):
-            study.optimize(objective, n_trials=n_trials, timeout=timeout, catch=(Exception,),
-                           callbacks=optuna_callbacks, gc_after_trial=False, show_progress_bar=False)
+        _optimize(study, objective, opts, started, on_trial)
     except KeyboardInterrupt:
         status = "KILLED"
         raise
     finally:
         try:
             mine = [t for t in study.get_trials(deepcopy=False) if t.number in set(started)]
-            summary.trial_numbers = sorted(t.number for t in mine)
-            summary.n_complete = sum(t.state == TrialState.COMPLETE for t in mine)
-            summary.n_pruned = sum(t.state == TrialState.PRUNED for t in mine)
-            summary.n_failed = sum(t.state == TrialState.FAIL for t in mine)
-            summary.n_repeats = sum(ATTR + "repeat_of" in t.user_attrs for t in mine)
-            done = [t.user_attrs.get(ATTR + "duration_seconds", 0.0) for t in mine
-                    if t.state == TrialState.COMPLETE and ATTR + "repeat_of" not in t.user_attrs]
-            mean_done = sum(done) / len(done) if done else 0.0
-            summary.pruned_saved_seconds = sum(
-                max(0.0, mean_done - t.user_attrs.get(ATTR + "duration_seconds", 0.0))
-                for t in mine if t.state == TrialState.PRUNED
-            )
+            _count_trials(summary, mine)
             if status == "FINISHED" and not opts.worker and opts.report_top > 0:
                 summary.sealed_report = seal_report(study, opts, dataset, splits, cache, embedders, progress, corpus_fp)
             summary.best = best_trial_info(study, corpus_fp, gold_fp)
             summary.wall_seconds = time.perf_counter() - t_start
-            engines = engine_starts()
-            tracker.log_metrics(parent_id, {
-                **({"vllm_engine_starts": engines} if engines is not None else {}),
-                "n_complete": summary.n_complete, "n_pruned": summary.n_pruned, "n_failed": summary.n_failed,
-                "n_repeats": summary.n_repeats, "pruned_saved_seconds": summary.pruned_saved_seconds,
-                "wall_seconds": summary.wall_seconds,
-                **({"best_tune_" + mlflow_name(opts.objectives[0]): summary.best["value"]} if summary.best else {}),
-            })
+            _log_night_metrics(tracker, parent_id, opts, summary)
             if status == "FINISHED":
                 night_artifacts(study, opts, summary, tracker, parent_id, corpus_fp, gold_fp)
             if objective.cache_stats.n_texts:
@@ -173,6 +87,129 @@ def run_study(opts: StudyOptions, *, progress: ProgressFactory = null_progress, 
             cache.close()
             shutdown_engines()
     return summary
+
+
+class _Night:
+    """The night's MLflow tracker and the callbacks a failed trial goes through (MLflow FAILED, then Optuna's
+    retry), re-pointed when the study turns out to have another name (``NAME-<hash>``)."""
+
+    def __init__(self, opts: StudyOptions, ws):
+        from evolve.secrets import warn_inline_password
+
+        self.opts = opts
+        self.tracking_uri = opts.tracking_uri or ws.default_tracking_uri
+        warn_inline_password(self.tracking_uri, "tracking URI")
+        self.artifact_root = ws.artifacts_dir if self.tracking_uri.startswith(("sqlite:", "file:", "/")) else None
+        self.tracker = self._tracker(opts.study_name)
+        self.callbacks = [mark_mlflow_failed(self.tracker)]
+        if opts.max_retry is not None:
+            from optuna import storages
+
+            retry = getattr(storages, "RetryHeartbeatStaleTrialCallback", None) or storages.RetryFailedTrialCallback
+            self.callbacks.append(retry(max_retry=opts.max_retry, inherit_intermediate_values=False))
+
+    def _tracker(self, name: str):
+        from evolve.tracking import Tracker
+
+        return Tracker(self.tracking_uri, name, artifact_root=self.artifact_root,
+                       heartbeat_interval=self.opts.heartbeat_interval)
+
+    def failed_trial_callback(self, study, trial):
+        for cb in self.callbacks:
+            cb(study, trial)
+
+    def follow(self, study) -> None:
+        """Track under the study's real name; fail what dead processes left RUNNING (MLflow runs, Optuna trials)."""
+        import optuna
+
+        if study.study_name != self.opts.study_name:
+            self.tracker.close()
+            self.tracker = self._tracker(study.study_name)
+            self.callbacks[0] = mark_mlflow_failed(self.tracker)
+        self.tracker.fail_stale_runs(self.opts.grace_period)
+        optuna.storages.fail_stale_trials(study)
+
+
+def _parent_tags(opts: StudyOptions, ws, study, dataset, gold, corpus_fp: str, gold_fp: str) -> dict:
+    """The night's provenance, as tags of its MLflow parent run."""
+    from evolve.provenance import provenance
+    from evolve.secrets import redact_url
+
+    prov = provenance()
+    return {
+        "evolve_kind": "worker" if opts.worker else "night",
+        "optuna_study": study.study_name,
+        "optuna_storage": redact_url(opts.storage_url or ws.default_storage),
+        "git_commit": prov["git_commit"],
+        "dataset": dataset.name,
+        "dataset_fingerprint": dataset.fingerprint,
+        "corpus_fingerprint": corpus_fp,
+        "qrels_fingerprint": dataset.qrels_fingerprint(),
+        "gold_fingerprint": gold_fp,
+        **gold.mlflow_tags(),
+        "search_space_hash": opts.space.hash(),
+        "python": prov["python"],
+        **{f"version.{k}": v for k, v in prov["packages"].items()},
+    }
+
+
+def _optimize(study, objective, opts: StudyOptions, started: list[int], on_trial) -> None:
+    """Run the night's budget: ``--trials``/``--timeout``, or the study-wide total (``--study-total``) within the
+    deadline. ``started`` collects the trial numbers this process ran."""
+    from optuna.trial import TrialState
+
+    def record(study_, trial):
+        started.append(trial.number)
+        if on_trial is not None:
+            on_trial(trial)
+
+    optuna_callbacks = [record]
+    if opts.study_total is not None:
+        from optuna.study import MaxTrialsCallback
+
+        optuna_callbacks.append(MaxTrialsCallback(opts.study_total, states=(TrialState.COMPLETE, TrialState.PRUNED)))
+        optuna_callbacks.append(stop_after_failures(5))
+        done = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
+        # the study-wide budget is enforced by MaxTrialsCallback; failures are capped by _stop_after_failures
+        n_trials = None if done < opts.study_total else 0
+    else:
+        n_trials = opts.n_trials
+    timeout = opts.timeout
+    if opts.deadline is not None:
+        left = opts.deadline - time.time()
+        timeout = left if timeout is None else min(timeout, left)
+    if (n_trials is None or n_trials > 0) and (timeout is None or timeout > 0):
+        study.optimize(objective, n_trials=n_trials, timeout=timeout, catch=(Exception,),
+                       callbacks=optuna_callbacks, gc_after_trial=False, show_progress_bar=False)
+
+
+def _count_trials(summary: NightSummary, mine: list) -> None:
+    """The night's counts (complete, pruned, failed, repeats) and the time pruning saved, into ``summary``."""
+    from optuna.trial import TrialState
+
+    summary.trial_numbers = sorted(t.number for t in mine)
+    summary.n_complete = sum(t.state == TrialState.COMPLETE for t in mine)
+    summary.n_pruned = sum(t.state == TrialState.PRUNED for t in mine)
+    summary.n_failed = sum(t.state == TrialState.FAIL for t in mine)
+    summary.n_repeats = sum(ATTR + "repeat_of" in t.user_attrs for t in mine)
+    done = [t.user_attrs.get(ATTR + "duration_seconds", 0.0) for t in mine
+            if t.state == TrialState.COMPLETE and ATTR + "repeat_of" not in t.user_attrs]
+    mean_done = sum(done) / len(done) if done else 0.0
+    summary.pruned_saved_seconds = sum(
+        max(0.0, mean_done - t.user_attrs.get(ATTR + "duration_seconds", 0.0))
+        for t in mine if t.state == TrialState.PRUNED
+    )
+
+
+def _log_night_metrics(tracker, parent_id: str, opts: StudyOptions, summary: NightSummary) -> None:
+    engines = engine_starts()
+    tracker.log_metrics(parent_id, {
+        **({"vllm_engine_starts": engines} if engines is not None else {}),
+        "n_complete": summary.n_complete, "n_pruned": summary.n_pruned, "n_failed": summary.n_failed,
+        "n_repeats": summary.n_repeats, "pruned_saved_seconds": summary.pruned_saved_seconds,
+        "wall_seconds": summary.wall_seconds,
+        **({"best_tune_" + mlflow_name(opts.objectives[0]): summary.best["value"]} if summary.best else {}),
+    })
 
 
 def prepare_workers(opts: StudyOptions):

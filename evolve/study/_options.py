@@ -8,10 +8,9 @@ from dataclasses import dataclass, field
 from evolve.errors import ConfigError
 from evolve.evaluate import PRIMARY_METRIC
 from evolve.search_space import SearchSpace
+from evolve.trials import ATTR
 from evolve.workspace import Workspace
 
-#: prefix of every study/trial attribute evolve writes
-ATTR = "evolve."
 #: the latency objective (minimised); every other objective is a ranx metric (maximised)
 LATENCY = "latency_ms"
 
