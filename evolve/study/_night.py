@@ -89,7 +89,7 @@ def run_study(opts: StudyOptions, *, progress: ProgressFactory = null_progress, 
     parent_id = tracker.start_run(f"{'worker' if opts.worker else 'night'}-{night}", tags=parent_tags)
     summary = NightSummary(study.study_name, parent_id)
     tracker.log_params(parent_id, {
-        "n_trials": opts.n_trials, "timeout": opts.timeout, "sampler_seed": opts.seed, "split_seed": splits.seed,
+        "n_trials": opts.n_trials, "timeout": opts.timeout, "strategy": opts.strategy, "sampler_seed": opts.seed, "split_seed": splits.seed,
         "objectives": ",".join(opts.objectives), "n_tune": len(splits.tune), "n_holdout": len(splits.holdout),
         "n_report": len(splits.report), "study_total": opts.study_total,
         "n_excluded_same_text": len(splits.excluded), **gold.mlflow_params(),
@@ -107,26 +107,31 @@ def run_study(opts: StudyOptions, *, progress: ProgressFactory = null_progress, 
             on_trial(trial)
 
     optuna_callbacks = [record]
-    if opts.study_total is not None:
-        from optuna.study import MaxTrialsCallback
+    budget, done_distinct = _night_budget(opts, study, objective, corpus_fp, gold_fp)
 
-        optuna_callbacks.append(MaxTrialsCallback(opts.study_total, states=(TrialState.COMPLETE, TrialState.PRUNED)))
+    def spend(study_, trial):
+        budget.record(ATTR + "repeat_of" in trial.user_attrs)
+        if budget.should_stop(done_distinct()):
+            study_.stop()
+
+    optuna_callbacks.append(spend)
+    if opts.study_total is not None:
+        optuna_callbacks.append(_study_total(opts.study_total))
         optuna_callbacks.append(stop_after_failures(5))
     status = "FINISHED"
     try:
-        if opts.study_total is not None:
-            done = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
-            # the study-wide budget is enforced by MaxTrialsCallback; failures are capped by _stop_after_failures
-            n_trials = None if done < opts.study_total else 0
-        else:
-            n_trials = opts.n_trials
         timeout = opts.timeout
         if opts.deadline is not None:
             left = opts.deadline - time.time()
             timeout = left if timeout is None else min(timeout, left)
-        if (n_trials is None or n_trials > 0) and (timeout is None or timeout > 0):
-            study.optimize(objective, n_trials=n_trials, timeout=timeout, catch=(Exception,),
+        # repeats never count: the budget callback stops the night (--trials, the study-wide total, an exhausted
+        # space), so optuna itself is given no trial count
+        room = opts.n_trials if opts.study_total is None else opts.study_total - _counted(study)
+        summary.stopped = budget.exhausted(done_distinct())
+        if (room is None or room > 0) and (timeout is None or timeout > 0) and summary.stopped is None:
+            study.optimize(objective, n_trials=None, timeout=timeout, catch=(Exception,),
                            callbacks=optuna_callbacks, gc_after_trial=False, show_progress_bar=False)
+            summary.stopped = budget.stopped
     except KeyboardInterrupt:
         status = "KILLED"
         raise
@@ -172,6 +177,43 @@ def run_study(opts: StudyOptions, *, progress: ProgressFactory = null_progress, 
             cache.close()
             shutdown_engines()
     return summary
+
+
+def _counted(study) -> int:
+    """Trials of the study that count against a study-wide total: complete or pruned, repeats left out."""
+    from optuna.trial import TrialState
+
+    return sum(ATTR + "repeat_of" not in t.user_attrs
+               for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
+
+
+def _study_total(total: int):
+    """Stops the night once the study holds ``total`` counted trials (``evolve run --workers``)."""
+
+    def callback(study, trial):
+        if _counted(study) >= total:
+            study.stop()
+
+    return callback
+
+
+def _night_budget(opts: StudyOptions, study, objective: Objective, corpus_fp: str, gold_fp: str):
+    """The night's :class:`~evolve.study._strategy.Budget` (``--trials``; repeats free; the space's size when
+    finite) and a function counting the distinct effective configs done (complete or pruned) on this corpus and
+    tune gold, every worker's included."""
+    from optuna.trial import TrialState
+
+    from evolve.study._identity import comparable_trials
+    from evolve.study._strategy import Budget, space_size
+
+    budget = Budget(opts.n_trials if opts.study_total is None else None, size=space_size(opts.space),
+                    max_repeats=opts.max_repeats)
+
+    def done_distinct() -> int:
+        trials = comparable_trials(study, corpus_fp, gold_fp, states=(TrialState.COMPLETE, TrialState.PRUNED))
+        return len({objective.trial_key(t) for t in trials} - {None})
+
+    return budget, done_distinct
 
 
 def prepare_workers(opts: StudyOptions):
