@@ -171,3 +171,26 @@ def test_cost_aware_explores_warm_configs_before_paying_a_new_stage(synthetic):
     costs = [clock.charge(table.rows[k]) for k in t.keys]
     assert costs[0] > 1.0
     assert costs[1:3] == [1.0, 1.0], costs
+
+
+def test_the_replay_script_writes_its_table_and_curves(synthetic, tmp_path):
+    """benchmarks/search_replay.py end to end on the synthetic table (3 seeds): a row per strategy, the paired test,
+    and a PNG."""
+    import importlib.util
+
+    from conftest import REPO
+
+    space, table = synthetic
+    folder = tmp_path / "table"
+    (tmp_path / "space.yaml").write_text(SPACE)
+    table.meta = {"space": str(tmp_path / "space.yaml"), "lattice_points": 3}
+    table.write(folder)
+    spec = importlib.util.spec_from_file_location("search_replay", REPO / "benchmarks" / "search_replay.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    assert mod.main(["--table", str(folder), "--seeds", "3", "--out", str(tmp_path / "out" / "replay")]) == 0
+    text = (tmp_path / "out" / "replay.txt").read_text()
+    for name in ("tpe", "random", "grid", "greedy", "cost"):
+        assert f"| {name} |" in text
+    assert "best tune 0.8500" in text and "paired Wilcoxon" in text
+    assert (tmp_path / "out" / "replay.png").stat().st_size > 10_000
