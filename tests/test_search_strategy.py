@@ -108,11 +108,9 @@ def test_repeats_never_consume_trials_and_an_exhausted_space_stops(tmp_path):
     assert third.trial_numbers == [] and "exhausted" in third.stopped
 
 
-def test_repeats_in_a_row_stop_a_night(tmp_path):
+def test_repeats_in_a_row_stop_a_night():
     """A bound on repeats in a row stops a night even where the space's size is not known to it."""
-    from evolve.study import run_study
     from evolve.study._strategy import Budget
-    from evolve.workspace import Workspace
 
     budget = Budget(10, size=None, max_repeats=3)
     for repeat in (False, True, True):
@@ -120,13 +118,10 @@ def test_repeats_in_a_row_stop_a_night(tmp_path):
         assert not budget.should_stop(1)
     budget.record(True)
     assert budget.should_stop(1) and "the last 3 proposals repeated done configs" in budget.stopped
-    ws = Workspace(tmp_path / "ws").ensure()
-    summary = run_study(_opts(ws, "y", 50, seed=0, strategy="grid"))
-    assert len(_counted(_study(ws.path, "y"))) == DISTINCT and "exhausted" in summary.stopped
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("strategy", ["random", "greedy", "cost"])
+@pytest.mark.parametrize("strategy", ["random", "grid", "greedy", "cost"])
 def test_each_strategy_drives_the_real_loop(tmp_path, strategy):
     """The replay's strategies are the loop's samplers (one code path): each runs a real night to exhaustion."""
     from evolve.study import run_study
