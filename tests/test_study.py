@@ -114,7 +114,7 @@ def test_night_records_every_trial_in_optuna_and_mlflow(night):
     ws, res = night
     study = _study(ws, "s")
     trials = study.get_trials()
-    assert len(trials) == 3
+    assert len([t for t in trials if "evolve.repeat_of" not in t.user_attrs]) == 3  # repeats never count
     assert all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials)
     client, runs = _runs(ws, "s")
     parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
@@ -223,9 +223,12 @@ def test_repeated_parameters_return_the_recorded_value(night):
 
     study = _study(ws, "s")
     done = [t for t in study.trials if t.state == TrialState.COMPLETE][0]
+    before = len(study.trials)
     study.enqueue_trial(done.params)
     _run(ws, "--trials", "1")
-    last = _study(ws, "s").trials[-1]
+    added = _study(ws, "s").trials[before:]
+    last = added[0]
+    assert len([t for t in added if "evolve.repeat_of" not in t.user_attrs]) == 1  # the repeat did not count
     assert last.params == done.params
     assert last.user_attrs["evolve.repeat_of"] == done.number
     assert last.value == done.value
@@ -247,7 +250,8 @@ def test_changed_search_space_starts_a_new_study_unless_continue_stale(night, tm
     assert "made for another search space" in res.stderr
     before = len(_study(ws, "s").trials)
     _run(ws, "--trials", "1", "--report-top", "0", "--continue-stale", space=str(space))
-    assert len(_study(ws, "s").trials) == before + 1
+    added = _study(ws, "s").trials[before:]
+    assert len([t for t in added if "evolve.repeat_of" not in t.user_attrs]) == 1  # repeats never count
     # a space whose categorical choices changed cannot continue the old study: one line, exit 2
     narrowed = tmp_path / "narrowed.yaml"
     narrowed.write_text(Path(SPACE).read_text().replace("[null, 256, 128]", "[null, 256]"))
@@ -440,15 +444,16 @@ def _opts(ws, name: str, space, dataset: str = "scifact", subset: int | None = i
                         subset=subset, seed=0, **kw)
 
 
-def _night(opts, enqueue=()):
-    """Enqueue ``enqueue`` (param dicts) in the study, then run one night of exactly that many trials."""
+def _night(opts, enqueue=(), n_trials=None):
+    """Enqueue ``enqueue`` (param dicts) in the study, then run one night of that many counted trials (repeats
+    never count: pass ``n_trials`` where ``enqueue`` holds one)."""
     from evolve.study import load_study_dataset, prepare_study, run_study
 
     storage, study, _ = prepare_study(opts, load_study_dataset(opts))
     for params in enqueue:
         study.enqueue_trial(params)
     storage.engine.dispose()
-    opts.n_trials = len(enqueue)
+    opts.n_trials = len(enqueue) if n_trials is None else n_trials
     return run_study(opts)
 
 
@@ -520,12 +525,12 @@ def test_pruning_after_a_corpus_change_and_repeats_carry_per_query_values(inproc
     doc = json.loads(lines[-1])
     doc["text"] += " Revised."
     (folder / "corpus.jsonl").write_text("\n".join(lines[:-1] + [json.dumps(doc)]) + "\n")
-    _night(opts, [weak2, strong2, weak, strong2])
+    _night(opts, [weak2, strong2, strong2, weak], n_trials=3)  # the repeat is free: 3 counted trials
     study = _study(inproc_ws.path, "corpus")
     assert len(study.trials) == 6, "the changed corpus must continue the same study"
     states = [t.state for t in study.trials[2:]]
-    assert states == [TrialState.COMPLETE, TrialState.COMPLETE, TrialState.PRUNED, TrialState.COMPLETE], states
-    first, best, _, repeat = study.trials[2:]
+    assert states == [TrialState.COMPLETE, TrialState.COMPLETE, TrialState.COMPLETE, TrialState.PRUNED], states
+    first, best, repeat, _ = study.trials[2:]
     assert first.user_attrs["evolve.corpus_fingerprint"] != study.trials[0].user_attrs["evolve.corpus_fingerprint"]
     assert repeat.user_attrs["evolve.repeat_of"] == best.number
     assert repeat.intermediate_values == best.intermediate_values and len(best.intermediate_values) > 20

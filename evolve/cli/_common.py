@@ -274,6 +274,12 @@ def study_options(**kw):
     from evolve.workspace import Workspace
 
     GoldSpec.parse((), kw.get("gold_mode"))  # an unknown --gold-mode is one line before anything starts
+    from evolve.study._strategy import STRATEGIES
+
+    if kw.get("strategy", "tpe") not in STRATEGIES:  # an unknown --strategy too
+        from evolve.errors import ConfigError
+
+        raise ConfigError(f"--strategy: expected one of {', '.join(STRATEGIES)}, got '{kw['strategy']}'")
     if kw.get("gold") is not None:
         kw["gold"] = tuple(kw["gold"])
     ws = Workspace(kw.pop("workspace"), kw.pop("cache_url", None)).ensure()
@@ -291,7 +297,7 @@ def trial_printer():
         value = f"{trial.values[0]:.4f}" if state == "COMPLETE" and trial.values else "-"
         note = ""
         if "evolve.repeat_of" in trial.user_attrs:
-            note = f" (same params as trial {trial.user_attrs['evolve.repeat_of']}: recorded value)"
+            note = f" (same config as trial {trial.user_attrs['evolve.repeat_of']}: recorded value, not counted)"
         elif "evolve.error" in trial.user_attrs:
             note = f": {trial.user_attrs['evolve.error']}"
         elif state == "PRUNED":

@@ -23,6 +23,9 @@ from evolve.cli._common import (
 __all__ = ["register"]
 
 SpaceOpt = Annotated[str | None, typer.Option("--search-space", help="Search space YAML.", show_default="configs/search_space.yaml")]
+StrategyOpt = Annotated[str, typer.Option(
+    "--strategy", help="How trials are proposed: tpe (the shipped sampler), random, grid, greedy or cost (cost-aware); "
+                       "benchmarks/search_replay.py compares them. Repeats of done configs never count against --trials.")]
 SubsetOpt = Annotated[int | None, typer.Option("--subset", help="Keep N documents (every judged one first, then seeded fillers).")]
 
 
@@ -32,9 +35,11 @@ def _print_summary(summary, tracking_uri: str | None, workspace) -> None:
     out_console.print(
         f"study {summary.study_name}: {len(summary.trial_numbers)} trial(s) this night: {summary.n_complete} complete, "
         f"{summary.n_pruned} pruned (saved ~{summary.pruned_saved_seconds:.0f}s), {summary.n_failed} failed, "
-        f"{summary.n_repeats} answered from earlier results; {summary.wall_seconds:.0f}s",
+        f"{summary.n_repeats} answered from earlier results (not counted); {summary.wall_seconds:.0f}s",
         highlight=False,
     )
+    if summary.stopped:
+        out_console.print(summary.stopped, highlight=False, markup=False)
     if summary.best:
         out_console.print(f"best trial on the current corpus: #{summary.best['number']} = {summary.best['value']:.4f}", highlight=False)
     if summary.sealed_report:
@@ -48,6 +53,7 @@ def run_command(
     trials: Annotated[int | None, typer.Option("--trials", "-n", help="Run N more trials in this invocation (the study-wide total with --workers).")] = None,
     timeout: Annotated[float | None, typer.Option("--timeout", help="Wall-clock budget in seconds; the trial in flight is finished, not cut.")] = None,
     seed: Annotated[int | None, typer.Option("--seed", help="Seed of the sampler only (the query split is fixed with the study).")] = None,
+    strategy: StrategyOpt = "tpe",
     search_space: SpaceOpt = None,
     set_: SetOpt = None,
     objectives: Annotated[str | None, typer.Option("--objectives", help="Comma-separated, e.g. ndcg@10,latency_ms (multi-objective: no pruning).")] = None,
@@ -88,12 +94,14 @@ def run_command(
 
         if worker:
             return worker_command(dataset=dataset, trials=trials, timeout=timeout, seed=seed, search_space=search_space,
+                                  strategy=strategy,
                                   set_=set_,
                                   objectives=objectives, split_seed=split_seed, no_prune=no_prune, subset=subset,
                                   heartbeat_interval=heartbeat_interval, grace_period=grace_period, max_retry=max_retry,
                                   gold=gold, gold_mode=gold_mode, workspace=workspace, study=study, storage=storage, tracking_uri=tracking_uri,
                                   cache_url=cache_url)
         return run_workers(n=workers, trials=trials, timeout=timeout, gpus=gpus, dataset=dataset, seed=seed, set_=set_,
+                           strategy=strategy,
                            search_space=search_space, objectives=objectives, split_seed=split_seed, no_prune=no_prune,
                            subset=subset, heartbeat_interval=heartbeat_interval, grace_period=grace_period,
                            max_retry=max_retry, report_top=report_top, gold=gold, gold_mode=gold_mode,
@@ -103,6 +111,7 @@ def run_command(
     from evolve.study import run_study
 
     opts = study_options(dataset_spec=dataset, n_trials=trials, timeout=timeout, seed=seed, search_space=search_space,
+                    strategy=strategy,
                     overrides=set_, objectives=objectives, continue_stale=continue_stale, split_seed=split_seed, prune=not no_prune,
                     heartbeat_interval=heartbeat_interval, grace_period=grace_period, report_top=report_top,
                     subset=subset, strict=strict, gold=gold, gold_mode=gold_mode,

@@ -30,6 +30,7 @@ def worker_command(
     timeout: Annotated[float | None, typer.Option("--timeout", help="Wall-clock budget of this worker in seconds.")] = None,
     deadline: Annotated[float | None, typer.Option("--deadline", help="Study-wide deadline as a Unix timestamp.")] = None,
     seed: Annotated[int | None, typer.Option("--seed", help="Sampler seed of this worker.")] = None,
+    strategy: Annotated[str, typer.Option("--strategy", help="How trials are proposed: tpe (default), random, grid, greedy, cost.")] = "tpe",
     search_space: Annotated[str | None, typer.Option("--search-space", help="Search space YAML (must match the study).")] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="Pin a config key (must match the study).")] = None,
     objectives: Annotated[str | None, typer.Option("--objectives", help="Must match the study.")] = None,
@@ -56,6 +57,7 @@ def worker_command(
     if trials is None and timeout is None and deadline is None:
         raise ConfigError("expected a study-wide budget: --trials N, --timeout SECONDS and/or --deadline, got none")
     opts = study_options(dataset_spec=dataset, n_trials=None, timeout=timeout, seed=seed, search_space=search_space,
+                    strategy=strategy,
                     overrides=set_, objectives=objectives, split_seed=split_seed, prune=not no_prune, subset=subset,
                     heartbeat_interval=heartbeat_interval, grace_period=grace_period, gold=gold, gold_mode=gold_mode,
                     workspace=workspace, study_name=study, storage_url=storage, tracking_uri=tracking_uri, study_total=trials,
@@ -78,7 +80,8 @@ def run_workers(*, n: int, trials: int | None, timeout: float | None, gpus: str 
                 search_space: str | None, objectives: str | None, split_seed: int, no_prune: bool, subset: int | None,
                 heartbeat_interval: int, grace_period: int, max_retry: int, report_top: int, workspace: str | None,
                 study: str, storage: str | None, tracking_uri: str | None, cache_url: str | None = None,
-                gold: list[str] | None = None, gold_mode: str | None = None, holdout_prefer_reviewed: bool = False):
+                gold: list[str] | None = None, gold_mode: str | None = None, holdout_prefer_reviewed: bool = False,
+                strategy: str = "tpe"):
     """Create the study and enqueue the champion first, start ``n`` worker processes (one per GPU when ``gpus``
     lists them), wait for them, then seal the report-split metrics of the best ``report_top`` trials.
 
@@ -97,6 +100,7 @@ def run_workers(*, n: int, trials: int | None, timeout: float | None, gpus: str 
     if trials is None and timeout is None:
         raise ConfigError("expected a budget: --trials T (study-wide) and/or --timeout SECONDS, got neither")
     opts = study_options(dataset_spec=dataset, n_trials=None, timeout=timeout, seed=seed, search_space=search_space,
+                    strategy=strategy,
                     overrides=set_, objectives=objectives, split_seed=split_seed, prune=not no_prune, subset=subset,
                     heartbeat_interval=heartbeat_interval, grace_period=grace_period, gold=gold, gold_mode=gold_mode,
                     holdout_prefer_reviewed=holdout_prefer_reviewed, workspace=workspace,
@@ -107,7 +111,7 @@ def run_workers(*, n: int, trials: int | None, timeout: float | None, gpus: str 
     argv = [sys.executable, "-m", "evolve", "worker", "--dataset", dataset, "--study", st.study_name,
             "--workspace", str(opts.workspace.path), "--split-seed", str(split_seed),
             "--heartbeat-interval", str(heartbeat_interval), "--grace-period", str(grace_period),
-            "--max-retry", str(max_retry)]
+            "--max-retry", str(max_retry), "--strategy", strategy]
     # storage and cache URIs reach the workers through their environment, never argv (`ps` shows argv)
     env = {}
     if cache_url:

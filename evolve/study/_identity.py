@@ -15,7 +15,8 @@ from evolve.gold import GoldInfo, GoldSpec
 from evolve.search_space import SearchSpace
 from evolve.splits import QuerySplits, make_splits
 from evolve.study._options import ATTR, LATENCY, StudyOptions
-from evolve.study._sampling import make_pruner, make_sampler
+from evolve.study._sampling import make_pruner
+from evolve.study._strategy import make_strategy
 from evolve.trials import comparable_trials, current_trials
 
 log = logging.getLogger("evolve.study")
@@ -235,7 +236,7 @@ def prepare_study(opts: StudyOptions, dataset: Dataset, *, gold: GoldInfo | None
     }
     study, created = open_study(storage, opts.study_name, identity, create_attrs=create_attrs,
                                 continue_stale=opts.continue_stale, objectives=opts.objectives,
-                                sampler=make_sampler(opts.seed), pruner=make_pruner(opts), create=create)
+                                sampler=make_strategy(opts.strategy, opts.space, opts.seed), pruner=make_pruner(opts), create=create)
     if opts.continue_stale:
         check_compatible(study, opts.space)
     attrs = study.user_attrs

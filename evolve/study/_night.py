@@ -46,7 +46,7 @@ def run_study(opts: StudyOptions, *, progress: ProgressFactory = null_progress, 
                                   tags=_parent_tags(opts, ws, study, dataset, gold, corpus_fp, gold_fp))
     summary = NightSummary(study.study_name, parent_id)
     tracker.log_params(parent_id, {
-        "n_trials": opts.n_trials, "timeout": opts.timeout, "sampler_seed": opts.seed, "split_seed": splits.seed,
+        "n_trials": opts.n_trials, "timeout": opts.timeout, "strategy": opts.strategy, "sampler_seed": opts.seed, "split_seed": splits.seed,
         "objectives": ",".join(opts.objectives), "n_tune": len(splits.tune), "n_holdout": len(splits.holdout),
         "n_report": len(splits.report), "study_total": opts.study_total,
         "n_excluded_same_text": len(splits.excluded), **gold.mlflow_params(),
@@ -59,7 +59,7 @@ def run_study(opts: StudyOptions, *, progress: ProgressFactory = null_progress, 
     started: list[int] = []
     status = "FINISHED"
     try:
-        _optimize(study, objective, opts, started, on_trial)
+        _optimize(study, objective, opts, started, on_trial, summary, corpus_fp, gold_fp)
     except KeyboardInterrupt:
         status = "KILLED"
         raise
@@ -153,34 +153,39 @@ def _parent_tags(opts: StudyOptions, ws, study, dataset, gold, corpus_fp: str, g
     }
 
 
-def _optimize(study, objective, opts: StudyOptions, started: list[int], on_trial) -> None:
+def _optimize(study, objective, opts: StudyOptions, started: list[int], on_trial, summary: NightSummary,
+              corpus_fp: str, gold_fp: str) -> None:
     """Run the night's budget: ``--trials``/``--timeout``, or the study-wide total (``--study-total``) within the
-    deadline. ``started`` collects the trial numbers this process ran."""
-    from optuna.trial import TrialState
+    deadline. Repeats never count: the budget callback stops the night (``--trials``, the study-wide total, an
+    exhausted space), so Optuna itself is given no trial count. ``started`` collects the trial numbers this
+    process ran; ``summary.stopped`` says why the night stopped early (an exhausted space), if it did."""
 
     def record(study_, trial):
         started.append(trial.number)
         if on_trial is not None:
             on_trial(trial)
 
-    optuna_callbacks = [record]
-    if opts.study_total is not None:
-        from optuna.study import MaxTrialsCallback
+    budget, done_distinct = _night_budget(opts, study, objective, corpus_fp, gold_fp)
 
-        optuna_callbacks.append(MaxTrialsCallback(opts.study_total, states=(TrialState.COMPLETE, TrialState.PRUNED)))
+    def spend(study_, trial):
+        budget.record(ATTR + "repeat_of" in trial.user_attrs)
+        if budget.should_stop(done_distinct()):
+            study_.stop()
+
+    optuna_callbacks = [record, spend]
+    if opts.study_total is not None:
+        optuna_callbacks.append(_study_total(opts.study_total))
         optuna_callbacks.append(stop_after_failures(5))
-        done = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
-        # the study-wide budget is enforced by MaxTrialsCallback; failures are capped by _stop_after_failures
-        n_trials = None if done < opts.study_total else 0
-    else:
-        n_trials = opts.n_trials
     timeout = opts.timeout
     if opts.deadline is not None:
         left = opts.deadline - time.time()
         timeout = left if timeout is None else min(timeout, left)
-    if (n_trials is None or n_trials > 0) and (timeout is None or timeout > 0):
-        study.optimize(objective, n_trials=n_trials, timeout=timeout, catch=(Exception,),
+    room = opts.n_trials if opts.study_total is None else opts.study_total - _counted(study)
+    summary.stopped = budget.exhausted(done_distinct())
+    if (room is None or room > 0) and (timeout is None or timeout > 0) and summary.stopped is None:
+        study.optimize(objective, n_trials=None, timeout=timeout, catch=(Exception,),
                        callbacks=optuna_callbacks, gc_after_trial=False, show_progress_bar=False)
+        summary.stopped = budget.stopped
 
 
 def _count_trials(summary: NightSummary, mine: list) -> None:
@@ -210,6 +215,41 @@ def _log_night_metrics(tracker, parent_id: str, opts: StudyOptions, summary: Nig
         "wall_seconds": summary.wall_seconds,
         **({"best_tune_" + mlflow_name(opts.objectives[0]): summary.best["value"]} if summary.best else {}),
     })
+def _counted(study) -> int:
+    """Trials of the study that count against a study-wide total: complete or pruned, repeats left out."""
+    from optuna.trial import TrialState
+
+    return sum(ATTR + "repeat_of" not in t.user_attrs
+               for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
+
+
+def _study_total(total: int):
+    """Stops the night once the study holds ``total`` counted trials (``evolve run --workers``)."""
+
+    def callback(study, trial):
+        if _counted(study) >= total:
+            study.stop()
+
+    return callback
+
+
+def _night_budget(opts: StudyOptions, study, objective: Objective, corpus_fp: str, gold_fp: str):
+    """The night's :class:`~evolve.study._strategy.Budget` (``--trials``; repeats free; the space's size when
+    finite) and a function counting the distinct effective configs done (complete or pruned) on this corpus and
+    tune gold, every worker's included."""
+    from optuna.trial import TrialState
+
+    from evolve.study._strategy import Budget, space_size
+    from evolve.trials import comparable_trials
+
+    budget = Budget(opts.n_trials if opts.study_total is None else None, size=space_size(opts.space),
+                    max_repeats=opts.max_repeats)
+
+    def done_distinct() -> int:
+        trials = comparable_trials(study, corpus_fp, gold_fp, states=(TrialState.COMPLETE, TrialState.PRUNED))
+        return len({objective.trial_key(t) for t in trials} - {None})
+
+    return budget, done_distinct
 
 
 def prepare_workers(opts: StudyOptions):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -16,12 +17,13 @@ from evolve.cache import CacheStats, EmbeddingCache
 from evolve.config import PipelineConfig, config_to_yaml, flatten
 from evolve.datasets import Dataset
 from evolve.embedders import EmbedderPool
-from evolve.errors import EvolveError
+from evolve.errors import ConfigError, EvolveError
 from evolve.evaluate import PRIMARY_METRIC, evaluate_run, per_query_lines, write_trec_run
 from evolve.pipeline import Pipeline
 from evolve.progress import ProgressFactory
 from evolve.splits import QuerySplits
 from evolve.study._options import ATTR, LATENCY, StudyOptions
+from evolve.study._strategy import effective_key
 
 log = logging.getLogger("evolve.study")
 
@@ -76,9 +78,26 @@ class Objective:
         require_answers(opts.objectives, dataset, self.tune_qrels)
 
         self.cache_stats = CacheStats()  # the night's cache use, for `evolve cache stats`
+        self._keys: dict[str, str | None] = {}
+
+    def effective_key(self, params: dict) -> str | None:
+        """The effective-config key of ``params`` (:func:`evolve.study._strategy.effective_key`); None when the
+        combination is invalid (the trial then fails with the config's one-line error)."""
+        blob = json.dumps(params, sort_keys=True, default=str)
+        if blob not in self._keys:
+            try:
+                self._keys[blob] = effective_key(self.opts.space.config_for(params))
+            except ConfigError:
+                self._keys[blob] = None
+        return self._keys[blob]
+
+    def trial_key(self, t) -> str | None:
+        """The effective-config key a trial ran (recorded, or derived from its params for older trials)."""
+        return t.user_attrs.get(ATTR + "effective_key") or self.effective_key(t.params)
 
     def _find_repeat(self, study, params: dict, number: int):
-        """A COMPLETE trial with these params on this corpus and tune gold (its values are reused), or None. With
+        """A COMPLETE trial with the same effective config (:meth:`effective_key`: a sparse config sampled with
+        another embedding model is the same config) on this corpus and tune gold (its values are reused), or None. With
         parallel workers, a trial with a lower number may be running the same params right now: wait for it
         instead of running them twice (a lower-numbered trial still sampling has no corpus attribute yet: wait for
         that too)."""
@@ -87,13 +106,16 @@ class Objective:
 
         checked = time.monotonic()
         legacy = study.user_attrs.get(ATTR + "legacy_gold_fingerprint")
+        key = self.effective_key(params)
+        if key is None:
+            return None
         while True:
             twin = None
             for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING)):
                 if t.number == number:
                     continue
                 fp = t.user_attrs.get(ATTR + "corpus_fingerprint")
-                same = (fp == self.corpus_fp and t.params == params
+                same = (fp == self.corpus_fp and self.trial_key(t) == key
                         and t.user_attrs.get(ATTR + "gold_fingerprint", legacy) == self.gold_fp)
                 if t.state == TrialState.COMPLETE:
                     if same:
@@ -116,6 +138,9 @@ class Objective:
         trial.set_user_attr(ATTR + "host", socket.gethostname())
         trial.set_user_attr(ATTR + "cuda_visible_devices", os.environ.get("CUDA_VISIBLE_DEVICES"))  # --gpus: one each
         trial.set_user_attr(ATTR + "gold_fingerprint", self.gold_fp)
+        key = self.effective_key(params)
+        if key is not None:
+            trial.set_user_attr(ATTR + "effective_key", key)
         trial.set_user_attr(ATTR + "corpus_fingerprint", self.corpus_fp)  # last: marks the params as final
         trial.set_user_attr(ATTR + "parent_run_id", self.parent_id)
         retried = trial.study._storage.get_trial(trial._trial_id).system_attrs.get("failed_trial")

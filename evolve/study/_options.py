@@ -56,6 +56,10 @@ class StudyOptions:
     deadline: float | None = None
     max_retry: int | None = None
     worker: bool = False
+    #: how trials are proposed (evolve.study._strategy.STRATEGIES); the shipped default is TPE
+    strategy: str = "tpe"
+    #: a night stops after this many repeats of done configs in a row (repeats never count against n_trials)
+    max_repeats: int = 25
 
 
 @dataclass
@@ -72,6 +76,8 @@ class NightSummary:
     #: trials whose report-split metrics were computed after tuning and sealed (never shown before promotion)
     sealed_report: list[int] = field(default_factory=list)
     trial_numbers: list[int] = field(default_factory=list)
+    #: why the night stopped before its budget: the one line saying the search space is exhausted, or None
+    stopped: str | None = None
 
     @property
     def all_failed(self) -> bool:
