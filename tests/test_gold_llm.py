@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import unicodedata
 from pathlib import Path
 
 import pytest
@@ -329,6 +330,9 @@ def test_generate_writes_a_gold_folder_whose_counts_add_up(generated):
         assert 0.0 <= meta["overlap"] <= 0.6
         assert gold.qrels[qid] == {meta["doc_id"]: 2}
         (rec,) = gold.provenance[qid]
+        # the answer the model gave with its question is kept beside the passage as the reference answer
+        said = unicodedata.normalize("NFC", rec["answer"] or "").strip()
+        assert gold.answers.get(qid, []) == ([said] if said else [])
         prompt = load_prompt("generate", meta["lang"])
         assert rec["prompt"] == {"name": "generate", "lang": meta["lang"], "version": prompt.version,
                                  "sha256": prompt.sha256}

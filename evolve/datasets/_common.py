@@ -210,6 +210,8 @@ class Parts:
     queries: dict[str, str] = field(default_factory=dict)
     qrels: dict[str, dict[str, dict[str, int]]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    #: query id -> reference answer strings (SQuAD-style sets)
+    answers: dict[str, list[str]] = field(default_factory=dict)
 
 
 def drop_dangling(
@@ -240,10 +242,12 @@ def finalize(
     *,
     strict: bool = False,
     notes: list[str] | None = None,
+    answers: dict[str, list[str]] | None = None,
 ) -> Dataset:
     """Drop empty documents and dangling qrels (warnings; errors with ``strict``). ``notes`` are the reader's own
     warnings (rows without a page, ...), reported first. Empty ``qrels`` is a corpus-only dataset (gold comes from
-    ``--gold``); a split that is present must keep at least one judgement."""
+    ``--gold``); a split that is present must keep at least one judgement. ``answers`` (query id -> reference
+    answers) are kept for the queries that are kept."""
     warnings: list[str] = []
 
     def report(msg: str) -> None:
@@ -272,8 +276,10 @@ def finalize(
         clean[split] = kept
     if not corpus:
         raise DatasetError("expected at least one non-empty document, got none", path=source)
-    return Dataset(name, source, corpus, queries, clean, warnings)
+    kept_answers = {q: list(a) for q, a in (answers or {}).items() if q in queries and a}
+    return Dataset(name, source, corpus, queries, clean, warnings, kept_answers)
 
 
 def finalize_parts(name: str, source: str, parts: Parts, *, strict: bool = False) -> Dataset:
-    return finalize(name, source, parts.corpus, parts.queries, parts.qrels, strict=strict, notes=parts.notes)
+    return finalize(name, source, parts.corpus, parts.queries, parts.qrels, strict=strict, notes=parts.notes,
+                    answers=parts.answers)

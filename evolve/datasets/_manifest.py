@@ -240,6 +240,8 @@ def _merge(into: Parts, part: Parts, spec: SourceSpec, index: int, seen: dict[st
             raise DatasetError(f"duplicate query id '{qid}' in {where} and an earlier source: expected query ids "
                                "unique across sources", path=str(manifest))
         into.queries[qid] = text
+    for qid, refs in part.answers.items():
+        into.answers[qid] = list(refs)
     for split, sq in part.qrels.items():
         target = into.qrels.setdefault(split, {})
         for qid, docs in sq.items():

@@ -2,7 +2,8 @@
 
 Every paragraph with at least one question is a document (``<article id>-<paragraph index>``, title = article
 title); every question is a query whose one relevant document is its paragraph. Identical (title, paragraph)
-pairs are merged into the first. The single qrels set is the split ``test``.
+pairs are merged into the first. The single qrels set is the split ``test``. Every ``answers[].text`` of a
+question is kept as its reference answers (``Dataset.answers``: NFC, duplicates dropped, order kept).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import json
 from pathlib import Path
 
 from evolve.datasets._common import Parts, finalize_parts, open_text
-from evolve.datasets._types import Dataset, Document, nfc
+from evolve.datasets._types import Dataset, Document, clean_answers, nfc
 from evolve.errors import DatasetError
 
 __all__ = ["is_squad", "load_squad", "read_squad"]
@@ -34,6 +35,7 @@ def read_squad(path: Path, *, source: str = "squad") -> Parts:
     by_pair: dict[tuple[str, str], str] = {}
     queries: dict[str, str] = {}
     qrels: dict[str, dict[str, int]] = {}
+    answers: dict[str, list[str]] = {}
     for a_idx, article in enumerate(data["data"]):
         title = nfc(str(article.get("title") or ""))
         for p_idx, para in enumerate(article.get("paragraphs") or []):
@@ -58,7 +60,18 @@ def read_squad(path: Path, *, source: str = "squad") -> Parts:
                     raise DatasetError(f"duplicate question id '{qid}'", path=str(path))
                 queries[qid] = nfc(str(qa.get("question") or ""))
                 qrels[qid] = {doc_id: 1}
-    return Parts(corpus, queries, {"test": qrels})
+                refs = clean_answers(_answer_texts(qa))
+                if refs:
+                    answers[qid] = refs
+    return Parts(corpus, queries, {"test": qrels}, answers=answers)
+
+
+def _answer_texts(qa: dict) -> list[str]:
+    """The ``answers[].text`` strings of one question (SQuAD v1.1 / KorQuAD 1.0), in file order."""
+    items = qa.get("answers") or []
+    if not isinstance(items, list):
+        return []
+    return [str(a["text"]) for a in items if isinstance(a, dict) and a.get("text") is not None]
 
 
 def load_squad(path: Path, *, name: str | None = None, strict: bool = False) -> Dataset:

@@ -7,12 +7,23 @@ import json
 import unicodedata
 from dataclasses import dataclass, field
 
-__all__ = ["Document", "Dataset", "nfc"]
+__all__ = ["Document", "Dataset", "nfc", "clean_answers"]
 
 
 def nfc(text: str) -> str:
     """NFC-normalise (Korean exported on macOS often arrives as NFD)."""
     return unicodedata.normalize("NFC", text)
+
+
+def clean_answers(texts) -> list[str]:
+    """Reference answer strings as a dataset keeps them: NFC, stripped, empty ones dropped, duplicates dropped,
+    first-seen order kept."""
+    out: list[str] = []
+    for text in texts:
+        t = nfc(str(text)).strip()
+        if t and t not in out:
+            out.append(t)
+    return out
 
 
 @dataclass(frozen=True)
@@ -43,6 +54,8 @@ class Dataset:
     ``qrels`` maps split name -> query id -> doc id -> relevance. A dataset with a single qrels set has one
     split named ``test``; a corpus alone (a Notion export, tickets) has none (``{}``) and gets its gold from
     ``--gold`` (:meth:`require_gold`). ``warnings`` holds one line per kind of dropped input (empty documents, dangling qrels).
+    ``answers`` maps a query id to its reference answer strings (SQuAD-style spans, a gold folder's ``answers``);
+    it is never part of the corpus fingerprint, and enters the gold fingerprint only when a query has one.
     """
 
     name: str
@@ -51,6 +64,8 @@ class Dataset:
     queries: dict[str, str]
     qrels: dict[str, dict[str, dict[str, int]]]
     warnings: list[str] = field(default_factory=list)
+    #: query id -> reference answer strings (NFC, deduplicated, order kept); empty when the gold has none
+    answers: dict[str, list[str]] = field(default_factory=dict)
     #: (the corpus dict, its length, its fingerprint): computed once per corpus, not once per trial
     _corpus_fp: tuple | None = field(default=None, init=False, repr=False, compare=False)
 
@@ -90,9 +105,15 @@ class Dataset:
         return fp
 
     def qrels_fingerprint(self) -> str:
-        """Fingerprint of the gold queries: their texts and judgements (all splits)."""
+        """Fingerprint of the gold queries: their texts and judgements (all splits), and the reference answers of
+        judged queries when any has one (a score on answers, ``context_recall``, must never compare trials under
+        other answers; gold without answers keeps the fingerprint it always had)."""
         used = {q for split in self.qrels.values() for q in split}
-        return _sha({"queries": sorted((q, self.queries[q]) for q in used if q in self.queries), "qrels": self.qrels})
+        blob = {"queries": sorted((q, self.queries[q]) for q in used if q in self.queries), "qrels": self.qrels}
+        answers = {q: list(a) for q, a in self.answers.items() if q in used and a}
+        if answers:
+            blob["answers"] = answers
+        return _sha(blob)
 
     @property
     def fingerprint(self) -> str:
@@ -144,4 +165,5 @@ class Dataset:
         corpus = {d: doc for d, doc in self.corpus.items() if d in keep_ids}
         used = {q for sq in qrels.values() for q in sq}
         queries = {q: t for q, t in self.queries.items() if q in used}
-        return Dataset(f"{self.name}[{n_docs}]", self.source, corpus, queries, qrels, warnings)
+        answers = {q: a for q, a in self.answers.items() if q in used}
+        return Dataset(f"{self.name}[{n_docs}]", self.source, corpus, queries, qrels, warnings, answers)

@@ -15,6 +15,8 @@ Gold that no longer holds is dropped with a warning and counted:
 ``merge`` (the default) keeps the dataset's own qrels beside the gold, so gold joins tune and holdout while the
 dataset's ``test`` split stays the report role; ``replace`` drops them, and the gold is all there is. Two sources
 may share a query id only for the same text; their judgements then merge, the later folder winning per document.
+A kept query's reference answers (metadata ``answers``) go to ``Dataset.answers``, a later folder's replacing an
+earlier's.
 """
 
 from __future__ import annotations
@@ -181,6 +183,7 @@ def apply_gold(dataset: Dataset, spec: GoldSpec, *, strict: bool = False) -> tup
     corpus = dataset.corpus
     merge = spec.mode == "merge"
     queries: dict[str, str] = dict(dataset.queries) if merge else {}
+    answers: dict[str, list[str]] = dict(dataset.answers) if merge else {}
     origin: dict[str, str] = {q: f"the dataset ({dataset.source})" for q in queries}
     unpinned: dict[str, dict[str, int]] = {}
     pinned_role: dict[str, str] = {}
@@ -255,6 +258,8 @@ def apply_gold(dataset: Dataset, spec: GoldSpec, *, strict: bool = False) -> tup
             target.update(docs)
             meta = dict(gold.metadata.get(q, {}))
             info.metadata[q] = {**info.metadata.get(q, {}), **meta}
+            if q in gold.answers:
+                answers[q] = list(gold.answers[q])
         counts = query_counts(gold, kept_ids)
         info.folders.append(GoldFolderInfo(
             path=str(folder), fingerprint=gold.fingerprint(), n_queries=len(kept_ids),
@@ -271,7 +276,8 @@ def apply_gold(dataset: Dataset, spec: GoldSpec, *, strict: bool = False) -> tup
     for role, table in pinned.items():
         if table:
             qrels[pinned_split(role)] = table
-    out = Dataset(dataset.name, dataset.source, corpus, queries, qrels, [*dataset.warnings, *info.warnings])
+    answers = {q: a for q, a in answers.items() if q in queries}
+    out = Dataset(dataset.name, dataset.source, corpus, queries, qrels, [*dataset.warnings, *info.warnings], answers)
     return out, info
 
 

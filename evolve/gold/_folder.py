@@ -16,7 +16,9 @@ Layout::
 ``passage`` (the quoted source passage: gold survives re-chunking, and a passage that no longer occurs in its
 document marks the query stale), ``reviewed`` (a person checked it; ``evolve gold import`` also writes
 ``reviewed_by`` and ``reviewed_at``), ``judged`` (an LLM judge graded pooled results for it) and ``overlap`` (the
-generated question's lexical overlap with its passage, in [0, 1]). Readers keep unknown keys.
+generated question's lexical overlap with its passage, in [0, 1]) and ``answers`` (reference answer strings, a
+list or one string: the answer ``evolve gold generate`` asked about, SQuAD-style spans; ``GoldSet.answers``).
+Readers keep unknown keys.
 
 Every judged query must be in ``queries.jsonl``: a qrels line naming another is an error naming file and line.
 
@@ -36,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from evolve.datasets._common import qrels_fields, read_jsonl, read_qrels_tsv, read_queries_jsonl
-from evolve.datasets._types import nfc
+from evolve.datasets._types import clean_answers, nfc
 from evolve.errors import DatasetError
 from evolve.gold._swap import build_dir, recover, swap_into_place
 
@@ -62,6 +64,8 @@ class GoldSet:
     pinned: dict[str, dict[str, dict[str, int]]] = field(default_factory=dict)
     #: query id -> provenance records (gold.jsonl)
     provenance: dict[str, list[dict]] = field(default_factory=dict)
+    #: query id -> reference answers (metadata ``answers``: NFC, deduplicated, order kept); only queries with one
+    answers: dict[str, list[str]] = field(default_factory=dict)
 
     def all_qrels(self) -> dict[str, dict[str, int]]:
         """Every judgement of the folder, pinned or not."""
@@ -72,12 +76,17 @@ class GoldSet:
         return out
 
     def fingerprint(self) -> str:
-        """sha256 of the queries, their judgements and pinned roles (metadata and provenance excluded)."""
+        """sha256 of the queries, their judgements and pinned roles, and the reference answers when any query has
+        one (other metadata and provenance excluded). Answers count because ``context_recall`` is scored on them:
+        trials scored under other answers must not compare. A folder without answers keeps the fingerprint it
+        always had."""
         blob = {
             "queries": sorted(self.queries.items()),
             "qrels": {q: sorted(d.items()) for q, d in sorted(self.qrels.items())},
             "pinned": {r: {q: sorted(d.items()) for q, d in sorted(p.items())} for r, p in sorted(self.pinned.items())},
         }
+        if self.answers:
+            blob["answers"] = {q: list(a) for q, a in sorted(self.answers.items())}
         return hashlib.sha256(json.dumps(blob, ensure_ascii=False, separators=(",", ":")).encode()).hexdigest()
 
 
@@ -87,15 +96,28 @@ def is_gold_folder(path: str | os.PathLike) -> bool:
     return p.is_dir() and (p / "queries.jsonl").is_file()
 
 
-def _read_metadata(path: Path) -> dict[str, dict[str, Any]]:
+def _read_metadata(path: Path) -> tuple[dict[str, dict[str, Any]], dict[str, list[str]]]:
+    """Per-query metadata, and the reference answers it holds (``answers``: a string or a list of strings)."""
     out: dict[str, dict[str, Any]] = {}
+    answers: dict[str, list[str]] = {}
     for lineno, obj in read_jsonl(path):
         meta = obj.get("metadata") or {}
         if not isinstance(meta, dict):
             raise DatasetError(f"expected 'metadata' to be a JSON object, got {type(meta).__name__}",
                                path=str(path), line=lineno)
-        out[nfc(str(obj.get("_id", obj.get("id"))))] = meta
-    return out
+        qid = nfc(str(obj.get("_id", obj.get("id"))))
+        out[qid] = meta
+        raw = meta.get("answers")
+        if raw is None:
+            continue
+        raw = [raw] if isinstance(raw, str) else raw
+        if not isinstance(raw, list) or not all(isinstance(a, str) for a in raw):
+            raise DatasetError(f"expected metadata 'answers' to be a string or a list of strings, got "
+                               f"{json.dumps(meta.get('answers'), ensure_ascii=False)[:60]}", path=str(path), line=lineno)
+        refs = clean_answers(raw)
+        if refs:
+            answers[qid] = refs
+    return out, answers
 
 
 def _read_provenance(path: Path) -> dict[str, list[dict]]:
@@ -132,7 +154,7 @@ def read_gold(path: str | os.PathLike) -> GoldSet:
     if not qpath.is_file():
         raise DatasetError("expected queries.jsonl in the gold folder, got none", path=str(folder))
     queries = read_queries_jsonl(qpath)
-    metadata = _read_metadata(qpath)
+    metadata, answers = _read_metadata(qpath)
     qrels: dict[str, dict[str, int]] = {}
     for name in ("qrels.tsv", "qrels.txt"):
         if (folder / name).is_file():
@@ -157,7 +179,7 @@ def read_gold(path: str | os.PathLike) -> GoldSet:
                            path=str(folder))
     prov_path = folder / "gold.jsonl"
     provenance = _read_provenance(prov_path) if prov_path.is_file() else {}
-    return GoldSet(folder, queries, metadata, qrels, pinned, provenance)
+    return GoldSet(folder, queries, metadata, qrels, pinned, provenance, answers)
 
 
 def _qrels_lines(qrels: dict[str, dict[str, int]]) -> str:
@@ -186,11 +208,13 @@ def write_gold(
     provenance: list[dict] | None = None,
     extra_files: dict[str, str | bytes] | None = None,
     keep_extra: bool = False,
+    answers: dict[str, list[str]] | None = None,
 ) -> Path:
     """Write a gold folder at ``out`` (replacing one that is there), all or nothing.
 
     ``qrels`` are the judgements whose role comes by hash; ``pinned`` maps a role to judgements pinned to it.
-    ``provenance`` records each carry a ``query_id``. ``extra_files`` (name -> text, or bytes for a picture) are
+    ``provenance`` records each carry a ``query_id``. ``answers`` (query id -> reference answers) are written as
+    each query's metadata ``answers``, replacing any the metadata holds. ``extra_files`` (name -> text, or bytes for a picture) are
     written beside them (a report, a README, a PNG). With ``keep_extra``, everything else the old folder held (a
     report, a README, review files) is carried over, unless ``extra_files`` names it. Returns ``out``.
     """
@@ -202,10 +226,16 @@ def write_gold(
     unknown = sorted(judged - set(queries))
     if unknown:
         raise ValueError(f"qrels name queries that are not in 'queries': {unknown[:3]}")
+    if set(answers or {}) - set(queries):
+        raise ValueError(f"answers name queries that are not in 'queries': {sorted(set(answers) - set(queries))[:3]}")
     recover(out)  # a write killed mid-swap is completed first: keep_extra then carries from the folder it left
     tmp = build_dir(out)
     try:
-        meta = metadata or {}
+        meta = dict(metadata or {})
+        for q, refs in (answers or {}).items():
+            refs = clean_answers(refs)
+            rest = {k: v for k, v in (meta.get(q) or {}).items() if k != "answers"}
+            meta[q] = {**rest, "answers": refs} if refs else rest
         lines = []
         for q in sorted(queries):
             obj: dict[str, Any] = {"_id": q, "text": queries[q]}

@@ -7,7 +7,8 @@
    conceptual) rotates from a seeded start.
 3. Filter (:mod:`evolve.gold._filters`): each rejection counted; the counts add up to the number generated.
 4. Write the gold folder through :func:`evolve.gold.write_gold` (all or nothing): ``queries.jsonl`` (metadata
-   ``lang``, ``kind``, ``source: generated``, ``doc_id``, ``passage``, ``overlap``), ``qrels.tsv`` (the source
+   ``lang``, ``kind``, ``source: generated``, ``doc_id``, ``passage``, ``overlap``, and ``answers``: the answer
+   the model gave with its question, a reference for answer metrics), ``qrels.tsv`` (the source
    document, grade 2: "holds an answer" on the UMBRELA scale the judge uses), ``gold.jsonl`` (per query: the
    passage and its span, model, prompt hash and version, seeds, tokens, seconds, the raw reply and every
    filter's verdict), ``rejected.jsonl`` (the same for what the filters dropped), ``report.md``/``report.json``
@@ -28,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from evolve.datasets import Dataset
+from evolve.datasets._types import clean_answers
 from evolve.errors import DatasetError
 from evolve.gold._filters import FILTERS, Candidate, FilterSettings, apply_filters
 from evolve.gold._passages import DEFAULT_PASSAGE_TOKENS, Passage, sample_passages
@@ -193,6 +195,9 @@ def generate_gold(
         queries[qid] = c.question
         metadata[qid] = {"lang": p.lang, "kind": kind, "source": "generated", "doc_id": p.doc_id,
                          "passage": p.text, "overlap": float(ov) if ov is not None else 0.0}
+        refs = clean_answers([c.answer] if c.answer else [])
+        if refs:  # the answer the question was asked about, beside its passage (a reference for answer metrics)
+            metadata[qid]["answers"] = refs
         qrels[qid] = {p.doc_id: GENERATED_GRADE}
         provenance.append({"query_id": qid, **record})
     if not queries:  # nothing survived and nothing to add to: no folder (an empty one would not read as gold)

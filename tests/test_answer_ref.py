@@ -1,0 +1,252 @@
+"""Issue 18, measuring answers: reference answers (the SQuAD loader, gold folders, ``gold generate``), exact match
+and F1 as the official SQuAD v1.1 and KorQuAD 1.0 scripts compute them, and ``context_recall@T``.
+
+Every expected value is derived by hand in the test (the comments show the arithmetic); nothing is read back from
+the code under test. Real parts: real gold folders on disk, the real packing code and a real local tokenizer.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+
+import pytest
+from conftest import expect_one_line, shared_dataset
+
+# ------------------------------------------------------------------------------------------ EM / F1: SQuAD v1.1
+
+
+@pytest.mark.parametrize(
+    ("pred", "refs", "em", "f1"),
+    [
+        # lower-case, punctuation and "The" removed: "eiffel tower" == "eiffel tower"
+        ("The Eiffel Tower!", ["eiffel tower"], 1.0, 1.0),
+        # articles a/an removed: "an apple a day" -> "apple day"
+        ("an apple a day", ["Apple, day."], 1.0, 1.0),
+        # pred "in city of paris" (4 tokens; "the" removed). ref 1 "paris": 1 shared, P 1/4, R 1/1,
+        # F1 = 2*(1/4)*1/(1/4+1) = 0.4. ref 2 "city of paris france": 3 shared, P 3/4, R 3/4, F1 0.75. max 0.75
+        ("in the city of Paris", ["Paris", "city of Paris, France"], 0.0, 0.75),
+        # "cats" vs "cat": no shared token, F1 0 (SQuAD does no stemming)
+        ("cats", ["cat"], 0.0, 0.0),
+        # "cat cat" vs "cat": shared min(2, 1) = 1, P 1/2, R 1, F1 = 2*(1/2)/(3/2) = 2/3
+        ("the cat, the cat", ["cat"], 0.0, 2 / 3),
+        # a prediction that normalises to nothing shares nothing: 0, as the script's `if num_same == 0`
+        ("the", ["Paris"], 0.0, 0.0),
+    ],
+)
+def test_squad_em_f1_worked_pairs(pred, refs, em, f1):
+    from evolve.answer.metrics import squad_em, squad_f1
+
+    assert squad_em(pred, refs) == em
+    assert math.isclose(squad_f1(pred, refs), f1, abs_tol=1e-12)
+
+
+# ------------------------------------------------------------------------------------------ EM / F1: KorQuAD 1.0
+
+
+@pytest.mark.parametrize(
+    ("pred", "refs", "em", "f1"),
+    [
+        # 《 》 become spaces, whitespace collapses: "로널드 레이건 대통령" on both sides
+        ("《로널드 레이건》  대통령", ["로널드 레이건 대통령"], 1.0, 1.0),
+        # characters: pred 레이건대통령 (6), ref 로널드레이건대통령 (9), 6 shared: P 1, R 6/9,
+        # F1 = 2*1*(2/3)/(1+2/3) = 0.8
+        ("레이건 대통령", ["로널드 레이건 대통령"], 0.0, 0.8),
+        # the particle: chars 레이건이 (4) vs 레이건 (3): 레 1 + 이 min(2,1)=1 + 건 1 = 3 shared, P 3/4, R 1,
+        # F1 = 2*(3/4)/(7/4) = 6/7 (SQuAD's token F1 would give 0: "레이건이" != "레이건")
+        ("레이건이", ["레이건"], 0.0, 6 / 7),
+        # no article removal in KorQuAD: "the 서울" -> chars t h e 서 울 (5) vs 서 울 (2): P 2/5, R 1, F1 = 4/7
+        ("the 서울", ["서울"], 0.0, 4 / 7),
+        # lower-case and string.punctuation removed: "bts" == "bts"
+        ("BTS!", ["bts"], 1.0, 1.0),
+        # the best of two references: "1990년" vs "1990년 5월" (chars 1 9 9 0 년 = 5 of 7: P 1, R 5/7,
+        # F1 = 2*(5/7)/(12/7) = 10/12) and vs "1990년" (exact)
+        ("1990년", ["1990년 5월", "(1990년)"], 1.0, 1.0),
+    ],
+)
+def test_korquad_em_f1_worked_pairs(pred, refs, em, f1):
+    from evolve.answer.metrics import korquad_em, korquad_f1
+
+    assert korquad_em(pred, refs) == em
+    assert math.isclose(korquad_f1(pred, refs), f1, abs_tol=1e-12)
+
+
+def test_korquad_f1_of_one_reference_is_not_the_max_of_two():
+    from evolve.answer.metrics import korquad_f1
+
+    # the first reference alone: 5 of 7 characters, F1 = 10/12 (see above)
+    assert math.isclose(korquad_f1("1990년", ["1990년 5월"]), 10 / 12, abs_tol=1e-12)
+
+
+def test_answer_em_f1_picks_the_script_by_the_references_language():
+    from evolve.answer.metrics import answer_em_f1
+
+    # Korean references -> KorQuAD's character F1 (6/7, above); SQuAD's token F1 would be 0
+    assert answer_em_f1("레이건이", ["레이건"]) == (0.0, pytest.approx(6 / 7))
+    # English references -> SQuAD: "the" removed, so EM 1 (KorQuAD keeps "the": EM 0)
+    assert answer_em_f1("the Eiffel Tower", ["Eiffel Tower"]) == (1.0, 1.0)
+    # Korean prediction, English reference: SQuAD's rules; nothing shared
+    assert answer_em_f1("에펠탑", ["Eiffel Tower"]) == (0.0, 0.0)
+    with pytest.raises(ValueError, match="expected at least one reference answer"):
+        answer_em_f1("anything", [])
+
+
+# ------------------------------------------------------------------------------------------ reference answers
+
+
+def _old_qrels_fingerprint(queries: dict, qrels: dict) -> str:
+    """Dataset.qrels_fingerprint as it was before reference answers existed (the formula, written out)."""
+    used = {q for split in qrels.values() for q in split}
+    blob = {"queries": sorted((q, queries[q]) for q in used if q in queries), "qrels": qrels}
+    return hashlib.sha256(
+        json.dumps(blob, sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode()
+    ).hexdigest()
+
+
+def test_squad_loader_keeps_reference_answers(tmp_path):
+    from evolve.datasets import load_dataset
+
+    nfd = "\u1100\u1161"  # 가 in NFD (as macOS exports write it)
+    data = {
+        "version": "1",
+        "data": [
+            {
+                "title": "T",
+                "paragraphs": [
+                    {
+                        "context": "Paris is the capital. 가나 is Korean.",
+                        "qas": [
+                            {
+                                "id": "a-0-0",
+                                "question": "capital?",
+                                "answers": [
+                                    {"text": "Paris", "answer_start": 0},
+                                    {"text": "Paris", "answer_start": 0},
+                                    {"text": "Paris is the capital", "answer_start": 0},
+                                    {"text": "Paris", "answer_start": 0},
+                                ],
+                            },
+                            {
+                                "id": "a-0-1",
+                                "question": "Korean?",
+                                "answers": [{"text": nfd + "나", "answer_start": 22}],
+                            },
+                            {"id": "a-0-2", "question": "none?", "answers": []},
+                        ],
+                    },
+                ],
+            }
+        ],
+    }
+    path = tmp_path / "mini.json"
+    path.write_text(json.dumps(data), encoding="utf-8")
+    ds = load_dataset(path)
+    # duplicates dropped, order kept; NFD -> NFC; a question without answers has no entry
+    assert ds.answers == {"a-0-0": ["Paris", "Paris is the capital"], "a-0-1": ["가나"]}
+    # answers are never part of the corpus fingerprint; they enter the gold fingerprint (they exist here)
+    for qa in data["data"][0]["paragraphs"][0]["qas"]:
+        qa["answers"] = []
+    path2 = tmp_path / "mini2.json"
+    path2.write_text(json.dumps(data), encoding="utf-8")
+    bare = load_dataset(path2)
+    assert bare.answers == {}
+    assert bare.corpus_fingerprint() == ds.corpus_fingerprint()
+    assert bare.qrels_fingerprint() == _old_qrels_fingerprint(bare.queries, bare.qrels)
+    assert ds.qrels_fingerprint() != bare.qrels_fingerprint()
+    # a subset keeps the answers of the queries it keeps
+    assert ds.subset(1).answers == ds.answers
+
+
+def test_korquad_subset_a_loads_with_answers():
+    from evolve.datasets import load_dataset
+
+    path = shared_dataset("korquad") / "KorQuAD_v1.0_dev.articles-A.json"
+    raw = json.loads(path.read_text(encoding="utf-8"))
+    qas = [qa for a in raw["data"] for p in a["paragraphs"] for qa in p["qas"]]
+    ds = load_dataset(path)
+    # every one of the 2,959 questions has exactly one answer in the dev file, and every one is kept
+    assert len(ds.answers) == len(qas) == 2959
+    assert all(ds.answers[qa["id"]] == [qa["answers"][0]["text"].strip()] for qa in qas)
+    # KorQuAD answers are spans of their paragraph: each occurs in its query's document
+    assert all(ds.answers[q][0] in ds.corpus[next(iter(docs))].text for q, docs in ds.qrels["test"].items())
+
+
+def _old_gold_fingerprint(gold) -> str:
+    """GoldSet.fingerprint as it was before reference answers existed (the formula, written out)."""
+    blob = {
+        "queries": sorted(gold.queries.items()),
+        "qrels": {q: sorted(d.items()) for q, d in sorted(gold.qrels.items())},
+        "pinned": {r: {q: sorted(d.items()) for q, d in sorted(p.items())} for r, p in sorted(gold.pinned.items())},
+    }
+    return hashlib.sha256(json.dumps(blob, ensure_ascii=False, separators=(",", ":")).encode()).hexdigest()
+
+
+def test_gold_folder_answers_round_trip_and_fingerprint(tmp_path):
+    from evolve.gold import read_gold, write_gold
+
+    queries = {"q1": "what is the capital", "q2": "수도는 어디인가", "q3": "no answer here"}
+    qrels = {"q1": {"d1": 2}, "q2": {"d2": 2}, "q3": {"d3": 1}}
+    meta = {"q1": {"lang": "en", "answers": ["stale, replaced"]}, "q3": {"lang": "en"}}
+    plain = read_gold(write_gold(tmp_path / "plain", queries, qrels, metadata=meta | {"q1": {"lang": "en"}}))
+    assert plain.answers == {}
+    assert plain.fingerprint() == _old_gold_fingerprint(plain)  # byte-identical without answers
+
+    answers = {"q1": ["Paris", " Paris ", "the city of Paris"], "q2": ["서울"]}
+    folder = write_gold(tmp_path / "with", queries, qrels, metadata=meta, answers=answers)
+    gold = read_gold(folder)
+    # stripped, deduplicated, order kept; the answers argument replaces what the metadata held; other keys stay
+    assert gold.answers == {"q1": ["Paris", "the city of Paris"], "q2": ["서울"]}
+    assert gold.metadata["q1"] == {"lang": "en", "answers": ["Paris", "the city of Paris"]}
+    assert gold.fingerprint() != plain.fingerprint()
+    # written back as read: the same folder, the same fingerprint
+    again = read_gold(write_gold(tmp_path / "again", gold.queries, gold.qrels, metadata=gold.metadata))
+    assert again.answers == gold.answers and again.fingerprint() == gold.fingerprint()
+    # one string is one answer
+    line = json.dumps({"_id": "q1", "text": "x", "metadata": {"answers": "Paris"}})
+    (tmp_path / "one").mkdir()
+    (tmp_path / "one" / "queries.jsonl").write_text(line + "\n", encoding="utf-8")
+    (tmp_path / "one" / "qrels.tsv").write_text("q1\td1\t1\n", encoding="utf-8")
+    assert read_gold(tmp_path / "one").answers == {"q1": ["Paris"]}
+
+
+def test_gold_folder_bad_answers_is_one_line_with_file_and_line(tmp_path):
+    from evolve.errors import DatasetError
+    from evolve.gold import read_gold
+
+    folder = tmp_path / "bad"
+    folder.mkdir()
+    lines = [
+        json.dumps({"_id": "q1", "text": "x"}),
+        json.dumps({"_id": "q2", "text": "y", "metadata": {"answers": [1]}}),
+    ]
+    (folder / "queries.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    (folder / "qrels.tsv").write_text("q1\td1\t1\n", encoding="utf-8")
+    expect_one_line(
+        lambda: read_gold(folder),
+        f"{folder / 'queries.jsonl'}:2",
+        "expected metadata 'answers' to be a string or a list of strings, got [1]",
+        exc=DatasetError,
+    )
+
+
+def test_gold_answers_flow_into_the_dataset(tmp_path):
+    from evolve.datasets import Dataset, Document
+    from evolve.gold import GoldSpec, apply_gold, write_gold
+
+    corpus = {f"d{i}": Document(f"d{i}", "", f"document {i} text") for i in range(3)}
+    ds = Dataset("tiny", "/tiny", corpus, {"t1": "own query"}, {"test": {"t1": {"d0": 1}}}, [], {"t1": ["own answer"]})
+    folder = write_gold(
+        tmp_path / "g",
+        {"g1": "gold one", "g2": "gold two"},
+        {"g1": {"d1": 2}, "g2": {"d2": 2}},
+        answers={"g1": ["document 1"]},
+    )
+    merged, _ = apply_gold(ds, GoldSpec.parse([str(folder)], "merge"))
+    assert merged.answers == {"t1": ["own answer"], "g1": ["document 1"]}
+    replaced, _ = apply_gold(ds, GoldSpec.parse([str(folder)], "replace"))
+    assert replaced.answers == {"g1": ["document 1"]}
+    # the answers are part of the gold fingerprint, never of the corpus fingerprint
+    bare = Dataset("tiny", "/tiny", corpus, replaced.queries, replaced.qrels)
+    assert bare.corpus_fingerprint() == replaced.corpus_fingerprint()
+    assert bare.qrels_fingerprint() != replaced.qrels_fingerprint()
