@@ -29,8 +29,15 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-__all__ = ["AnswerEval", "QueryAnswer", "answer_eval", "select_queries", "without_relevant", "strip_markers",
-           "llm_judge"]
+__all__ = [
+    "AnswerEval",
+    "QueryAnswer",
+    "answer_eval",
+    "select_queries",
+    "without_relevant",
+    "strip_markers",
+    "llm_judge",
+]
 
 #: a citation marker as the checked answer writes it ([3], [1, 2]); taken out before EM/F1
 _MARKER = re.compile(r"\s*\[\s*\d+(?:\s*[,;]\s*\d+)*\s*\]")
@@ -81,11 +88,22 @@ class QueryAnswer:
 
     def record(self) -> dict[str, Any]:
         """A row of the per-query table."""
-        return {"qid": self.qid, "variant": self.variant, "query": self.question, "answer": self.answer,
-                "citations": [{"marker": c["marker"], "doc_id": c["doc_id"]} for c in self.citations],
-                "flags": self.flags, "refused": self.refused, "grounded": self.grounded, "em": self.em,
-                "f1": self.f1, "ttft_ms": self.ttft_ms, "total_ms": self.total_ms, "n_passages": self.n_passages,
-                "error": self.error}
+        return {
+            "qid": self.qid,
+            "variant": self.variant,
+            "query": self.question,
+            "answer": self.answer,
+            "citations": [{"marker": c["marker"], "doc_id": c["doc_id"]} for c in self.citations],
+            "flags": self.flags,
+            "refused": self.refused,
+            "grounded": self.grounded,
+            "em": self.em,
+            "f1": self.f1,
+            "ttft_ms": self.ttft_ms,
+            "total_ms": self.total_ms,
+            "n_passages": self.n_passages,
+            "error": self.error,
+        }
 
 
 @dataclass
@@ -100,8 +118,9 @@ class AnswerEval:
     judge: dict[str, Any] | None = None
 
 
-def select_queries(queries: dict[str, str], qrels: dict[str, dict[str, int]], limit: int | None,
-                   seed: int = 0) -> list[str]:
+def select_queries(
+    queries: dict[str, str], qrels: dict[str, dict[str, int]], limit: int | None, seed: int = 0
+) -> list[str]:
     """The judged questions with at least one relevant document; a seeded sample of ``limit`` of them."""
     qids = sorted(q for q, rel in qrels.items() if q in queries and any(g > 0 for g in rel.values()))
     if limit is not None and limit < len(qids):
@@ -133,7 +152,12 @@ def _ask(answerer, row: QueryAnswer, retrieval, corpus) -> QueryAnswer:
         return row
     row.total_ms = round(1000.0 * (time.perf_counter() - t0), 3)
     row.ttft_ms = round(1000.0 * (first[0] - t0), 3) if first else None  # a refusal before the LLM: none
-    row.answer, row.citations, row.refused, row.refusal = result.answer, result.citations, result.refused, result.refusal
+    row.answer, row.citations, row.refused, row.refusal = (
+        result.answer,
+        result.citations,
+        result.refused,
+        result.refusal,
+    )
     row.grounded, row.removed_markers = result.grounded, result.removed_markers
     row.unsupported_sentences = len(result.unsupported_sentences)
     row.n_passages = int(result.usage.get("passages", 0) or 0)
@@ -145,7 +169,7 @@ def _ask(answerer, row: QueryAnswer, retrieval, corpus) -> QueryAnswer:
 def _claims(result) -> list:
     """The answer's sentences, each with the passages it cites, as the ALCE judge reads them."""
     from evolve.answer import sentence_citations
-    from evolve.answer.metrics._alce import Claim, format_passage
+    from evolve.answer.metrics import Claim, format_passage
 
     by_marker = {c["marker"]: c for c in result.citations}
     out = []
@@ -171,9 +195,7 @@ def _mean(values) -> float | None:
 
 
 def _metrics(rows: list[QueryAnswer], qrels: dict[str, dict[str, int]]) -> dict[str, Any]:
-    from evolve.answer.metrics._citations import CitedAnswer, citation_precision_recall
-    from evolve.answer.metrics._latency import latency_summary
-    from evolve.answer.metrics._refusal import refusal_rates
+    from evolve.answer.metrics import CitedAnswer, citation_precision_recall, latency_summary, refusal_rates
 
     ans = [r for r in rows if r.variant == "answerable"]
     un = [r for r in rows if r.variant == "unanswerable"]
@@ -184,8 +206,9 @@ def _metrics(rows: list[QueryAnswer], qrels: dict[str, dict[str, int]]) -> dict[
     out["f1"] = _mean(r.f1 for r in ok)
     out["n_with_reference"] = sum(1 for r in ok if r.f1 is not None)
     out.update(citation_precision_recall(cited, qrels))
-    out.update(refusal_rates([None if r.error else r.refused for r in ans],
-                             [None if r.error else r.refused for r in un]))
+    out.update(
+        refusal_rates([None if r.error else r.refused for r in ans], [None if r.error else r.refused for r in un])
+    )
     answered = [r for r in ok if not r.refused]
     out["grounded_rate"] = _mean(1.0 if r.grounded else 0.0 for r in answered)
     out["unsupported_sentences"] = sum(r.unsupported_sentences for r in answered)
@@ -219,9 +242,18 @@ def llm_judge(client) -> tuple[Callable[[list[tuple[str, str]]], list[bool]], di
     return judge, stats
 
 
-def answer_eval(pipeline, answerer, qrels: dict[str, dict[str, int]], *, references: dict[str, list[str]] | None = None,
-                limit: int | None = None, seed: int = 0, parallel: int = 1, judge: bool = False,
-                on_row: Callable[[QueryAnswer], None] | None = None) -> AnswerEval:
+def answer_eval(
+    pipeline,
+    answerer,
+    qrels: dict[str, dict[str, int]],
+    *,
+    references: dict[str, list[str]] | None = None,
+    limit: int | None = None,
+    seed: int = 0,
+    parallel: int = 1,
+    judge: bool = False,
+    on_row: Callable[[QueryAnswer], None] | None = None,
+) -> AnswerEval:
     """Answer ``limit`` (seeded) of the ``qrels`` questions twice (answerable, unanswerable) with ``answerer``
     from ``pipeline``'s passages and measure them (see the module). ``parallel`` questions are asked at once (the
     latency figures then include the LLM server's queue). Raises :class:`~evolve.errors.BackendError` when the
@@ -229,8 +261,10 @@ def answer_eval(pipeline, answerer, qrels: dict[str, dict[str, int]], *, referen
     from evolve.errors import ConfigError
 
     if answerer.client is None:
-        raise ConfigError("answer.base_url and answer.model: expected the LLM to answer with (--set "
-                          "answer.base_url=URL --set answer.model=NAME), got none set")
+        raise ConfigError(
+            "answer.base_url and answer.model: expected the LLM to answer with (--set "
+            "answer.base_url=URL --set answer.model=NAME), got none set"
+        )
     llm = answerer.client.identity()
     ds = pipeline.dataset
     qids = select_queries(ds.queries, qrels, limit, seed)
@@ -259,7 +293,7 @@ def answer_eval(pipeline, answerer, qrels: dict[str, dict[str, int]], *, referen
     metrics = _metrics(rows, qrels)
     judged = None
     if judge:
-        from evolve.answer.metrics._alce import alce_support
+        from evolve.answer.metrics import alce_support
 
         fn, stats = llm_judge(answerer.client)
         answered = [r.claims for r in rows if r.variant == "answerable" and not r.error and not r.refused]

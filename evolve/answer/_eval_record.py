@@ -21,10 +21,19 @@ def summary(result, *, config, dataset, split: str, options: dict[str, Any]) -> 
     from evolve.provenance import provenance
 
     prompts = {lang: load_answer_prompt(config.answer.prompt_version, lang).provenance() for lang in ("en", "ko")}
-    return {"dataset": dataset.name, "split": split, "n_queries": len(result.qids), "metrics": result.metrics,
-            "llm": result.llm, "judge": result.judge, "options": options,
-            "dataset_fingerprint": dataset.fingerprint, "qrels_fingerprint": dataset.qrels_fingerprint(),
-            "answer_prompts": prompts, "provenance": provenance()}
+    return {
+        "dataset": dataset.name,
+        "split": split,
+        "n_queries": len(result.qids),
+        "metrics": result.metrics,
+        "llm": result.llm,
+        "judge": result.judge,
+        "options": options,
+        "dataset_fingerprint": dataset.fingerprint,
+        "qrels_fingerprint": dataset.qrels_fingerprint(),
+        "answer_prompts": prompts,
+        "provenance": provenance(),
+    }
 
 
 def record_answer_eval(tracker, result, summ: dict[str, Any], config) -> str:
@@ -33,11 +42,19 @@ def record_answer_eval(tracker, result, summ: dict[str, Any], config) -> str:
     from evolve.config import config_to_yaml, flatten
 
     prov = summ["provenance"]
-    tags = {"evolve_kind": "answer-eval", "git_commit": prov["git_commit"], "dataset": summ["dataset"],
-            "dataset_fingerprint": summ["dataset_fingerprint"], "qrels_fingerprint": summ["qrels_fingerprint"],
-            "split": summ["split"], "llm_model": result.llm.get("model"), "llm_root": result.llm.get("root", ""),
-            "python": prov["python"], **{f"version.{k}": v for k, v in prov["packages"].items()},
-            **{f"answer_prompt.{lang}.sha256": p["sha256"] for lang, p in summ["answer_prompts"].items()}}
+    tags = {
+        "evolve_kind": "answer-eval",
+        "git_commit": prov["git_commit"],
+        "dataset": summ["dataset"],
+        "dataset_fingerprint": summ["dataset_fingerprint"],
+        "qrels_fingerprint": summ["qrels_fingerprint"],
+        "split": summ["split"],
+        "llm_model": result.llm.get("model"),
+        "llm_root": result.llm.get("root", ""),
+        "python": prov["python"],
+        **{f"version.{k}": v for k, v in prov["packages"].items()},
+        **{f"answer_prompt.{lang}.sha256": p["sha256"] for lang, p in summ["answer_prompts"].items()},
+    }
     run_id = tracker.start_run(f"answer-eval-{time.strftime('%Y%m%d-%H%M%S')}", tags=tags)
     try:
         params = {f"config.{k}": v for k, v in flatten(config.to_dict()).items()}

@@ -49,9 +49,11 @@ def format_summary(summ: dict, run_id: str) -> list[str]:
         f"total p50 {_num(m['total_p50_ms'], '.0f')} ms p95 {_num(m['total_p95_ms'], '.0f')} ms",
     ]
     if summ.get("judge") is not None:
-        lines.append(f"support (ALCE): recall {_num(m.get('support_recall'))} precision "
-                     f"{_num(m.get('support_precision'))} ({m.get('n_judged_answers', 0)} answers, "
-                     f"{summ['judge']['failed']} unreadable verdicts)")
+        lines.append(
+            f"support (ALCE): recall {_num(m.get('support_recall'))} precision "
+            f"{_num(m.get('support_precision'))} ({m.get('n_judged_answers', 0)} answers, "
+            f"{summ['judge']['failed']} unreadable verdicts)"
+        )
     lines.append(f"mlflow run {run_id} (experiment answer-eval)")
     return lines
 
@@ -59,17 +61,25 @@ def format_summary(summ: dict, run_id: str) -> list[str]:
 @answer_app.command("eval")
 def eval_command(
     dataset: DatasetOpt = "scifact",
-    split: Annotated[str | None, typer.Option("--split", help="Qrels split to answer (gold: 'gold', ...).",
-                                              show_default="test, else gold")] = None,
+    split: Annotated[
+        str | None,
+        typer.Option("--split", help="Qrels split to answer (gold: 'gold', ...).", show_default="test, else gold"),
+    ] = None,
     gold: GoldOpt = None,
     gold_mode: GoldModeOpt = None,
     config: ConfigOpt = None,
     set_: SetOpt = None,
-    judge: Annotated[bool, typer.Option("--judge", help="Also let the LLM judge each sentence's support (ALCE).")] = False,
+    judge: Annotated[
+        bool, typer.Option("--judge", help="Also let the LLM judge each sentence's support (ALCE).")
+    ] = False,
     limit: Annotated[int | None, typer.Option("--limit", min=1, help="Answer a seeded sample of N questions.")] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the --limit sample.")] = 0,
-    parallel: Annotated[int, typer.Option("--parallel", min=1, max=64,
-                                          help="Questions asked at once (latency then includes the LLM's queue).")] = 1,
+    parallel: Annotated[
+        int,
+        typer.Option(
+            "--parallel", min=1, max=64, help="Questions asked at once (latency then includes the LLM's queue)."
+        ),
+    ] = 1,
     json_out: JsonOpt = False,
     strict: StrictOpt = False,
     workspace: WorkspaceOpt = None,
@@ -104,8 +114,9 @@ def eval_command(
     cache = EmbeddingCache.open(ws)
     pipe = Pipeline(cfg, ds, cache=cache, progress=rich_progress)
     try:
-        result = answer_eval(pipe, answerer, qrels, references=getattr(ds, "answers", None) or {}, limit=limit,
-                             seed=seed, parallel=parallel, judge=judge)
+        result = answer_eval(
+            pipe, answerer, qrels, references=ds.answers, limit=limit, seed=seed, parallel=parallel, judge=judge
+        )
     finally:
         pipe.close()
         cache.close()

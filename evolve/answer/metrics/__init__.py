@@ -17,6 +17,10 @@ _EXPORTS = {
     "squad_em": "evolve.answer.metrics._qa",
     "squad_f1": "evolve.answer.metrics._qa",
     "squad_normalize": "evolve.answer.metrics._qa",
+    "CitedAnswer": "evolve.answer.metrics._citations", "citation_precision_recall": "evolve.answer.metrics._citations",
+    "Claim": "evolve.answer.metrics._alce", "alce_support": "evolve.answer.metrics._alce", "format_passage": "evolve.answer.metrics._alce",
+    "percentile": "evolve.answer.metrics._latency", "latency_summary": "evolve.answer.metrics._latency",
+    "refusal_rates": "evolve.answer.metrics._refusal",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -55,15 +55,21 @@ def _premise(passages: Sequence[str]) -> str:
     return "\n".join(passages)
 
 
-def alce_support(answers: Sequence[Sequence[Claim]], judge: Judge, *, at_most_citations: int | None = 3
-                 ) -> dict[str, float | int | None]:
+def alce_support(
+    answers: Sequence[Sequence[Claim]], judge: Judge, *, at_most_citations: int | None = 3
+) -> dict[str, float | int | None]:
     """``{"support_recall", "support_precision", "n_judged_answers", "n_judge_calls"}`` over ``answers`` (each a
     list of its sentences); recall and precision None when no answer has a sentence."""
-    answers = [[Claim(c.text, list(c.passages)[:at_most_citations] if at_most_citations else list(c.passages))
-                for c in a] for a in answers if a]
+    answers = [
+        [Claim(c.text, list(c.passages)[:at_most_citations] if at_most_citations else list(c.passages)) for c in a]
+        for a in answers
+        if a
+    ]
     # round 1: each cited sentence's joint support
     joint_idx = [(i, j) for i, a in enumerate(answers) for j, c in enumerate(a) if c.passages]
-    verdicts = judge([(_premise(answers[i][j].passages), answers[i][j].text) for i, j in joint_idx]) if joint_idx else []
+    verdicts = (
+        judge([(_premise(answers[i][j].passages), answers[i][j].text) for i, j in joint_idx]) if joint_idx else []
+    )
     supported = {key: bool(v) for key, v in zip(joint_idx, verdicts)}
     # round 2: for a supported sentence with several citations, each citation alone and the rest without it
     multi = [(i, j) for (i, j), ok in supported.items() if ok and len(answers[i][j].passages) > 1]
@@ -88,11 +94,15 @@ def alce_support(answers: Sequence[Sequence[Claim]], judge: Judge, *, at_most_ci
     for i, a in enumerate(answers):
         entail = sum(1 for j in range(len(a)) if supported.get((i, j), False))
         n_cit = sum(len(c.passages) for c in a)
-        n_rel = sum(relevant_multi.get((i, j), len(c.passages) if supported.get((i, j), False) else 0)
-                    for j, c in enumerate(a))
+        n_rel = sum(
+            relevant_multi.get((i, j), len(c.passages) if supported.get((i, j), False) else 0) for j, c in enumerate(a)
+        )
         recalls.append(entail / len(a))
         precisions.append(n_rel / n_cit if n_cit else 0.0)
     n = len(answers)
-    return {"support_recall": sum(recalls) / n if n else None,
-            "support_precision": sum(precisions) / n if n else None,
-            "n_judged_answers": n, "n_judge_calls": calls}
+    return {
+        "support_recall": sum(recalls) / n if n else None,
+        "support_precision": sum(precisions) / n if n else None,
+        "n_judged_answers": n,
+        "n_judge_calls": calls,
+    }

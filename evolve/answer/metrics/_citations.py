@@ -29,8 +29,9 @@ class CitedAnswer:
     refused: bool
 
 
-def citation_precision_recall(answers: Iterable[CitedAnswer], qrels: Mapping[str, Mapping[str, int]]
-                              ) -> dict[str, float | int | None]:
+def citation_precision_recall(
+    answers: Iterable[CitedAnswer], qrels: Mapping[str, Mapping[str, int]]
+) -> dict[str, float | int | None]:
     """``{"citation_precision", "citation_recall", "n_citations", "n_relevant_citations", "n_answered",
     "n_answered_with_relevant"}`` (see the module's definitions)."""
     n_cit = n_rel_cit = n_answered = n_hit = 0
@@ -43,7 +44,11 @@ def citation_precision_recall(answers: Iterable[CitedAnswer], qrels: Mapping[str
         n_cit += len(a.cited_doc_ids)
         n_rel_cit += hits
         n_hit += 1 if hits else 0
-    return {"citation_precision": n_rel_cit / n_cit if n_cit else None,
-            "citation_recall": n_hit / n_answered if n_answered else None,
-            "n_citations": n_cit, "n_relevant_citations": n_rel_cit,
-            "n_answered": n_answered, "n_answered_with_relevant": n_hit}
+    return {
+        "citation_precision": n_rel_cit / n_cit if n_cit else None,
+        "citation_recall": n_hit / n_answered if n_answered else None,
+        "n_citations": n_cit,
+        "n_relevant_citations": n_rel_cit,
+        "n_answered": n_answered,
+        "n_answered_with_relevant": n_hit,
+    }

@@ -30,5 +30,9 @@ def percentile(values: Iterable[float | None], q: float) -> float | None:
 def latency_summary(ttft_ms: Iterable[float | None], total_ms: Iterable[float | None]) -> dict[str, float | None]:
     """``{"ttft_p50_ms", "ttft_p95_ms", "total_p50_ms", "total_p95_ms"}``."""
     ttft, total = list(ttft_ms), list(total_ms)
-    return {"ttft_p50_ms": percentile(ttft, 50), "ttft_p95_ms": percentile(ttft, 95),
-            "total_p50_ms": percentile(total, 50), "total_p95_ms": percentile(total, 95)}
+    return {
+        "ttft_p50_ms": percentile(ttft, 50),
+        "ttft_p95_ms": percentile(ttft, 95),
+        "total_p50_ms": percentile(total, 50),
+        "total_p95_ms": percentile(total, 95),
+    }

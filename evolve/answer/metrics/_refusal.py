@@ -21,10 +21,10 @@ def _rate(flags: Iterable[bool | None]) -> tuple[float | None, int]:
     return (sum(kept) / len(kept) if kept else None), len(kept)
 
 
-def refusal_rates(answerable_refused: Iterable[bool | None], unanswerable_refused: Iterable[bool | None]
-                  ) -> dict[str, float | int | None]:
+def refusal_rates(
+    answerable_refused: Iterable[bool | None], unanswerable_refused: Iterable[bool | None]
+) -> dict[str, float | int | None]:
     """``{"refusal_rate", "false_refusal_rate", "n_unanswerable", "n_answerable"}``."""
     refusal, n_un = _rate(unanswerable_refused)
     false_refusal, n_ans = _rate(answerable_refused)
-    return {"refusal_rate": refusal, "false_refusal_rate": false_refusal,
-            "n_unanswerable": n_un, "n_answerable": n_ans}
+    return {"refusal_rate": refusal, "false_refusal_rate": false_refusal, "n_unanswerable": n_un, "n_answerable": n_ans}
