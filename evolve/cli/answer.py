@@ -101,9 +101,15 @@ def eval_command(
 
     ws = Workspace(workspace, cache_url).ensure()
     cfg = pipeline_config(ws, config, set_)
+    if not cfg.answer.configured:
+        from evolve.errors import ConfigError
+
+        raise ConfigError(
+            "answer.base_url and answer.model: expected the LLM to answer with (--set answer.base_url=URL "
+            "--set answer.model=NAME, or the config's answer section), got none set"
+        )
     answerer = Answerer(cfg.answer)
-    if answerer.client is not None:
-        answerer.client.identity()  # an unreachable LLM, or one that does not serve answer.model: one line, now
+    answerer.client.identity()  # an unreachable LLM, or one that does not serve answer.model: one line, now
     spec = GoldSpec.parse(gold, gold_mode)
     ds = load_dataset(dataset, strict=strict)
     ds, _ = apply_gold(ds, spec, strict=strict)
