@@ -11,6 +11,7 @@ __all__ = [
     "DEFAULT_METRICS",
     "PRIMARY_METRIC",
     "evaluate_run",
+    "per_query_lines",
     "mlflow_name",
     "write_trec_run",
     "quiet_ranx",
@@ -75,6 +76,18 @@ def evaluate_run(qrels: dict, run: dict, metrics: list[str] | None = None) -> tu
         per_query[m] = {qid: float(v) for qid, v in zip(q.keys(), arr)}
         means[m] = float(arr.mean()) if len(arr) else 0.0
     return means, per_query
+
+
+def per_query_lines(per_query: dict[str, dict[str, float]]) -> str:
+    """The per-query table (``query_id`` then one column per metric, tab-separated): every query any metric scored;
+    a metric with no value for a query (``context_recall`` of a query without a reference answer) shows ``-``."""
+    metrics = list(per_query)
+    qids = sorted({q for values in per_query.values() for q in values})
+    lines = ["query_id\t" + "\t".join(metrics)]
+    for q in qids:
+        cells = [f"{per_query[m][q]:.6f}" if q in per_query[m] else "-" for m in metrics]
+        lines.append(q + "\t" + "\t".join(cells))
+    return "\n".join(lines) + "\n"
 
 
 def write_trec_run(run: dict, path: str | Path, tag: str = "evolve") -> Path:

@@ -115,7 +115,7 @@ class Evaluation:
 
     @property
     def n_queries(self) -> int:
-        return len(next(iter(self.per_query.values()))) if self.per_query else 0
+        return len({q for values in self.per_query.values() for q in values})
 
     @property
     def latency_ms(self) -> float:
@@ -142,14 +142,26 @@ class Evaluation:
             "latency_ms": round(self.latency_ms, 4),
             "total_seconds": round(self.total_seconds, 4),
             "provenance": self.provenance,
+            **self._context_summary(),
         }
 
+    def _context_summary(self) -> dict:
+        """For ``context_recall@T`` metrics: which local tokenizer counted, the passage cap, and how many queries
+        had a reference answer (only they are scored)."""
+        from evolve.answer.metrics._context import context_metric_budget, context_settings
+
+        names = [m for m in self.metrics if context_metric_budget(m) is not None]
+        if not names:
+            return {}
+        scored = {q for m in names for q in self.per_query.get(m, {})}
+        return {"context_recall": {**context_settings(self.config.answer), "n_queries": len(scored)}}
+
     def per_query_table(self) -> str:
-        metrics = list(self.per_query)
-        qids = sorted(next(iter(self.per_query.values()))) if metrics else []
-        lines = ["query_id\t" + "\t".join(metrics)]
-        lines += [q + "\t" + "\t".join(f"{self.per_query[m][q]:.6f}" for m in metrics) for q in qids]
-        return "\n".join(lines) + "\n"
+        """One line per query; a metric a query has no value for (``context_recall`` without a reference
+        answer) shows ``-``."""
+        from evolve.evaluate import per_query_lines
+
+        return per_query_lines(self.per_query)
 
     def write(self, out_dir: str | Path) -> Path:
         """metrics.json, per_query.tsv, run.trec and config.yaml, each written atomically."""
@@ -486,6 +498,22 @@ class Pipeline:
         self.rerank_seconds += t2 - t1
         return run
 
+    def score(self, qids: list[str], qrels: dict[str, dict[str, int]], run: dict[str, dict[str, float]],
+              metrics: list[str]) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
+        """Mean and per-query scores of ``run`` on ``qids``: ranx metrics against ``qrels``, and each
+        ``context_recall@T`` (:mod:`evolve.answer.metrics`) on the queries of ``qids`` that have a reference answer
+        (its per-query values cover only those; its mean is over them, NaN when there are none)."""
+        from evolve.answer.metrics._context import context_metric_budget, context_recall_scores
+
+        context = [m for m in metrics if context_metric_budget(m) is not None]
+        ranked = [m for m in metrics if m not in context]
+        means, per_query = evaluate_run(qrels, run, ranked) if ranked else ({}, {})
+        for m in context:
+            values = context_recall_scores(self, qids, context_metric_budget(m))
+            per_query[m] = values
+            means[m] = sum(values.values()) / len(values) if values else float("nan")
+        return means, per_query
+
     def evaluate(self, qrels: dict[str, dict[str, int]], *, split: str | None = None,
                  metrics: list[str] | None = None) -> Evaluation:
         t0 = time.perf_counter()
@@ -493,7 +521,7 @@ class Pipeline:
         self.prepare()
         self.embed_queries(qids)
         run = self.retrieve(qids)
-        means, per_query = evaluate_run({q: qrels[q] for q in qids}, run, metrics or DEFAULT_METRICS)
+        means, per_query = self.score(qids, {q: qrels[q] for q in qids}, run, metrics or DEFAULT_METRICS)
         from evolve.provenance import provenance
 
         return Evaluation(

@@ -250,3 +250,123 @@ def test_gold_answers_flow_into_the_dataset(tmp_path):
     bare = Dataset("tiny", "/tiny", corpus, replaced.queries, replaced.qrels)
     assert bare.corpus_fingerprint() == replaced.corpus_fingerprint()
     assert bare.qrels_fingerprint() != replaced.qrels_fingerprint()
+
+
+# ------------------------------------------------------------------------------------------ context_recall@T
+
+
+def _cand(doc_id: str, text: str, rank: int, title: str = "T"):
+    from evolve.answer import Candidate
+
+    return Candidate(doc_id, title, None, text, rank)
+
+
+def test_answer_in_context_normalises_and_matches_words_or_korean_substrings():
+    from evolve.answer.metrics import answer_in_context
+
+    # SQuAD normalisation on both sides ("The U.S. Army" -> "us army"), matched at word boundaries
+    assert answer_in_context(["He joined the U.S. Army in 1950."], ["The U.S. Army"])
+    assert not answer_in_context(["a concatenated string"], ["cat"])
+    # KorQuAD normalisation; a Korean answer followed by its particle is found
+    assert answer_in_context(["그는 《서울》에서 태어났다."], ["서울"])
+    # a reference that normalises to nothing is never found
+    assert not answer_in_context(["the the the"], ["the"])
+
+
+def test_context_recall_counts_what_the_packing_keeps():
+    """Whitespace tokens: a passage renders as "[n] T" + newline + its text, so a 10-word text is 1 + 1 + 10 = 12
+    tokens. The answer "congo" is in the second passage only."""
+    from evolve.answer.metrics import context_recall
+
+    first = _cand("d1", "okapi stripes okapi stripes a b c d e f", 1)
+    second = _cand("d2", "okapi stripes live in the congo g h i j", 2)
+    # T = 12: the first passage fills the budget exactly; 0 tokens left < MIN_PART_TOKENS, so nothing is truncated in
+    assert context_recall([first, second], ["Congo"], 12, "whitespace") == 0.0
+    # T = 24: both (12 + 12)
+    assert context_recall([first, second], ["Congo"], 24, "whitespace") == 1.0
+    # max_passages 1 keeps only the first, whatever the budget
+    assert context_recall([first, second], ["Congo"], 1000, "whitespace", max_passages=1) == 0.0
+    # a truncated passage counts only the text it keeps: a 60-word second passage with the answer as its last
+    # word, after a 12-token first passage, at T = 50: 38 tokens left >= 32, so it is truncated to its leading
+    # sentences that fit; it is one sentence of 2 + 60 = 62 tokens, so a word prefix of at most 38 - 2 = 36 words
+    # is kept, without the 60th word
+    long = _cand("d3", " ".join(["w"] * 59 + ["congo"]), 2)
+    assert context_recall([first, long], ["congo"], 50, "whitespace") == 0.0
+    assert context_recall([first, long], ["congo"], 74, "whitespace") == 1.0  # 12 + 62 = 74: whole
+    with pytest.raises(ValueError, match="expected at least one reference answer"):
+        context_recall([first], [], 12, "whitespace")
+
+
+def _animals_squad(tmp_path):
+    """A SQuAD-style file: 5 questions with an answer, 3 without. Every paragraph is 10 words (titles "T").
+
+    q1..q3: only their own paragraph holds their words (it ranks first; the answer is in it).
+    q4, q5: a decoy paragraph holds both query words twice (the answer paragraph once, same length), so under
+    BM25 the decoy ranks first and the answer paragraph second; the decoys' own questions (q7, q8) have no
+    answer, and neither has q6."""
+    paras = [
+        ("quokka habitat rottnest island pa pb pc pd pe pf", "q1", "quokka habitat", ["Rottnest Island"]),
+        ("kiwi plumage zealand qa qb qc qd qe qf qg", "q2", "kiwi plumage", ["Zealand"]),
+        ("tapir snout malaysia ra rb rc rd re rf rg", "q3", "tapir snout", ["malaysia"]),
+        ("okapi stripes congo sa sb sc sd se sf sg", "q4", "okapi stripes", ["Congo"]),
+        ("narwhal tusk arctic ta tb tc td te tf tg", "q5", "narwhal tusk", ["arctic"]),
+        ("platypus bill ua ub uc ud ue uf ug uh", "q6", "platypus bill", []),
+        ("okapi stripes okapi stripes va vb vc vd ve vf", "q7", "okapi decoy", []),
+        ("narwhal tusk narwhal tusk wa wb wc wd we wf", "q8", "narwhal decoy", []),
+    ]
+    data = {
+        "version": "1",
+        "data": [
+            {
+                "title": "T",
+                "paragraphs": [
+                    {
+                        "context": ctx,
+                        "qas": [
+                            {
+                                "id": f"a-{i}-{qid}",
+                                "question": q,
+                                "answers": [{"text": a, "answer_start": ctx.lower().find(a.lower())} for a in refs],
+                            }
+                        ],
+                    }
+                    for i, (ctx, qid, q, refs) in enumerate(paras)
+                ],
+            }
+        ],
+    }
+    path = tmp_path / "animals.json"
+    path.write_text(json.dumps(data), encoding="utf-8")
+    return path
+
+
+def test_context_recall_small_budget_loses_exactly_the_second_ranked_answers(tmp_path):
+    from evolve.cache import EmbeddingCache
+    from evolve.config import load_config
+    from evolve.datasets import load_dataset
+    from evolve.pipeline import evaluate_config
+
+    ds = load_dataset(_animals_squad(tmp_path))
+    assert len(ds.answers) == 5
+    cfg = load_config(None, ["retrieval.mode=sparse", "answer.tokenizer=whitespace", "answer.max_passages=8"])
+    metrics = ["ndcg@10", "context_recall@12", "context_recall@100"]
+    ev = evaluate_config(cfg, ds, "test", cache=EmbeddingCache(None), metrics=metrics)
+    # only the 5 queries with an answer are scored
+    assert set(ev.per_query["context_recall@12"]) == {q for q in ds.queries if ds.answers.get(q)}
+    # T = 12 holds the first passage (12 tokens) only: q1, q2, q3 find their answer, q4 and q5 do not -> 3/5
+    assert ev.metrics["context_recall@12"] == pytest.approx(3 / 5)
+    # T = 100 holds all 8 passages (8 x 12 = 96): all 5 -> 5/5; the difference is the 2 second-ranked answers
+    assert ev.metrics["context_recall@100"] == pytest.approx(1.0)
+    lost = {q.split("-")[-1] for q, v in ev.per_query["context_recall@12"].items() if v == 0.0}
+    assert lost == {"q4", "q5"}
+    summary = ev.summary()
+    assert summary["n_queries"] == 8
+    assert summary["context_recall"] == {
+        "tokenizer": "whitespace",
+        "max_passages": 8,
+        "prompt_version": "1",
+        "n_queries": 5,
+    }
+    table = ev.per_query_table().splitlines()
+    assert table[0] == "query_id\tndcg@10\tcontext_recall@12\tcontext_recall@100"
+    assert any(line.endswith("\t-\t-") for line in table)  # a query without an answer has no context value

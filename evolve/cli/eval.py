@@ -56,6 +56,7 @@ def eval_command(
         warn_dataset,
     )
     from evolve.datasets import load_dataset
+    from evolve.evaluate import DEFAULT_METRICS
     from evolve.gold import GoldSpec, apply_gold
     from evolve.pipeline import evaluate_config
     from evolve.splits import GOLD_SPLIT
@@ -77,9 +78,12 @@ def eval_command(
     if subset:
         ds = ds.subset(subset, split)
         warn_dataset(ds)  # what the subset left out
+    metrics = list(DEFAULT_METRICS)
+    if any(ds.answers.get(q) for q in ds.split_qrels(split)):  # the gold carries reference answers
+        metrics.append(f"context_recall@{cfg.answer.context_tokens}")
     cache = EmbeddingCache(None) if no_cache else EmbeddingCache.open(ws)
     try:
-        result = evaluate_config(cfg, ds, split, cache=cache, progress=rich_progress)
+        result = evaluate_config(cfg, ds, split, cache=cache, progress=rich_progress, metrics=metrics)
     finally:
         cache.close()
     summary = result.summary()
@@ -96,6 +100,10 @@ def eval_command(
         f"cache hit rate {summary['cache_hit_rate']:.1%}, dataset {summary['dataset_fingerprint'][:12]}",
         highlight=False,
     )
+    if "context_recall" in summary:
+        ctx = summary["context_recall"]
+        err_console.print(f"context_recall: {ctx['n_queries']} quer(y/ies) with a reference answer, tokens counted "
+                          f"by local:{ctx['tokenizer']}, at most {ctx['max_passages']} passages", highlight=False)
 
 
 def register(app: typer.Typer) -> None:
