@@ -58,6 +58,26 @@ def format_summary(summ: dict, run_id: str) -> list[str]:
     return lines
 
 
+def _progress(total: int):
+    """One stderr line per finished answer (a long run on a small CPU shows that it moves)."""
+    import threading
+
+    from evolve.cli._common import err_console
+
+    lock = threading.Lock()
+    done = [0]
+
+    def on_row(row) -> None:
+        with lock:
+            done[0] += 1
+            n = done[0]
+        state = "error" if row.error else ("refused" if row.refused else "answered")
+        secs = "-" if row.total_ms is None else f"{row.total_ms / 1000:.1f} s"
+        err_console.print(f"answer {n}/~{total}: {row.qid} {row.variant} {state} {secs}", highlight=False, markup=False)
+
+    return on_row
+
+
 @answer_app.command("eval")
 def eval_command(
     dataset: DatasetOpt = "scifact",
@@ -121,7 +141,15 @@ def eval_command(
     pipe = Pipeline(cfg, ds, cache=cache, progress=rich_progress)
     try:
         result = answer_eval(
-            pipe, answerer, qrels, references=ds.answers, limit=limit, seed=seed, parallel=parallel, judge=judge
+            pipe,
+            answerer,
+            qrels,
+            references=ds.answers,
+            limit=limit,
+            seed=seed,
+            parallel=parallel,
+            judge=judge,
+            on_row=_progress(2 * min(limit, len(qrels)) if limit else 2 * len(qrels)),
         )
     finally:
         pipe.close()
