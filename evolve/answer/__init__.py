@@ -32,6 +32,11 @@ _EXPORTS = {
     "load_answer_prompt": "evolve.answer.prompts",
     "not_found_lines": "evolve.answer.prompts",
     "prompt_versions": "evolve.answer.prompts",
+    "SupportPrompt": "evolve.answer.prompts",
+    "load_support_prompt": "evolve.answer.prompts",
+    "AnswerEval": "evolve.answer._eval",
+    "QueryAnswer": "evolve.answer._eval",
+    "answer_eval": "evolve.answer._eval",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -52,7 +52,7 @@ def _register() -> None:
     eval_cmd.register(app)
     cache.register(app)
     for name in ("run", "worker", "status", "promote", "search", "dashboard", "gold", "serve", "feedback", "dataset",
-                 "doctor"):
+                 "doctor", "answer"):
         try:
             module = __import__(f"evolve.cli.{name}", fromlist=["register"])
         except ModuleNotFoundError as err:

@@ -23,6 +23,14 @@ _EXPORTS = {
     "context_recall": "evolve.answer.metrics._context",
     "context_recall_scores": "evolve.answer.metrics._context",
     "context_settings": "evolve.answer.metrics._context",
+    "CitedAnswer": "evolve.answer.metrics._citations",
+    "citation_precision_recall": "evolve.answer.metrics._citations",
+    "Claim": "evolve.answer.metrics._alce",
+    "alce_support": "evolve.answer.metrics._alce",
+    "format_passage": "evolve.answer.metrics._alce",
+    "percentile": "evolve.answer.metrics._latency",
+    "latency_summary": "evolve.answer.metrics._latency",
+    "refusal_rates": "evolve.answer.metrics._refusal",
 }
 
 __all__ = sorted(_EXPORTS)

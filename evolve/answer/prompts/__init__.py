@@ -15,7 +15,8 @@ from functools import lru_cache
 from importlib import resources
 from string import Template
 
-__all__ = ["AnswerPrompt", "load_answer_prompt", "prompt_versions", "not_found_lines"]
+__all__ = ["AnswerPrompt", "SupportPrompt", "load_answer_prompt", "load_support_prompt", "not_found_lines",
+           "prompt_versions"]
 
 
 @dataclass(frozen=True)
@@ -82,3 +83,39 @@ def load_answer_prompt(version: str, lang: str) -> AnswerPrompt:
 def not_found_lines(version: str) -> dict[str, str]:
     """lang -> the fixed refusal line of every language of ``version``."""
     return {lang: p.not_found for (v, lang), p in _shipped().items() if v == str(version)}
+
+
+@dataclass(frozen=True)
+class SupportPrompt:
+    """The support judge's prompt (``support.<lang>.yaml``): premise and claim in, one of ``choices`` out (the
+    first one means "supported")."""
+
+    lang: str
+    version: str
+    sha256: str
+    system: str
+    user: str
+    choices: tuple[str, ...]
+
+    def messages(self, premise: str, claim: str) -> list[dict[str, str]]:
+        return [{"role": "system", "content": self.system},
+                {"role": "user", "content": Template(self.user).substitute(premise=premise, claim=claim)}]
+
+    def provenance(self) -> dict[str, str]:
+        return {"name": "support", "lang": self.lang, "version": self.version, "sha256": self.sha256}
+
+
+@lru_cache(maxsize=8)
+def load_support_prompt(lang: str) -> SupportPrompt:
+    """The shipped support-judge prompt in ``lang`` (English where there is none in ``lang``)."""
+    import yaml
+
+    files = resources.files(__name__)
+    res = files / f"support.{lang}.yaml"
+    if not res.is_file():
+        res = files / "support.en.yaml"
+    raw = res.read_bytes()
+    doc = yaml.safe_load(raw.decode("utf-8"))
+    return SupportPrompt(lang=str(doc["lang"]), version=str(doc["version"]), sha256=hashlib.sha256(raw).hexdigest(),
+                         system=" ".join(str(doc["system"]).split()), user=str(doc["user"]),
+                         choices=tuple(str(c) for c in doc["choices"]))
