@@ -502,7 +502,7 @@ class Pipeline:
               metrics: list[str]) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
         """Mean and per-query scores of ``run`` on ``qids``: ranx metrics against ``qrels``, and each
         ``context_recall@T`` (:mod:`evolve.answer.metrics`) on the queries of ``qids`` that have a reference answer
-        (its per-query values cover only those; its mean is over them, NaN when there are none)."""
+        (its per-query values cover only those; its mean is over them; left out when there are none)."""
         from evolve.answer.metrics._context import context_metric_budget, context_recall_scores
 
         context = [m for m in metrics if context_metric_budget(m) is not None]
@@ -510,8 +510,9 @@ class Pipeline:
         means, per_query = evaluate_run(qrels, run, ranked) if ranked else ({}, {})
         for m in context:
             values = context_recall_scores(self, qids, context_metric_budget(m))
-            per_query[m] = values
-            means[m] = sum(values.values()) / len(values) if values else float("nan")
+            if values:  # no query with a reference answer: the metric is left out, not NaN
+                per_query[m] = values
+                means[m] = sum(values.values()) / len(values)
         return means, per_query
 
     def evaluate(self, qrels: dict[str, dict[str, int]], *, split: str | None = None,

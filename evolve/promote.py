@@ -133,6 +133,14 @@ def decide(candidate: PipelineConfig, champion: PipelineConfig, dataset, holdout
         raise EvolveError("no holdout queries: expected the study's holdout split to hold judged queries")
     if candidate.fingerprint() == champion.fingerprint():
         return Verdict(metric, float("nan"), float("nan"), None, None, True)
+    from evolve.answer.metrics._context import context_metric_budget
+
+    if context_metric_budget(metric) is not None:
+        if not any(dataset.answers.get(q) for q in holdout_qrels):
+            raise EvolveError(f"{metric}: expected holdout queries with reference answers, got none")
+        # one tokenizer, passage cap and prompt for both (the study's, which the candidate carries): counts made
+        # with different tokenizers never compare
+        champion = champion.model_copy(update={"answer": candidate.answer})
     pool = embedders or EmbedderPool()
     metrics = list(dict.fromkeys([metric, *DEFAULT_METRICS]))
     results = {}

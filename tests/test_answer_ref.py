@@ -370,3 +370,189 @@ def test_context_recall_small_budget_loses_exactly_the_second_ranked_answers(tmp
     table = ev.per_query_table().splitlines()
     assert table[0] == "query_id\tndcg@10\tcontext_recall@12\tcontext_recall@100"
     assert any(line.endswith("\t-\t-") for line in table)  # a query without an answer has no context value
+
+
+# ------------------------------------------------------------------------------------------ evolve run on it
+
+
+def _letters(i: int) -> str:
+    return "".join(chr(97 + int(c)) for c in f"{i:03d}")
+
+
+def _decoy_squad(tmp_path, n_direct: int = 16, n_decoy: int = 8):
+    """Like :func:`_animals_squad`, larger: ``n_direct`` questions whose own paragraph ranks first (answer in
+    it), ``n_decoy`` whose answer paragraph ranks second behind a decoy (the decoys' questions have no answer).
+    Every paragraph is 10 words, all words letters only, each paragraph's filler its own."""
+    paras = []
+    for i in range(n_direct + n_decoy):
+        k1, k2, ans = f"keya{_letters(i)}", f"keyb{_letters(i)}", f"ans{_letters(i)}"
+        fill = [f"fill{_letters(i)}{chr(97 + j)}" for j in range(7)]
+        paras.append((" ".join([k1, k2, ans, *fill]), f"a{i}", f"{k1} {k2}", [ans]))
+        if i >= n_direct:
+            decoy = " ".join([k1, k2, k1, k2, *[f"dec{_letters(i)}{chr(97 + j)}" for j in range(6)]])
+            paras.append((decoy, f"d{i}", f"{k1} decoy", []))
+    data = {
+        "version": "1",
+        "data": [
+            {
+                "title": "T",
+                "paragraphs": [
+                    {
+                        "context": ctx,
+                        "qas": [
+                            {
+                                "id": f"x-{n}-{qid}",
+                                "question": q,
+                                "answers": [{"text": a, "answer_start": ctx.find(a)} for a in refs],
+                            }
+                        ],
+                    }
+                    for n, (ctx, qid, q, refs) in enumerate(paras)
+                ],
+            }
+        ],
+    }
+    path = tmp_path / "decoys.json"
+    path.write_text(json.dumps(data), encoding="utf-8")
+    return path
+
+
+def _cli(*args: str) -> tuple[int, str, str]:
+    import contextlib
+    import io
+
+    from evolve.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        rc = main(list(args))
+    return rc, out.getvalue(), err.getvalue()
+
+
+@pytest.mark.slow
+def test_a_night_tunes_on_context_recall_and_another_tokenizer_is_another_study(tmp_path):
+    import optuna
+    from conftest import REPO
+
+    from evolve.splits import QuerySplits
+
+    data = _decoy_squad(tmp_path)
+    ws = tmp_path / "ws"
+    space = str(REPO / "tests" / "data" / "space_bm25.yaml")
+    common = [
+        "--workspace",
+        str(ws),
+        "--study",
+        "ctx",
+        "--dataset",
+        str(data),
+        "--search-space",
+        space,
+        "--report-top",
+        "0",
+        "--objectives",
+        "context_recall@12",
+    ]
+    rc, out, err = _cli("run", *common, "--trials", "2", "--seed", "1", "--set", "answer.tokenizer=whitespace")
+    assert rc == 0, err
+    storage = f"sqlite:///{ws / 'optuna.db'}"
+    study = optuna.load_study(study_name="ctx", storage=storage)
+    assert study.user_attrs["evolve.answer_context"] == {
+        "tokenizer": "whitespace",
+        "max_passages": 8,
+        "prompt_version": "1",
+    }
+    tune = QuerySplits.from_dict(study.user_attrs["evolve.splits"]).tune
+    answered = [q for q in tune if q.endswith(tuple(f"-a{i}" for i in range(24)))]
+    direct = [q for q in answered if int(q.rsplit("-a", 1)[1]) < 16]
+    # whitespace tokens: each passage is 12 ("[n]", "T", 10 words), so T = 12 holds the first-ranked passage only.
+    # BM25 ranks a decoy (both query words twice, same length) above its answer paragraph for any k1 > 0 and b,
+    # so every trial finds exactly the direct questions' answers: value = direct / answered tune queries
+    expected = len(direct) / len(answered)
+    assert 0 < expected < 1
+    done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(done) == 2
+    for t in done:
+        assert t.value == pytest.approx(expected)
+        assert t.user_attrs["evolve.metrics"]["context_recall@12"] == pytest.approx(expected)
+        assert "ndcg@10" in t.user_attrs["evolve.metrics"]  # the ranx metrics are still recorded beside it
+        # the pruner's per-query reports: one per answered tune query, 1 for a direct one, 0 behind a decoy
+        assert sorted(t.intermediate_values.values()) == sorted(
+            [0.0] * (len(answered) - len(direct)) + [1.0] * len(direct)
+        )
+    # the same night counted with another tokenizer is another study, never compared with this one
+    rc, out, err = _cli("run", *common, "--trials", "1", "--seed", "1", "--set", "answer.tokenizer=minilm")
+    assert rc == 0, err
+    names = sorted(s.study_name for s in optuna.get_all_study_summaries(storage))
+    assert len(names) == 2 and names[0] == "ctx" and names[1].startswith("ctx-")
+    # and --continue-stale cannot join them
+    rc, out, err = _cli("run", *common, "--trials", "1", "--continue-stale", "--set", "answer.tokenizer=minilm")
+    assert rc == 2
+    assert "scored context_recall with answer settings" in err and "never compare" in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_context_recall_objective_without_answers_is_one_line(tmp_path):
+    from conftest import REPO
+
+    ds = tmp_path / "beir"
+    (ds / "qrels").mkdir(parents=True)
+    (ds / "corpus.jsonl").write_text(
+        "".join(json.dumps({"_id": f"d{i}", "text": f"doc {i} words"}) + "\n" for i in range(4))
+    )
+    (ds / "queries.jsonl").write_text(
+        "".join(json.dumps({"_id": f"q{i}", "text": f"doc {i}"}) + "\n" for i in range(4))
+    )
+    (ds / "qrels" / "test.tsv").write_text("".join(f"q{i}\td{i}\t1\n" for i in range(4)))
+    rc, out, err = _cli(
+        "run",
+        "--workspace",
+        str(tmp_path / "ws"),
+        "--dataset",
+        str(ds),
+        "--search-space",
+        str(REPO / "tests" / "data" / "space_bm25.yaml"),
+        "--trials",
+        "1",
+        "--objectives",
+        "context_recall@2000",
+    )
+    assert rc == 2
+    assert err.strip() == (
+        "error: objective context_recall@2000: expected tune queries with reference answers (a "
+        "SQuAD-style dataset, or a gold folder whose queries carry 'answers'), got none"
+    )
+    rc, out, err = _cli(
+        "run", "--workspace", str(tmp_path / "ws"), "--dataset", str(ds), "--objectives", "context_recall@0"
+    )
+    assert rc == 2 and "expected a ranx metric like ndcg@10, context_recall@T" in err
+
+
+def test_the_gate_counts_both_configs_with_one_answer_setting(tmp_path):
+    """``decide`` on ``context_recall@100``: the champion is scored with the candidate's (the study's) answer
+    settings. Were it scored with its own ``max_passages: 1``, only the first-ranked passage would count: 3/5
+    (q4 and q5 lose their answer, as above); with the candidate's 8 passages it finds all 5."""
+    from evolve.cache import EmbeddingCache
+    from evolve.config import load_config
+    from evolve.datasets import load_dataset
+    from evolve.looks import LookBudget
+    from evolve.promote import decide
+
+    ds = load_dataset(_animals_squad(tmp_path))
+    candidate = load_config(None, ["retrieval.mode=sparse", "sparse.k1=1.2", "answer.tokenizer=whitespace"])
+    champion = load_config(
+        None, ["retrieval.mode=sparse", "sparse.k1=0.9", "answer.tokenizer=whitespace", "answer.max_passages=1"]
+    )
+    look = LookBudget("f" * 64, 10, 0.05, 0)
+    verdict = decide(
+        candidate,
+        champion,
+        ds,
+        ds.qrels["test"],
+        look=look,
+        metric="context_recall@100",
+        cache=EmbeddingCache(None),
+        n_permutations=100,
+    )
+    assert (verdict.champion_score, verdict.candidate_score) == (1.0, 1.0)
+    assert verdict.test.n_queries == 5 and verdict.test.tie == 5  # only the queries with an answer are paired

@@ -80,7 +80,8 @@ def test_notion_zip_pages_become_documents(notion, notion_zip):
     # links to the sub-page and to another page become their text (their paths are not content)
     assert (vpn.title, vpn.text) == ("VPN 설정 가이드", "VPN은 GlobalProtect로 접속합니다.\n\n인증서 갱신\nDeploy Guide")
     assert vpn.metadata == {"source": "notion", "path": "팀 위키",
-                            "file": f"팀 위키 {PAGE['팀 위키']}/VPN 설정 가이드 {PAGE['VPN 설정 가이드']}.md"}
+                            "file": f"팀 위키 {PAGE['팀 위키']}/VPN 설정 가이드 {PAGE['VPN 설정 가이드']}.md",
+                            "url": f"https://www.notion.so/{PAGE['VPN 설정 가이드']}"}
     assert ds.corpus[PAGE["인증서 갱신"]].metadata["path"] == "팀 위키/VPN 설정 가이드"
     assert ds.corpus[PAGE["팀 위키"]].metadata["path"] == ""
     # a row page: its property lines are metadata, not text; the heading gives the title Notion's file name cut
@@ -467,3 +468,65 @@ def test_cli_broken_inputs_one_line_exit_2(tmp_path, case):
     for p in parts:
         assert p in lines[0], (p, lines[0])
     assert proc.stdout == ""
+
+
+# ----------------------------------------------------------------------------- source links (metadata["url"])
+
+
+def test_notion_pages_link_to_notion_and_the_base_changes_no_fingerprint(tmp_path):
+    team = write_team_corpus(tmp_path / "team")
+    ds = load_dataset(team.manifest)
+    wiki = [d for d in ds.corpus.values() if d.metadata["source"] == "wiki"]
+    assert wiki
+    # the page id as Notion writes it in links: 32 lower-case hex digits, no dashes (the fixture's ids are md5s)
+    assert all(len(d.id) == 32 and d.metadata["url"] == f"https://www.notion.so/{d.id}" for d in wiki)
+    # an export read without a manifest links the same way
+    direct = load_dataset(team.notion_zip)
+    assert all(d.metadata["url"] == f"https://www.notion.so/{d.id}" for d in direct.corpus.values())
+    text = team.manifest.read_text(encoding="utf-8").replace("    name: wiki\n",
+                                                               "    name: wiki\n    url_base: https://wiki.example.com/n/\n")
+    other = load_dataset(_manifest(team.root, text, "team-proxy.yaml"))
+    assert all(other.corpus[d.id].metadata["url"] == f"https://wiki.example.com/n/{d.id}" for d in wiki)
+    assert other.corpus_fingerprint() == ds.corpus_fingerprint() and other.fingerprint == ds.fingerprint
+    bad = _manifest(team.root, text.replace("https://wiki.example.com/n/", "wiki.example.com"), "bad.yaml")
+    expect_one_line(lambda: load_dataset(bad), "url_base", "expected an http(s) URL", "got 'wiki.example.com'",
+                    exc=Exception)
+
+
+def test_tickets_take_their_link_from_a_url_field_mapping(tmp_path):
+    team = write_team_corpus(tmp_path / "team")
+    records = [json.loads(line) for line in team.tickets.read_text(encoding="utf-8").splitlines()]
+    linked = {r["id"]: f"https://helpdesk.example.com/tickets/{r['id']}" for r in records[::2]}
+    for r in records:
+        if r["id"] in linked:
+            r["link"] = linked[r["id"]]
+    team.tickets.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
+    plain = load_dataset(team.manifest)
+    text = team.manifest.read_text(encoding="utf-8").replace("      properties: [status, channel, tags]\n",
+                                                               "      properties: [status, channel, tags]\n      url: link\n")
+    ds = load_dataset(_manifest(team.root, text, "team-links.yaml"))
+    got = {d: doc.metadata["url"] for d, doc in ds.corpus.items() if "url" in doc.metadata and doc.metadata["source"] == "helpdesk"}
+    assert got == linked  # a record without the field has no link
+    assert ds.corpus_fingerprint() == plain.corpus_fingerprint() and ds.fingerprint == plain.fingerprint
+    # a mapped field that no record holds is the mapping's usual one-line error
+    missing = _manifest(team.root, text.replace("url: link", "url: lnk"), "team-typo.yaml")
+    expect_one_line(lambda: load_dataset(missing), "expected the field 'lnk' (mapped as url) in some record",
+                    exc=DatasetError)
+
+
+def test_zammad_tickets_link_to_their_page_with_a_url_base(zammad_folder, tmp_path):
+    plain = load_dataset(_manifest(tmp_path, "format: zammad\npath: zammad\n"))
+    assert all("url" not in d.metadata for d in plain.corpus.values())  # no base, no link: Zammad's host is unknown
+    ds = load_dataset(_manifest(tmp_path, "format: zammad\npath: zammad\nurl_base: https://helpdesk.example.com/\n",
+                                "linked.yaml"))
+    # the web UI's ticket page, by Zammad's internal id (22001 is id 1), whatever the document id is
+    assert {d: doc.metadata["url"] for d, doc in ds.corpus.items()} == {
+        "22001": "https://helpdesk.example.com/#ticket/zoom/1",
+        "22002": "https://helpdesk.example.com/#ticket/zoom/2",
+        "22003": "https://helpdesk.example.com/#ticket/zoom/3",
+    }
+    assert ds.corpus_fingerprint() == plain.corpus_fingerprint() and ds.fingerprint == plain.fingerprint
+    other = load_dataset(_manifest(tmp_path, "format: zammad\npath: zammad\nurl_base: https://zammad.example.org\n",
+                                   "other.yaml"))
+    assert other.corpus["22002"].metadata["url"] == "https://zammad.example.org/#ticket/zoom/2"
+    assert other.fingerprint == ds.fingerprint

@@ -43,6 +43,18 @@ def _as_list(v: Any) -> Any:
     return [v] if isinstance(v, str) else v
 
 
+def _link_base(v: Any) -> Any:
+    """A source's ``url_base``: an http(s) URL (links open in a browser), trailing ``/`` dropped."""
+    if v is None:
+        return v
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(str(v).strip())
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError("an http(s) URL such as https://helpdesk.example.com")
+    return str(v).strip().rstrip("/")
+
+
 class SourceSpec(BaseModel):
     """One source of a manifest.
 
@@ -74,10 +86,15 @@ class NotionSpec(SourceSpec):
     #: database columns whose values are content (kept in the text), e.g. a FAQ's "Answer" column
     content_properties: list[str] = []
 
+    #: where page ids open: ``<url_base>/<id>`` is each page's ``metadata["url"]``
+    url_base: str = "https://www.notion.so"
+
     listify = field_validator("content_properties", mode="before")(_as_list)
+    link_base = field_validator("url_base")(_link_base)
 
     def read(self, path: Path) -> Parts:
-        return read_notion(path, source=self.label, content_properties=tuple(self.content_properties))
+        return read_notion(path, source=self.label, content_properties=tuple(self.content_properties),
+                           url_base=self.url_base)
 
 
 class FieldsSpec(BaseModel):
@@ -86,11 +103,13 @@ class FieldsSpec(BaseModel):
     title: list[str] = []
     text: list[str]
     properties: list[str] = []
+    #: the field holding a link to the original (``metadata["url"]``)
+    url: str | None = None
 
     listify = field_validator("title", "text", "properties", mode="before")(_as_list)
 
     def field_map(self) -> FieldMap:
-        return FieldMap(self.id, tuple(self.title), tuple(self.text), tuple(self.properties))
+        return FieldMap(self.id, tuple(self.title), tuple(self.text), tuple(self.properties), self.url)
 
 
 class TicketsSpec(SourceSpec):
@@ -114,9 +133,15 @@ class ZammadSpec(SourceSpec):
     internal_notes: Literal["drop", "keep"] = "drop"
     #: the ticket field that is the document id: ``number`` (what people quote) or ``id``
     id_field: str = "number"
+    #: the Zammad server (``https://helpdesk.example.com``): ``<url_base>/#ticket/zoom/<id>`` is each ticket's
+    #: ``metadata["url"]``; no links without it
+    url_base: str | None = None
+
+    link_base = field_validator("url_base")(_link_base)
 
     def read(self, path: Path) -> Parts:
-        return read_zammad(path, source=self.label, internal_notes=self.internal_notes, id_field=self.id_field)
+        return read_zammad(path, source=self.label, internal_notes=self.internal_notes, id_field=self.id_field,
+                           url_base=self.url_base)
 
 
 class BeirSpec(SourceSpec):

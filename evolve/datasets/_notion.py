@@ -16,8 +16,9 @@ What Notion writes, and what becomes of it:
 - links to other pages or files of the export (``[Text](Other%20Page%20<id>.md)``) become their text, so a
   page's content does not depend on where other pages sit; web links stay.
 - ``metadata``: ``source``, ``path`` (the titles of the folders above the page, ``/``-joined), ``file`` (its path
-  in the export), ``properties`` and ``database`` (row pages). None of it is content: moving a page to another
-  folder changes no fingerprint and re-embeds nothing.
+  in the export), ``url`` (``https://www.notion.so/<id>``, the base overridable by a manifest's ``url_base``),
+  ``properties`` and ``database`` (row pages). None of it is content: moving a page to another folder, or another
+  link base, changes no fingerprint and re-embeds nothing.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from evolve.datasets._tree import ExportFile, is_zip, read_export
 from evolve.datasets._types import Dataset, Document, nfc
 from evolve.errors import DatasetError
 
-__all__ = ["is_notion_export", "load_notion", "read_notion", "split_notion_id"]
+__all__ = ["NOTION_URL_BASE", "is_notion_export", "load_notion", "page_url", "read_notion", "split_notion_id"]
 
 _ID_TAIL = re.compile(r"^(?P<name>.*?)\s*(?P<id>[0-9a-fA-F]{32}|[0-9a-fA-F]{8}(?:-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12})$")
 #: Notion wraps a workspace export in ``Export-<uuid>/`` (and its parts in ``Export-<uuid>-Part-N/``)
@@ -145,7 +146,19 @@ def _strip_wrappers(files: list[ExportFile]) -> list[ExportFile]:
     return out
 
 
-def read_notion(path: Path, *, source: str = "notion", content_properties: tuple[str, ...] = ()) -> Parts:
+#: where a Notion page id opens (a manifest's ``url_base`` overrides it: a self-hosted proxy, a workspace domain)
+NOTION_URL_BASE = "https://www.notion.so"
+
+
+def page_url(url_base: str | None, notion_id: str | None) -> str | None:
+    """``<url_base>/<id>``, the id as Notion writes it in links (32 hex digits, no dashes); None without an id."""
+    if not notion_id:
+        return None
+    return f"{(url_base or NOTION_URL_BASE).rstrip('/')}/{notion_id}"
+
+
+def read_notion(path: Path, *, source: str = "notion", content_properties: tuple[str, ...] = (),
+                url_base: str | None = None) -> Parts:
     """The pages of a Notion export as documents (no queries, no qrels: gold comes from ``--gold``)."""
     files = _strip_wrappers(read_export(path, (".md", ".csv")))
     pages = [f for f in files if f.parts[-1].lower().endswith(".md")]
@@ -177,6 +190,9 @@ def read_notion(path: Path, *, source: str = "notion", content_properties: tuple
     for f, doc_id, title, body in parsed:
         folder, stem = f.parts[:-1], f.parts[-1][: -len(".md")]
         metadata: dict = {"source": source, "path": "/".join(folder_title(c) for c in folder), "file": "/".join(f.parts)}
+        url = page_url(url_base, split_notion_id(stem)[1])
+        if url:
+            metadata["url"] = url
         db = databases.get(folder)
         if db is not None:
             body, props = _row_properties(db, title, split_notion_id(stem)[0], body, unmatched_rows[folder])

@@ -3,7 +3,9 @@
 Input: JSONL (``.jsonl``, ``.jsonl.gz``; one record per line), a JSON list of records (``.json``), or CSV
 (``.csv``, UTF-8 with or without BOM, or the ``encoding`` given). The mapping names, per document, its ``id``
 (one value), its ``title`` and ``text`` (one or more field paths, joined in order: title parts with a space,
-text parts with a blank line) and its ``properties`` (kept as ``metadata["properties"]``, never content).
+text parts with a blank line), its ``properties`` (kept as ``metadata["properties"]``, never content) and, optionally,
+its ``url``: the field holding a link to the original ticket (``metadata["url"]``, shown with citations and
+results; never content, never a fingerprint).
 
 A path is ``subject``, ``customer.email`` or ``articles.*.body`` (``*``: every item of a list, in order); a
 CSV column is named as it is in the header. A mapped column missing from a CSV header, a mapped path that occurs
@@ -39,12 +41,16 @@ class FieldMap:
     title: tuple[str, ...] = ()
     text: tuple[str, ...] = ()
     properties: tuple[str, ...] = ()
+    #: the field holding a link to the original (``metadata["url"]``, never content)
+    url: str | None = None
 
     def roles(self) -> Iterator[tuple[str, str]]:
         yield "id", self.id
         for role in ("title", "text", "properties"):
             for path in getattr(self, role):
                 yield role, path
+        if self.url:
+            yield "url", self.url
 
 
 def _records(path: Path, encoding: str, delimiter: str) -> tuple[list[str] | None, Iterator[tuple[int | None, str, dict]]]:
@@ -178,10 +184,24 @@ class _Reader:
                 out[p] = nfc_all(values if "*" in p.split(".") else _raw(record, p))
         return out
 
+    def url(self, record: dict) -> str | None:
+        """The record's link to the original (the ``url`` mapping): its one non-empty string, else None."""
+        if not self.fields.url:
+            return None
+        values, found = self.get(record, self.fields.url)
+        if found:
+            self.seen_paths.add(self.fields.url)
+        links = [str(v).strip() for v in values if isinstance(v, str | int) and str(v).strip()]
+        return nfc(links[0]) if len(links) == 1 else None
+
     def document(self, record: dict, line: int | None, where: str, doc_id: str) -> Document:
         title = self.join(record, self.fields.title, " ", line, where)
         text = self.join(record, self.fields.text, "\n\n", line, where)
-        return Document(doc_id, title, text, {"source": self.source, "properties": self.properties(record)})
+        metadata = {"source": self.source, "properties": self.properties(record)}
+        url = self.url(record)
+        if url:
+            metadata["url"] = url
+        return Document(doc_id, title, text, metadata)
 
 
 def read_tickets(path: Path, fields: FieldMap, *, source: str = "tickets", encoding: str = "utf-8",

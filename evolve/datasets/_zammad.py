@@ -13,6 +13,8 @@ internal id), title = its ``title``, text = its articles' bodies in the order th
 ``text/html`` bodies as plain text. Internal notes (``"internal": true``, agents only) are dropped unless
 ``internal_notes="keep"``: answers shown to people should not quote what only agents were meant to read.
 ``metadata["properties"]`` keeps state, priority, group, tags, customer, owner and dates, whichever are present.
+With ``url_base`` (the Zammad server, ``https://helpdesk.example.com``), ``metadata["url"]`` is the ticket's page,
+``<url_base>/#ticket/zoom/<id>`` (Zammad's internal ``id``), shown with citations; it is never a fingerprint.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from evolve.datasets._html import html_to_text
 from evolve.datasets._types import Dataset, Document, nfc
 from evolve.errors import DatasetError
 
-__all__ = ["read_zammad", "load_zammad", "INTERNAL_NOTES"]
+__all__ = ["read_zammad", "load_zammad", "INTERNAL_NOTES", "ticket_url"]
 
 INTERNAL_NOTES = ("drop", "keep")
 _PROPERTIES = ("number", "id", "state", "state_id", "priority", "priority_id", "group", "group_id", "tags",
@@ -98,7 +100,17 @@ def _ordered(articles: list[dict]) -> list[dict]:
     return articles
 
 
-def read_zammad(path: Path, *, source: str = "zammad", internal_notes: str = "drop", id_field: str = "number") -> Parts:
+def ticket_url(url_base: str | None, ticket: dict) -> str | None:
+    """``<url_base>/#ticket/zoom/<id>`` (the ticket's page in Zammad's web UI, by its internal ``id``); None
+    without a base or an id."""
+    tid = ticket.get("id")
+    if not url_base or tid is None or isinstance(tid, dict | list) or not str(tid).strip():
+        return None
+    return f"{url_base.rstrip('/')}/#ticket/zoom/{str(tid).strip()}"
+
+
+def read_zammad(path: Path, *, source: str = "zammad", internal_notes: str = "drop", id_field: str = "number",
+                url_base: str | None = None) -> Parts:
     if internal_notes not in INTERNAL_NOTES:
         raise DatasetError(f"expected internal_notes to be one of {', '.join(INTERNAL_NOTES)}, got '{internal_notes}'")
     corpus: dict[str, Document] = {}
@@ -123,6 +135,9 @@ def read_zammad(path: Path, *, source: str = "zammad", internal_notes: str = "dr
             properties = {k: nfc_all(ticket[k]) for k in _PROPERTIES if ticket.get(k) is not None}
             metadata = {"source": source, "properties": properties,
                         "internal_notes_dropped": len(articles) - len(kept)}
+            url = ticket_url(url_base, ticket)
+            if url:
+                metadata["url"] = url
             corpus[doc_id] = Document(doc_id, nfc(str(ticket.get("title") or "").strip()), nfc(text), metadata)
     if not corpus:
         raise DatasetError("expected at least one Zammad ticket, got none", path=str(path))

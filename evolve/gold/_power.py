@@ -115,7 +115,7 @@ def trial_per_query(runs_dir: Path, study_name: str, trial, metric: str = METRIC
     out = {}
     for row in rows:
         parts = row.split("\t")
-        if len(parts) == len(cols):
+        if len(parts) == len(cols) and parts[i] != "-":  # "-": no value (context_recall without an answer)
             out[parts[0]] = float(parts[i])
     return out
 

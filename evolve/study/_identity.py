@@ -39,14 +39,25 @@ __all__ = [
 def study_identity(space: SearchSpace, objectives: tuple[str, ...], *, dataset: str, subset: int | None = None
                    ) -> dict[str, Any]:
     """What makes a study: its search space, objectives and dataset (the stored ``--dataset`` string and
-    ``--subset``). The gold is not part of it: gold that grows (or is reviewed) continues the study, and each trial
+    ``--subset``), and, when an objective is ``context_recall@T``, the ``answer:`` settings it counts with
+    (``answer.tokenizer``, ``max_passages``, ``prompt_version``: another tokenizer is another study). The gold is not part of it: gold that grows (or is reviewed) continues the study, and each trial
     records the tune gold it was scored on (``evolve.gold_fingerprint``), so only trials on the same gold compare."""
-    return {
+    identity = {
         "search_space_hash": space.hash(),
         "objectives": ",".join(objectives),
         "dataset": dataset,
         "subset": subset,
     }
+    from evolve.answer.metrics._context import context_metric_budget, context_settings
+
+    if any(context_metric_budget(o) is not None for o in objectives):
+        tuned = sorted(k for k in space.params if k.startswith("answer."))
+        if tuned:
+            raise ConfigError(f"objective context_recall counts tokens with the answer: section: expected the search "
+                              f"space to leave it fixed, got params {', '.join(tuned)}")
+        # the objective counts with these: trials scored under another tokenizer, passage cap or prompt never compare
+        identity["answer_context"] = context_settings(space.start_config().answer)
+    return identity
 
 
 def directions(objectives) -> list[str]:
@@ -74,11 +85,18 @@ def find_study(storage, name: str, identity: dict[str, Any], *, continue_stale: 
                     f"study '{n}' optimises {attrs.get(ATTR + 'objectives')}, not {identity['objectives']}: "
                     "objectives cannot change within a study"
                 )
+            if "answer_context" in identity and attrs.get(ATTR + "answer_context") != identity["answer_context"]:
+                raise ConfigError(
+                    f"study '{n}' scored context_recall with answer settings {attrs.get(ATTR + 'answer_context')}, "
+                    f"not {identity['answer_context']}: trials counted with another tokenizer never compare "
+                    "(--continue-stale cannot join them)"
+                )
             if warn:
                 log.warning("continuing study '%s' although its search space or dataset changed (--continue-stale)", n)
             return n
         if n == name and warn:
-            log.warning("study '%s' was made for another search space, objectives or dataset; using '%s-%s'", n, name, short)
+            log.warning("study '%s' was made for another search space, objectives, dataset or answer settings; "
+                        "using '%s-%s'", n, name, short)
     return None
 
 

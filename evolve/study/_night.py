@@ -11,7 +11,7 @@ from evolve.evaluate import mlflow_name
 from evolve.progress import ProgressFactory, null_progress
 from evolve.study._champion import enqueue_champion
 from evolve.study._identity import load_study_data, prepare_study
-from evolve.study._objective import Objective
+from evolve.study._objective import Objective, require_answers
 from evolve.study._options import ATTR, NightSummary, StudyOptions
 from evolve.study._recovery import engine_starts, mark_mlflow_failed, shutdown_engines, stop_after_failures
 from evolve.study._report import best_trial_info, night_artifacts, seal_report
@@ -65,6 +65,7 @@ def run_study(opts: StudyOptions, *, progress: ProgressFactory = null_progress, 
         tracker = Tracker(tracking_uri, study.study_name, artifact_root=artifact_root,
                           heartbeat_interval=opts.heartbeat_interval)
         callbacks[0] = mark_mlflow_failed(tracker)
+    require_answers(opts.objectives, dataset, splits.tune)  # before anything is started for the night
     tracker.fail_stale_runs(opts.grace_period)
     optuna.storages.fail_stale_trials(study)
     corpus_fp = dataset.corpus_fingerprint()

@@ -11,12 +11,13 @@ import time
 import traceback
 from pathlib import Path
 
+from evolve.answer.metrics._context import context_metric_budget, context_recall_scores
 from evolve.cache import CacheStats, EmbeddingCache
 from evolve.config import PipelineConfig, config_to_yaml, flatten
 from evolve.datasets import Dataset
 from evolve.embedders import EmbedderPool
 from evolve.errors import EvolveError
-from evolve.evaluate import evaluate_run, write_trec_run
+from evolve.evaluate import PRIMARY_METRIC, evaluate_run, per_query_lines, write_trec_run
 from evolve.pipeline import Pipeline
 from evolve.progress import ProgressFactory
 from evolve.splits import QuerySplits
@@ -26,8 +27,17 @@ log = logging.getLogger("evolve.study")
 
 __all__ = [
     "Objective",
+    "require_answers",
     "tuned_fusion_fields",
 ]
+
+
+def require_answers(objectives, dataset: Dataset, qids) -> None:
+    """A ``context_recall@T`` objective needs tune queries with reference answers: one line when there are none."""
+    context = [o for o in objectives if context_metric_budget(o) is not None]
+    if context and not any(dataset.answers.get(q) for q in qids):
+        raise EvolveError(f"objective {context[0]}: expected tune queries with reference answers (a SQuAD-style "
+                          "dataset, or a gold folder whose queries carry 'answers'), got none")
 
 
 def tuned_fusion_fields(config: PipelineConfig) -> tuple[str, ...]:
@@ -61,6 +71,9 @@ class Objective:
         self.tune_order = order  # fixed across trials: the pruner compares the same query at the same step
         self.primary = opts.objectives[0]
         self.durations: list[float] = []
+        #: objectives scored on reference answers (``context_recall@T``), by name -> T
+        self.context = {o: t for o in opts.objectives if (t := context_metric_budget(o)) is not None}
+        require_answers(opts.objectives, dataset, self.tune_qrels)
 
         self.cache_stats = CacheStats()  # the night's cache use, for `evolve cache stats`
 
@@ -189,24 +202,35 @@ class Objective:
         can_prune = self.opts.prune and reports
         metric = self.primary
         run: dict[str, dict[str, float]] = {}
+        context: dict[str, dict[str, float]] = {m: {} for m in self.context}
         step = 0
         batch = max(1, self.opts.prune_batch)
         for i in range(0, len(self.tune_order), batch):
             qids = self.tune_order[i : i + batch]
             part = pipe.retrieve(qids)
             run.update(part)
+            for m, budget in self.context.items():
+                context[m].update(context_recall_scores(pipe, qids, budget))
             if reports:
-                _, per_query = evaluate_run({q: self.tune_qrels[q] for q in qids}, part, [metric])
-                for q in qids:
-                    trial.report(per_query[metric][q], step)
+                if metric in context:  # only queries with a reference answer have a value
+                    values = [context[metric][q] for q in qids if q in context[metric]]
+                else:
+                    per_query = evaluate_run({q: self.tune_qrels[q] for q in qids}, part, [metric])[1][metric]
+                    values = [per_query[q] for q in qids]
+                for value in values:
+                    trial.report(value, step)
                     step += 1
                 if can_prune and trial.should_prune():
                     trial.set_user_attr(ATTR + "pruned_at_query", step)
-                    trial.set_user_attr(ATTR + "pruned_fraction_done", step / len(self.tune_order))
+                    done = min(i + batch, len(self.tune_order))
+                    trial.set_user_attr(ATTR + "pruned_fraction_done", done / len(self.tune_order))
                     raise optuna.TrialPruned(f"pruned after {step} of {len(self.tune_order)} tune queries")
-        quality = [o for o in self.opts.objectives if o != LATENCY]
+        quality = [o for o in self.opts.objectives if o != LATENCY and o not in context]
         metrics_list = list(dict.fromkeys(quality + ["ndcg@10", "recall@100", "mrr@10", "map@100"]))
         means, per_query = evaluate_run(self.tune_qrels, run, metrics_list)
+        for m, values in context.items():
+            per_query[m] = values
+            means[m] = sum(values.values()) / len(values) if values else float("nan")
         stats = pipe.stats
         self.cache_stats.add(stats)
         extra = {
@@ -236,7 +260,9 @@ class Objective:
         from evolve.study._fusion import optimize_fusion
 
         dense, sparse = pipe.dense_run(self.tune_order), pipe.sparse_run(self.tune_order)
-        tuned = optimize_fusion(self.tune_qrels, dense, sparse, config.fusion, metric=self.primary)
+        # context_recall is no ranx metric: fusion is then tuned on nDCG@10 (the ranking the packing reads)
+        target = PRIMARY_METRIC if self.primary in self.context else self.primary
+        tuned = optimize_fusion(self.tune_qrels, dense, sparse, config.fusion, metric=target)
         config = config.model_copy(update={"fusion": tuned})
         pipe.config = config  # fusion is applied per retrieval; nothing built so far depends on it
         trial.set_user_attr(ATTR + "config", config.to_dict())
@@ -255,11 +281,7 @@ class Objective:
 
         folder = self._trial_dir(trial)
         atomic_write_text(folder / "config.yaml", config_to_yaml(config))
-        metrics = list(per_query)
-        lines = ["query_id\t" + "\t".join(metrics)]
-        for q in sorted(per_query[metrics[0]]):
-            lines.append(q + "\t" + "\t".join(f"{per_query[m][q]:.6f}" for m in metrics))
-        atomic_write_text(folder / "per_query.tsv", "\n".join(lines) + "\n")
+        atomic_write_text(folder / "per_query.tsv", per_query_lines(per_query))
         write_trec_run(run, folder / "run.trec", tag=f"trial-{trial.number}")
         if config.tracking.log_texts:
             qlines = [f"{q}\t{self.dataset.queries[q]}" for q in sorted(run)]

@@ -85,8 +85,10 @@ def parse_objectives(text: str | None) -> tuple[str, ...]:
     names = tuple(t.strip() for t in text.split(",") if t.strip())
 
     for n in names:
-        if n != LATENCY and not re.fullmatch(r"(ndcg|recall|mrr|map|precision|hit_rate|hits|f1|r-precision|bpref)(@\d+)?", n):
-            raise ConfigError(f"objective '{n}': expected a ranx metric like ndcg@10 or '{LATENCY}'")
+        if n != LATENCY and not re.fullmatch(r"(ndcg|recall|mrr|map|precision|hit_rate|hits|f1|r-precision|bpref)(@\d+)?", n) \
+                and not re.fullmatch(r"context_recall@[1-9]\d*", n):
+            raise ConfigError(f"objective '{n}': expected a ranx metric like ndcg@10, context_recall@T (T tokens) "
+                              f"or '{LATENCY}'")
     if len(set(names)) != len(names):
         raise ConfigError(f"objectives must be distinct, got '{text}'")
     if names[0] == LATENCY:

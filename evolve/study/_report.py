@@ -12,9 +12,10 @@ import tempfile
 from pathlib import Path
 
 from evolve.config import PipelineConfig
+from evolve.evaluate import DEFAULT_METRICS
 from evolve.pipeline import Pipeline
 from evolve.study._identity import comparable_trials
-from evolve.study._options import ATTR, NightSummary
+from evolve.study._options import ATTR, LATENCY, NightSummary
 
 __all__ = [
     "SEALED",
@@ -73,7 +74,8 @@ def seal_report(study, opts, dataset, splits, cache, embedders, progress, corpus
         if study.user_attrs.get(SEALED + str(t.number)) is None:
             cfg = PipelineConfig.model_validate(cfg_dict)
             pipe = Pipeline(cfg, dataset, cache=cache, embedders=embedders, progress=progress, seed=splits.seed)
-            ev = pipe.evaluate(qrels, split=splits.report_split)
+            metrics = list(dict.fromkeys([*(o for o in opts.objectives if o != LATENCY), *DEFAULT_METRICS]))
+            ev = pipe.evaluate(qrels, split=splits.report_split, metrics=metrics)
             study.set_user_attr(SEALED + str(t.number), ev.metrics)
         sealed.append(t.number)
     return sealed
