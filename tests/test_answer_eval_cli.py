@@ -182,7 +182,7 @@ def test_an_unreachable_llm_is_one_line_and_exit_2(tmp_path):
     assert len(err) == 1 and err[0].startswith("error: ") and "127.0.0.1" in err[0] and "Traceback" not in proc.stderr
 
 
-def test_an_unknown_dataset_is_one_line_and_exit_2(tmp_path, llm_server):
+def test_an_unknown_dataset_is_one_line_and_exit_2(tmp_path):
     proc = _evolve(
         "answer",
         "eval",
@@ -190,7 +190,7 @@ def test_an_unknown_dataset_is_one_line_and_exit_2(tmp_path, llm_server):
         str(tmp_path / "nope"),
         "--workspace",
         str(tmp_path / "ws"),
-        *_llm_sets(llm_server.url, llm_server.model),
+        *_llm_sets("http://127.0.0.1:9/v1", "m"),  # the dataset is checked before the LLM is asked
     )
     assert proc.returncode == 2, proc.stderr
     err = proc.stderr.strip().splitlines()

@@ -58,8 +58,9 @@ def test_percentiles_interpolate_linearly():
     assert percentile([7.0], 95) == 7.0 and percentile([None], 50) is None
     got = latency_summary([100.0, 300.0], [1000.0, 2000.0, 3000.0])
     # ttft p50: h = 0.5 -> 200; p95: h = 0.95 -> 100 + 0.95 * 200 = 290; total p50 2000, p95: h = 1.9 -> 2900
-    assert got == pytest.approx({"ttft_p50_ms": 200.0, "ttft_p95_ms": 290.0, "total_p50_ms": 2000.0,
-                                 "total_p95_ms": 2900.0})
+    assert got == pytest.approx(
+        {"ttft_p50_ms": 200.0, "ttft_p95_ms": 290.0, "total_p50_ms": 2000.0, "total_p95_ms": 2900.0}
+    )
     with pytest.raises(ValueError):
         percentile(xs, 101)
 

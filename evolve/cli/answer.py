@@ -121,6 +121,13 @@ def eval_command(
 
     ws = Workspace(workspace, cache_url).ensure()
     cfg = pipeline_config(ws, config, set_)
+    spec = GoldSpec.parse(gold, gold_mode)
+    ds = load_dataset(dataset, strict=strict)
+    ds, _ = apply_gold(ds, spec, strict=strict)
+    warn_dataset(ds)
+    if split is None:
+        split = "test" if "test" in ds.qrels or GOLD_SPLIT not in ds.qrels else GOLD_SPLIT
+    qrels = ds.split_qrels(split)
     if not cfg.answer.configured:
         from evolve.errors import ConfigError
 
@@ -129,14 +136,7 @@ def eval_command(
             "--set answer.model=NAME, or the config's answer section), got none set"
         )
     answerer = Answerer(cfg.answer)
-    answerer.client.identity()  # an unreachable LLM, or one that does not serve answer.model: one line, now
-    spec = GoldSpec.parse(gold, gold_mode)
-    ds = load_dataset(dataset, strict=strict)
-    ds, _ = apply_gold(ds, spec, strict=strict)
-    warn_dataset(ds)
-    if split is None:
-        split = "test" if "test" in ds.qrels or GOLD_SPLIT not in ds.qrels else GOLD_SPLIT
-    qrels = ds.split_qrels(split)
+    answerer.client.identity()  # an unreachable LLM, or one not serving answer.model: one line, now
     cache = EmbeddingCache.open(ws)
     pipe = Pipeline(cfg, ds, cache=cache, progress=rich_progress)
     try:
