@@ -96,6 +96,7 @@ def main() -> int:
     ap.add_argument("--budget-s", type=float, default=None,
                     help="seconds a part may take (the new rule's null world 4x, each horizon of the sweep 1/4); a part "
                     "stops between rounds and reports the replays it did")
+    ap.add_argument("--scenarios", default="ab", help="which scenarios to run: a, b or ab")
     ap.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "gate_nights.txt"))
     args = ap.parse_args()
 
@@ -120,6 +121,8 @@ def main() -> int:
     with ctx.Pool(args.workers) as pool:
         for name, operator in (("a: the best of the night's trials on tune queries", False),
                                ("b: an operator re-tests after seeing the last holdout deltas", True)):
+            if name[0] not in args.scenarios:
+                continue
             say()
             say(f"scenario {name}")
             null = replace(base, operator=operator)
@@ -158,7 +161,7 @@ def main() -> int:
     say(f"took {wall:.0f} s wall, {cpu:.0f} s CPU, {args.workers} worker(s); "
         f"python benchmarks/gate_nights.py --null-replays {args.null_replays} --today-null-replays "
         f"{args.today_null_replays} --alt-replays {args.alt_replays} --sweep-replays {args.sweep_replays} --screen "
-        f"{args.screen:g} --check-every {args.check_every} --workers {args.workers}"
+        f"{args.screen:g} --check-every {args.check_every} --workers {args.workers} --scenarios {args.scenarios}"
         + (f" --budget-s {args.budget_s:g}" if args.budget_s else ""))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text("\n".join(lines) + "\n", encoding="utf-8")
