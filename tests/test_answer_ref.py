@@ -92,6 +92,24 @@ def test_answer_em_f1_picks_the_script_by_the_references_language():
         answer_em_f1("anything", [])
 
 
+
+def test_a_korean_question_is_scored_by_korquad_whatever_its_answer():
+    """KorQuAD's official script scores every question of the set by its character F1, answers without Hangul
+    included: the question's language decides first."""
+    from evolve.answer.metrics import answer_em_f1, answer_in_context
+
+    # "1989년" vs "1989": KorQuAD chars {1,9,8,9,년} vs {1,9,8,9}: 4 shared, P 4/5, R 4/4 -> F1 2*(4/5)/(9/5) = 8/9;
+    # by the references alone (no Hangul) SQuAD's tokens "1989년" vs "1989" share nothing: F1 0
+    assert answer_em_f1("1989년", ["1989"], "ko") == (0.0, pytest.approx(8 / 9))
+    assert answer_em_f1("1989년", ["1989"]) == (0.0, 0.0)
+    # the particle glued on after punctuation is removed: KorQuAD finds "uscf" in "uscf에서는" (substring);
+    # SQuAD's word-boundary match (" uscf " in " ... uscf에서는 ... ") does not
+    passage = ["미국 체스 연맹(USCF)에서는 등급을 매긴다"]
+    assert answer_in_context(passage, ["USCF"], "ko") is True
+    assert answer_in_context(passage, ["USCF"]) is False
+    # an English question keeps SQuAD's rules
+    assert answer_em_f1("the Eiffel Tower", ["Eiffel Tower"], "en") == (1.0, 1.0)
+
 # ------------------------------------------------------------------------------------------ reference answers
 
 

@@ -180,13 +180,15 @@ def _claims(result) -> list:
 
 
 def _score_answers(rows: list[QueryAnswer], references: dict[str, list[str]]) -> None:
+    from evolve.answer._language import question_language
     from evolve.answer.metrics import answer_em_f1
 
     for row in rows:
         refs = references.get(row.qid)
         if row.variant != "answerable" or row.error or not refs:
             continue
-        row.em, row.f1 = (0.0, 0.0) if row.refused else answer_em_f1(strip_markers(row.answer), list(refs))
+        row.em, row.f1 = (0.0, 0.0) if row.refused else answer_em_f1(
+            strip_markers(row.answer), list(refs), question_language(row.question))
 
 
 def _mean(values) -> float | None:

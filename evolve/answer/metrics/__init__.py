@@ -14,6 +14,7 @@ _EXPORTS = {
     "korquad_f1": "evolve.answer.metrics._qa",
     "korquad_normalize": "evolve.answer.metrics._qa",
     "normalize_for": "evolve.answer.metrics._qa",
+    "uses_korquad": "evolve.answer.metrics._qa",
     "squad_em": "evolve.answer.metrics._qa",
     "squad_f1": "evolve.answer.metrics._qa",
     "squad_normalize": "evolve.answer.metrics._qa",

@@ -6,8 +6,8 @@ For one query: the champion's passages are packed within ``T`` tokens by the pac
 first one that does not fit truncated), counted with the local tokenizer ``answer.tokenizer`` (never a server's:
 a tuning night needs no LLM, and trials counted by different tokenizers never compare). The query scores 1 when
 a normalised reference answer occurs in a packed passage (its title or its text), else 0. The normalisation is
-the one the references are scored under for EM/F1 (:func:`evolve.answer.metrics.normalize_for`): SQuAD v1.1's
-for English, matched at word boundaries (``cat`` is not found in ``concatenate``); KorQuAD 1.0's for Korean,
+the one the references are scored under for EM/F1 (:func:`evolve.answer.metrics.normalize_for`, decided by the
+question's language first): SQuAD v1.1's for English, matched at word boundaries (``cat`` is not found in ``concatenate``); KorQuAD 1.0's for Korean,
 matched anywhere (a Korean answer is followed by its particle: ``서울`` in ``서울에서``).
 
 Over a set of queries the score is the mean over the queries that have a reference answer; the others are not
@@ -20,7 +20,7 @@ import re
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
-from evolve.answer.metrics._qa import is_korean_answer, korquad_normalize, squad_normalize
+from evolve.answer.metrics._qa import korquad_normalize, squad_normalize, uses_korquad
 
 if TYPE_CHECKING:
     from evolve.answer._pack import Candidate
@@ -46,10 +46,12 @@ def context_metric_budget(name: str) -> int | None:
     return int(m.group(1)) if m else None
 
 
-def answer_in_context(texts: Iterable[str], references: Sequence[str]) -> bool:
-    """Whether a normalised reference answer occurs in one of ``texts`` (see the module docstring). A reference
-    that normalises to nothing (``"the"``) is never found."""
-    korean = is_korean_answer(references)
+def answer_in_context(texts: Iterable[str], references: Sequence[str], language: str | None = None) -> bool:
+    """Whether a normalised reference answer occurs in one of ``texts`` (see the module docstring). ``language``
+    is the question's: a Korean question is matched by KorQuAD's rules whatever its answer (:func:`uses_korquad`:
+    "USCF" is found in "(USCF)에서는", which SQuAD's word-boundary match would miss). A reference that normalises
+    to nothing (``"the"``) is never found."""
+    korean = uses_korquad(references, language)
     norm = korquad_normalize if korean else squad_normalize
     refs = [r for r in (norm(ref) for ref in references) if r]
     if not refs:
@@ -95,7 +97,7 @@ def context_recall(
         raise ValueError("expected at least one reference answer, got none")
     prompt = load_answer_prompt(prompt_version, language)
     context = pack(passages, prompt, budget=budget_tokens, max_passages=max_passages, counter=_counter(tokenizer))
-    return float(answer_in_context((f"{p.title} {p.text}" for p in context.passages), references))
+    return float(answer_in_context((f"{p.title} {p.text}" for p in context.passages), references, language))
 
 
 def context_settings(answer) -> dict:

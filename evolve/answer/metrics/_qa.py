@@ -30,6 +30,7 @@ __all__ = [
     "squad_em",
     "squad_f1",
     "squad_normalize",
+    "uses_korquad",
 ]
 
 _PUNCT = frozenset(string.punctuation)
@@ -101,16 +102,26 @@ def is_korean_answer(references: Sequence[str]) -> bool:
     return question_language(" ".join(references)) == "ko"
 
 
-def normalize_for(references: Sequence[str]) -> Callable[[str], str]:
-    """The normalisation the references are scored under: KorQuAD 1.0's for Korean, SQuAD v1.1's otherwise."""
-    return korquad_normalize if is_korean_answer(references) else squad_normalize
+def uses_korquad(references: Sequence[str], language: str | None = None) -> bool:
+    """Whether KorQuAD 1.0's rules apply: the question is Korean (``language == "ko"``, the Hangul-share rule
+    applied to the question), or, without a question language, the references are Korean. The question decides
+    first because KorQuAD's official script scores every question of the set with its character F1, also those
+    whose answer has no Hangul ("USCF", "1989"): by the references alone, "1989년" against "1989" would score
+    SQuAD's token F1 of 0 instead of KorQuAD's 8/9."""
+    return language == "ko" or is_korean_answer(references)
 
 
-def answer_em_f1(prediction: str, references: list[str]) -> tuple[float, float]:
-    """(EM, F1) of ``prediction``: KorQuAD 1.0 when the references are Korean (:func:`is_korean_answer`), SQuAD
-    v1.1 otherwise. Empty ``references`` raise ValueError."""
+def normalize_for(references: Sequence[str], language: str | None = None) -> Callable[[str], str]:
+    """The normalisation the references are scored under (:func:`uses_korquad`): KorQuAD 1.0's, else SQuAD v1.1's."""
+    return korquad_normalize if uses_korquad(references, language) else squad_normalize
+
+
+def answer_em_f1(prediction: str, references: list[str], language: str | None = None) -> tuple[float, float]:
+    """(EM, F1) of ``prediction``: KorQuAD 1.0 when the question is Korean (``language``, the question's language
+    by the Hangul-share rule) or the references are (:func:`uses_korquad`), SQuAD v1.1 otherwise. Empty
+    ``references`` raise ValueError."""
     if not references:
         raise ValueError("expected at least one reference answer, got none")
-    if is_korean_answer(references):
+    if uses_korquad(references, language):
         return korquad_em(prediction, references), korquad_f1(prediction, references)
     return squad_em(prediction, references), squad_f1(prediction, references)
