@@ -15,7 +15,8 @@ every look by the normal approximation, to be cheap.
 - null world: no candidate is ever better; the error is "any false promotion in 100 nights" (family-wise), with
   its 95% Clopper-Pearson interval;
 - alternative world: one trial every 10 nights is truly better than the champion by +0.02 nDCG@10; the share of
-  those promoted (power), new rule beside today's on the same replays (same seeds: the same worlds).
+  those promoted (power), new rule beside today's (seeds 0..n-1 of each: the same worlds as far as both got;
+  with --budget-s the two rules may stop at different n, and the comparison is then not paired).
 
 Today's rule is main's before issue 19: a fresh 10 looks at 0.05/10 for every new holdout fingerprint; the holdout
 gains queries every night, so every night is fresh.
