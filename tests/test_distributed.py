@@ -248,7 +248,8 @@ def assert_no_double_runs(study) -> None:
     for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
         if "evolve.repeat_of" in t.user_attrs:
             first = study.trials[t.user_attrs["evolve.repeat_of"]]
-            same = first.user_attrs.get("evolve.effective_key") == t.user_attrs.get("evolve.effective_key")
+            key = t.user_attrs.get("evolve.effective_key")
+            same = key is not None and first.user_attrs.get("evolve.effective_key") == key
             assert same and first.state == TrialState.COMPLETE and first.values == t.values
 
 

@@ -73,7 +73,9 @@ def test_a_promotion_killed_before_each_write_leaves_a_champion_rollback_undoes(
 
     killed = _hooked(point, "promote", str(ws_a), str(B_DIM))
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
-    b_recorded = any(r["config"] == _cfg(B_DIM).to_dict() for r in history(_ws(ws_a)))
+    # history first: killed before champion.yaml, B is recorded; killed before its record, nothing of B landed
+    b_recorded = point == "champion.yaml"
+    assert any(r["config"] == _cfg(B_DIM).to_dict() for r in history(_ws(ws_a))) == b_recorded
     expected_now = _cfg(B_DIM if b_recorded else A_DIM).to_dict()
     assert _seen(ws_a)["reader"] == expected_now
     rb = _evolve("rollback", "--workspace", str(ws_a))

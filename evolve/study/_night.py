@@ -215,6 +215,8 @@ def _log_night_metrics(tracker, parent_id: str, opts: StudyOptions, summary: Nig
         "wall_seconds": summary.wall_seconds,
         **({"best_tune_" + mlflow_name(opts.objectives[0]): summary.best["value"]} if summary.best else {}),
     })
+
+
 def _counted(study) -> int:
     """Trials of the study that count against a study-wide total: complete or pruned, repeats left out."""
     from optuna.trial import TrialState

@@ -16,7 +16,7 @@ champion by ``effect``; otherwise no candidate is ever better (the null world).
 
 The permutation test costs seconds on large holdouts, so a look runs it only when the normal approximation of the
 sign-flip test's p (``z = sum d / sqrt(sum d^2)``) lies within a factor ``screen`` of the look's level; outside
-that window the normal p decides (``tests/test_gate_nights.py`` checks that the two agree there).
+that window the normal p decides (``tests/test_gate_rule.py`` checks that the two agree there).
 """
 
 from __future__ import annotations
