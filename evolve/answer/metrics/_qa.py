@@ -104,7 +104,7 @@ def is_korean_answer(references: Sequence[str]) -> bool:
 
 def uses_korquad(references: Sequence[str], language: str | None = None) -> bool:
     """Whether KorQuAD 1.0's rules apply: the question is Korean (``language == "ko"``, the Hangul-share rule
-    applied to the question), or, without a question language, the references are Korean. The question decides
+    applied to the question), or the references are Korean (the only rule when no question language is given). The question decides
     first because KorQuAD's official script scores every question of the set with its character F1, also those
     whose answer has no Hangul ("USCF", "1989"): by the references alone, "1989년" against "1989" would score
     SQuAD's token F1 of 0 instead of KorQuAD's 8/9."""
