@@ -34,24 +34,18 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from evolve.testing.serving import HYBRID  # noqa: E402 (after the path insert)
+
 KORQUAD = REPO.parent / "shared" / "datasets" / "korquad" / "KorQuAD_v1.0_dev.articles-A.json"
 BUDGETS = (500, 1000, 2000, 4000)
 TOKENIZERS = ("minilm", "smollm2")
-HYBRID = """\
-# the SciFact hybrid champion of benchmarks/serve.py: MiniLM whole documents + BM25, RRF k=10, no reranker
-retrieval:
-  mode: hybrid
-  top_k: 100
-fusion:
-  method: rrf
-  rrf_k: 10
-"""
 SPARSE = """\
 # BM25 (english, k1 0.9, b 0.4) alone: no vectors to embed before the first answer
 retrieval:
   mode: sparse
   top_k: 100
 """
+# the hybrid: the serve tests' and benchmarks/serve.py's champion (MiniLM whole documents + BM25, RRF k=10)
 CHAMPIONS = {"hybrid": HYBRID, "bm25": SPARSE}
 
 
