@@ -212,8 +212,8 @@ def test_cli_export_stats_delete(workspace, tmp_path):
         "failure list, 1 queries:",
         "  no_answer  wrong  didnt_answer  refused  query",
         "          2      0             0        0  회의실 프린터",
-        "interleaving: challenger v-chall vs champion v-champ: 1 wins, 0 ties, 0 losses over 1 queries, "
-        "one-sided sign test p = 0.5000",
+        "interleaving: challenger v-chall vs champion v-champ: 1 wins, 0 ties, 0 losses over 1 queries "
+        "(1 searches), one-sided sign test p = 0.5000",
     ]
     out = tmp_path / "gold"
     r = run_cli("feedback", "export", "--out", str(out), "--workspace", ws, "--json")

@@ -260,3 +260,23 @@ def test_three_users_repeating_one_query_are_one_observation():
     assert interleaving_at(outcomes, 30)[0] is True
     ok, why = interleaving_at(outcomes, 29)
     assert not ok and "expected at least 30 queries with a preference, got 29" in why
+
+
+def test_the_production_gate_counts_queries_not_searches():
+    """`promote-config --require-interleaving` reads `interleaving_results`: 20 query texts, each searched by three
+    users whom the challenger wins, are 60 searches but 20 observations, fewer than the 30 with a preference the
+    gate asks for (counted in searches, 60 wins would pass it). One text the champion wins twice and the
+    challenger once is one loss."""
+    from evolve.feedback import interleaving_gate, interleaving_results
+
+    queries, events = [], []
+    for user in range(3):
+        for i in range(20):
+            _search(queries, events, f"query {i}" if user else f"  QUERY {i} ", "challenger")
+    for winner in ("champion", "champion", "challenger"):
+        _search(queries, events, "the lost one", winner)
+    [res] = interleaving_results(queries, events)
+    assert (res.wins, res.ties, res.losses, res.searches) == (20, 0, 1, 63)
+    ok, why = interleaving_gate([res], "A", "B")
+    assert not ok and "20 wins, 0 ties, 1 losses (queries; 63 searches)" in why
+    assert "expected at least 30 queries with a preference, got 21" in why

@@ -121,7 +121,8 @@ def stats_command(
     for r in inter:
         out_console.print(
             f"interleaving: challenger {'/'.join(r.challenger_versions)} vs champion {'/'.join(r.champion_versions)}: "
-            f"{r.wins} wins, {r.ties} ties, {r.losses} losses over {r.queries} queries, one-sided sign test "
+            f"{r.wins} wins, {r.ties} ties, {r.losses} losses over {r.queries} queries ({r.searches} searches), "
+            f"one-sided sign test "
             f"p = {_fmt_p(r.p_value)}", highlight=False)
 
 

@@ -3,8 +3,14 @@
 Each query record made under ``evolve serve --challenger`` says which side (champion or challenger) contributed
 each shown document (``query_attributes.interleaving.teams``). A query's credit for a side is the number of
 distinct documents of that side that got a positive event (``click``, ``useful``, ``answered``); the side with
-more credit wins the query, equal credit (none at all included) is a tie. Wins and losses are compared with a
-one-sided sign test (``scipy.stats.binomtest``, H1: the challenger wins more often than it loses).
+more credit wins the search, equal credit (none at all included) is a tie.
+
+Observations are **queries, not searches**: the searches of one query text (NFC, case-folded, whitespace
+collapsed: :func:`~evolve.feedback._grades.query_key`, as feedback gold groups them) make one observation, a win
+when the challenger won more of them than it lost, a loss for the reverse, a tie otherwise. Three people repeating
+one query are one piece of evidence, not three, so the sign test's independence assumption is about queries.
+Wins and losses are compared with a one-sided sign test (``scipy.stats.binomtest``, H1: the challenger wins more
+often than it loses).
 """
 
 from __future__ import annotations
@@ -35,6 +41,8 @@ class InterleavingResult:
     wins: int = 0
     ties: int = 0
     losses: int = 0
+    #: interleaved searches behind the observations (a query searched by three people: 3 searches, 1 query)
+    searches: int = 0
 
     @property
     def queries(self) -> int:
@@ -52,11 +60,14 @@ class InterleavingResult:
         return {"champion_fingerprint": self.champion_fingerprint, "challenger_fingerprint": self.challenger_fingerprint,
                 "champion_versions": self.champion_versions, "challenger_versions": self.challenger_versions,
                 "wins": self.wins, "ties": self.ties, "losses": self.losses, "queries": self.queries,
-                "p_value": self.p_value}
+                "searches": self.searches, "p_value": self.p_value}
 
 
 def interleaving_results(queries: list[dict], events: list[dict]) -> list[InterleavingResult]:
-    """One result per (champion config, challenger config) pair, from the store's records."""
+    """One result per (champion config, challenger config) pair, from the store's records, counted in distinct
+    query texts (see the module's docstring)."""
+    from evolve.feedback._grades import query_key
+
     credited: dict[str, set] = defaultdict(set)  # query id -> documents with a positive event
     for e in events:
         if e.get("action_name") not in POSITIVE:
@@ -66,6 +77,7 @@ def interleaving_results(queries: list[dict], events: list[dict]) -> list[Interl
         if doc is not None:
             credited[e["query_id"]].add(doc)
     out: dict[tuple[str, str], InterleavingResult] = {}
+    margin: dict[tuple[str, str], dict[str, int]] = defaultdict(dict)  # pair -> query text -> searches won - lost
     for q in queries:
         inter = (q.get("query_attributes") or {}).get("interleaving")
         if not inter:
@@ -82,12 +94,17 @@ def interleaving_results(queries: list[dict], events: list[dict]) -> list[Interl
         side = dict(zip(q.get("query_response_hit_ids") or [], inter.get("teams") or []))
         champ = sum(1 for d in docs if side.get(d) == "champion")
         chall = sum(1 for d in docs if side.get(d) == "challenger")
-        if chall > champ:
-            res.wins += 1
-        elif champ > chall:
-            res.losses += 1
-        else:
-            res.ties += 1
+        text = query_key(q.get("user_query") or "")
+        margin[key][text] = margin[key].get(text, 0) + (chall > champ) - (champ > chall)
+        res.searches += 1
+    for key, res in out.items():
+        for m in margin[key].values():
+            if m > 0:
+                res.wins += 1
+            elif m < 0:
+                res.losses += 1
+            else:
+                res.ties += 1
     return list(out.values())
 
 
@@ -102,7 +119,7 @@ def interleaving_gate(results: list[InterleavingResult], champion_fingerprint: s
         return False, ("no interleaving of this candidate against the current champion in the feedback store: "
                        "expected `evolve serve --challenger TRIAL` to have run")
     w, t, loss, p = match.wins, match.ties, match.losses, match.p_value
-    told = f"{w} wins, {t} ties, {loss} losses, sign test p = {p:.4f}"
+    told = f"{w} wins, {t} ties, {loss} losses (queries; {match.searches} searches), sign test p = {p:.4f}"
     if match.preferences < min_preferences:
         return False, f"interleaving: {told}: expected at least {min_preferences} queries with a preference, got {match.preferences}"
     if w <= loss or p > max_p:

@@ -6,8 +6,6 @@ collapsed, as feedback gold groups them) are summed into one win, tie or loss.
 
 from __future__ import annotations
 
-import unicodedata
-
 __all__ = ["per_query", "interleaving_at"]
 
 
@@ -15,13 +13,11 @@ def per_query(queries: list[dict], events: list[dict], order: list[str]) -> list
     """One interleaving observation per query text, in ``order``: +1 when the challenger won more of the text's
     searches than it lost, -1 for the reverse, 0 otherwise (three users searching one query are one observation)."""
     from evolve.feedback import interleaving_results
+    from evolve.feedback._grades import query_key as key
 
     by_q: dict[str, list[dict]] = {}
     for e in events:
         by_q.setdefault(e["query_id"], []).append(e)
-
-    def key(text: str) -> str:
-        return " ".join(unicodedata.normalize("NFC", text).split()).casefold()
 
     by_text: dict[str, list[dict]] = {}
     for q in queries:
