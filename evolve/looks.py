@@ -99,6 +99,13 @@ def advance(state: LookBudget, rejected: bool, fingerprint: str | None = None) -
                       state.level if rejected else 0.0, state.horizon)
 
 
+def _rule_fields_ok(rec: dict) -> bool:
+    """A look under this rule carries the alpha and the horizon the workspace's sequence is fixed by."""
+    alpha, horizon = rec.get("alpha"), rec.get("horizon")
+    return (isinstance(alpha, (int, float)) and not isinstance(alpha, bool) and 0 < alpha < 1
+            and isinstance(horizon, int) and not isinstance(horizon, bool) and horizon >= 0)
+
+
 def _p_value(rec: dict) -> float | None:
     """A recorded look's p under this rule; None for the old Bonferroni rule's looks (and records without p),
     which hand nothing on."""
@@ -152,6 +159,9 @@ class HoldoutLooks:
             if not isinstance(rec, dict) or "holdout_fingerprint" not in rec:
                 raise StorageError(f"{self.path}:{lineno}: expected a look record with 'holdout_fingerprint', "
                                    f"got {line.strip()[:80]!r}")
+            if rec.get("rule") == RULE and not _rule_fields_ok(rec):
+                raise StorageError(f"{self.path}:{lineno}: expected a {RULE} look with 'alpha' in (0, 1) and an "
+                                   f"integer 'horizon' >= 0, got {line.strip()[:80]!r}")
             out.append(rec)
         return out
 
@@ -172,11 +182,13 @@ class HoldoutLooks:
         mine = [r for r in records if r.get("rule") == RULE]
         if not mine:
             return replay(records, DEFAULT_ALPHA if alpha is None else alpha, fingerprint)
-        fixed = float(mine[0]["alpha"])
+        # the first look under this rule fixed alpha and the spending sequence (its horizon): a later evolve with
+        # another HORIZON continues the workspace's sequence, never a new one
+        fixed, horizon = float(mine[0]["alpha"]), int(mine[0]["horizon"])
         if alpha is not None and alpha != fixed:
-            raise ConfigError(f"--max-p {alpha:g}: the first look under this rule ({mine[0]['time']}) fixed the "
-                              f"workspace's family-wise alpha at {fixed:g}; expected {fixed:g} or no --max-p")
-        return replay(records, fixed, fingerprint)
+            raise ConfigError(f"--max-p {alpha:g}: the first look under this rule ({mine[0].get('time', '?')}) "
+                              f"fixed the workspace's family-wise alpha at {fixed:g}; expected {fixed:g} or no --max-p")
+        return replay(records, fixed, fingerprint, horizon)
 
     def check_permutations(self, state: LookBudget, n_permutations: int) -> None:
         """Refuse, before the look is taken, ``n`` permutations that cannot reach the look's level at all."""

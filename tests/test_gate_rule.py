@@ -36,6 +36,28 @@ def test_the_look_count_never_restarts_for_a_new_holdout(tmp_path):
     assert state.level < 0.05 * 101 / (101 * 102)  # below look 1's
 
 
+def test_the_first_looks_horizon_fixes_the_sequence_and_a_broken_record_is_one_line(tmp_path):
+    """A log begun under another horizon continues that sequence (a later evolve with another HORIZON must not
+    re-price the looks already taken), and a look of this rule without its alpha or horizon is refused with the
+    file and line, not a KeyError."""
+    from evolve.errors import StorageError
+    from evolve.looks import HoldoutLooks
+
+    ws = _ws(tmp_path)
+    looks = HoldoutLooks(ws)
+    first = dict(looks.record(looks.budget("fp", alpha=None), trial=1, p_value=0.5), horizon=20)
+    ws.holdout_looks_path.write_text(json.dumps(first) + "\n")
+    two = looks.budget("fp", alpha=None)
+    assert (two.look, two.horizon) == (2, 20)
+    assert two.level == pytest.approx(0.05 * 21 / (22 * 23))  # gamma_2 with H = 20, by hand
+    del first["alpha"]
+    ws.holdout_looks_path.write_text(json.dumps({"rule": "bonferroni", "holdout_fingerprint": "x"}) + "\n"
+                                     + json.dumps(first) + "\n")
+    with pytest.raises(StorageError) as e:
+        looks.budget("fp", alpha=None)
+    assert str(e.value).startswith(f"{ws.holdout_looks_path}:2: expected a fallback-spending look with 'alpha'")
+
+
 def test_the_spending_sums_to_alpha_and_each_level_is_by_hand():
     from evolve.looks import HORIZON, first_look, gamma
 
@@ -163,6 +185,32 @@ def test_the_power_warning_is_at_the_looks_level_and_on_the_objective():
         "warning: 200 holdout queries detect only mrr@10 gains of 0.059 or more (MDE at alpha 0.00049, power 0.8): "
         "too few queries to promote anything but a gain above 0.05; add gold"
     )
+
+
+def test_the_power_of_a_context_recall_gate_counts_only_the_queries_with_an_answer():
+    """The gate scores context_recall on the holdout queries that have a reference answer; the warning's n must
+    count those, not every holdout query (nDCG@10 counts every one)."""
+    from types import SimpleNamespace
+
+    import optuna
+
+    from evolve.config import PipelineConfig
+    from evolve.datasets import Dataset, Document
+    from evolve.gold._power import power_for
+    from evolve.splits import make_splits
+
+    qids = [f"q{i}" for i in range(60)]
+    ds = Dataset("t", "t", {"d": Document("d", "", "text")}, {q: f"question {q}" for q in qids},
+                 {"train": {q: {"d": 1} for q in qids}},
+                 answers={q: ["text"] for q in qids[::3]})
+    splits = make_splits(ds, 0)
+    view = SimpleNamespace(dataset=ds, splits=splits, study=optuna.create_study(), corpus_fp="c", gold_fp="g")
+    answered = sum(1 for q in splits.holdout if q in ds.answers)
+    assert 0 < answered < len(splits.holdout)
+    ws = SimpleNamespace(runs_dir="/nonexistent")
+    champ = PipelineConfig()
+    assert power_for(view, ws, champ, metric="context_recall@1000").n == answered
+    assert power_for(view, ws, champ, metric="ndcg@10").n == len(splits.holdout)
 
 
 # ------------------------------------------------------------------------------------------ the nights

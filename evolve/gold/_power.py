@@ -164,7 +164,11 @@ def power_for(view, workspace, champion, *, alpha: float = ALPHA, n: int | None 
 
     from evolve.trials import comparable_trials
 
-    n = len(view.splits.qrels(view.dataset, "holdout")) if n is None else n
+    if n is None:
+        holdout = view.splits.qrels(view.dataset, "holdout")
+        # a score on answers (context_recall) exists only for queries with a reference answer: the test has those
+        n = (sum(1 for q in holdout if view.dataset.answers.get(q)) if metric.startswith("context_recall")
+             else len(holdout))
     study = view.study
     done = comparable_trials(study, view.corpus_fp, view.gold_fp, states=(TrialState.COMPLETE,))
     champ_fp = champion.fingerprint()
