@@ -113,7 +113,17 @@ def main() -> int:
     say(f"{'config':<12} {'nDCG@10 feedback gold':>22} {'nDCG@10 SciFact qrels':>22}")
     for name in PANEL:
         say(f"{name:<12} {fb[name]:>22.4f} {ref[name]:>22.4f}")
-    say(f"Kendall's tau between the two rankings: {tau:.3f} (the test's floor: 0.6)")
+    # the exact null: how often a random ranking of the panel reaches tau (every ordering of its configs)
+    import itertools
+
+    from scipy.stats import kendalltau
+
+    names = sorted(ref)
+    orders = list(itertools.permutations(range(len(names))))
+    ranks = [ref[n] for n in names]
+    reach = sum(kendalltau(ranks, list(o)).statistic >= tau - 1e-9 for o in orders)
+    say(f"Kendall's tau between the two rankings: {tau:.3f}; a random ranking of these {len(names)} configs reaches "
+        f"it with probability {reach}/{len(orders)} = {reach / len(orders):.3f}")
 
     # ------------------------------------------------------------------ 2. interleaving vs holdout
     inter_q = {q: ds.queries[q] for q in train[:200]}
@@ -151,7 +161,7 @@ def main() -> int:
         test = paired_permutation_test(per["candidate"]["ndcg@10"], per["champion"]["ndcg@10"], seed=args.seed,
                                        n_permutations=permutations_for(look.level))
         passed = look.passes(test.p_value)
-        ok, why = interleaving_at(outcomes, n)
+        ok, why = interleaving_at(outcomes, n, searches=n * len(users3))
         say(f"   {n:>3} queries: interleaving gate {'PASS' if ok else 'no'} ({why}); holdout test "
             f"{'PASS' if passed else 'no'} (p = {test.p_value:.2g}, look {look.look} at level {look.level:.3g}, "
             f"{test.n_permutations} permutations, mean gain {test.mean_difference:+.3f})")
@@ -162,11 +172,17 @@ def main() -> int:
     say(f"3. A/A (hybrid-rrf against itself), {sim['searches']} searches = {len(aa)} query observations: "
         f"{aa.count(1)} wins, {aa.count(0)} ties, {aa.count(-1)} losses")
     for n in LOOKS:
-        ok, why = interleaving_at(aa, n)
+        ok, why = interleaving_at(aa, n, searches=n * len(users3))
         say(f"   {n:>3} queries: interleaving gate {'PASS: a false positive' if ok else 'no'} ({why})")
     shutil.rmtree(base, ignore_errors=True)
+    import time
+
+    from evolve.provenance import git_commit
+
+    head = (f"# python benchmarks/feedback_loop.py --workspace {args.workspace} --seed {args.seed}  "
+            f"({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, git {git_commit()}, {os.cpu_count()} CPUs)")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text("\n".join(lines) + "\n", encoding="utf-8")
+    Path(args.out).write_text("\n".join([head, *lines]) + "\n", encoding="utf-8")
     print(f"wrote {args.out}")
     return 0
 

@@ -67,7 +67,22 @@ def replays(pool, world, rule: str, n: int, horizon: int | None = None, budget_s
     total = {k: sum(r[i] for r in rows) for i, k in enumerate(keys)}
     total["replays"] = len(rows)
     total["any_false"] = sum(r[0] > 0 for r in rows)
+    total["rows"] = rows
     return total
+
+
+def paired_ratio(new_rows: list, today_rows: list, resamples: int = 4000, seed: int = 0) -> tuple[float, float, float]:
+    """Power new / today over the same replays (row i of each is seed i), with a 95% percentile bootstrap interval
+    that resamples replays (a replay's candidates share its holdout, so replays are the independent unit)."""
+    import numpy as np
+
+    n = min(len(new_rows), len(today_rows))
+    a = np.array([r[2] for r in new_rows[:n]], dtype=float)  # truly better promoted, per replay
+    b = np.array([r[2] for r in today_rows[:n]], dtype=float)
+    idx = np.random.default_rng(seed).integers(0, n, size=(resamples, n))
+    ratios = a[idx].sum(axis=1) / np.maximum(b[idx].sum(axis=1), 1e-12)
+    lo, hi = np.percentile(ratios, [2.5, 97.5])
+    return float(a.sum() / b.sum()), float(lo), float(hi)
 
 
 def interval(k: int, n: int) -> tuple[float, float]:
@@ -98,6 +113,9 @@ def main() -> int:
                     help="seconds a part may take (the new rule's null world 4x, each horizon of the sweep 1/4); a part "
                     "stops between rounds and reports the replays it did")
     ap.add_argument("--scenarios", default="ab", help="which scenarios to run: a, b or ab")
+    ap.add_argument("--power-only", action="store_true",
+                    help="only the +0.02 world: both rules on the same --alt-replays seeds, no --budget-s, and their "
+                    "power ratio with a bootstrap interval over replays (the paired comparison)")
     ap.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "gate_nights.txt"))
     args = ap.parse_args()
 
@@ -128,23 +146,29 @@ def main() -> int:
             say(f"scenario {name}")
             null = replace(base, operator=operator)
             alt = replace(null, effect=0.02)
-            for rule, label, n in (("new", "new rule  ", args.null_replays),
-                                   ("today", "today     ", args.today_null_replays)):
+            for rule, label, n in (() if args.power_only else (("new", "new rule  ", args.null_replays),
+                                                               ("today", "today     ", args.today_null_replays))):
                 r = replays(pool, null, rule, n, budget_s=args.budget_s and args.budget_s * (4 if rule == "new" else 1))
                 say(f"  null world, {label}: any false promotion in 100 nights {_fmt(r['any_false'], r['replays'])}; "
                     f"{r['looks']} looks, {r['perm_tests']} permutation tests, screen disagreements "
                     f"{r['disagreed']}/{r['checked']}")
-            power = {}
+            power, rows = {}, {}
             for rule, label in (("new", "new rule  "), ("today", "today     ")):
-                r = replays(pool, alt, rule, args.alt_replays, budget_s=args.budget_s)
-                power[rule] = r["good_promoted"] / r["good"]
+                r = replays(pool, alt, rule, args.alt_replays, budget_s=None if args.power_only else args.budget_s)
+                power[rule], rows[rule] = r["good_promoted"] / r["good"], r["rows"]
                 say(f"  +0.02 world, {label}, {r['replays']} replays: truly better promoted "
                     f"{_fmt(r['good_promoted'], r['good'])}; replays "
                     f"with a false promotion {_fmt(r['any_false'], r['replays'])}; screen disagreements "
                     f"{r['disagreed']}/{r['checked']}")
             say(f"  power, new / today: {power['new']:.3f} / {power['today']:.3f} = {power['new'] / power['today']:.2f} "
                 "(target >= 0.5)")
-            if args.sweep_replays:
+            if len(rows["new"]) == len(rows["today"]):
+                ratio, lo, hi = paired_ratio(rows["new"], rows["today"])
+                say(f"  paired over the same {len(rows['new'])} replays (seeds 0..{len(rows['new']) - 1}): power ratio "
+                    f"{ratio:.2f} [{lo:.2f}, {hi:.2f}] (95% bootstrap over replays)")
+            else:
+                say(f"  not paired: the rules stopped at {len(rows['new'])} and {len(rows['today'])} replays (--budget-s)")
+            if args.sweep_replays and not args.power_only:
                 cells = []
                 quick = replace(alt, screen=1.0, check_every=0)  # the normal approximation decides every look
                 r = replays(pool, quick, "today", args.sweep_replays, budget_s=args.budget_s and args.budget_s / 4)
@@ -163,7 +187,7 @@ def main() -> int:
         f"python benchmarks/gate_nights.py --null-replays {args.null_replays} --today-null-replays "
         f"{args.today_null_replays} --alt-replays {args.alt_replays} --sweep-replays {args.sweep_replays} --screen "
         f"{args.screen:g} --check-every {args.check_every} --workers {args.workers} --scenarios {args.scenarios}"
-        + (f" --budget-s {args.budget_s:g}" if args.budget_s else ""))
+        + (f" --budget-s {args.budget_s:g}" if args.budget_s else "") + (" --power-only" if args.power_only else ""))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text("\n".join(lines) + "\n", encoding="utf-8")
     print(f"wrote {args.out}")

@@ -119,7 +119,8 @@ def interleaving_gate(results: list[InterleavingResult], champion_fingerprint: s
         return False, ("no interleaving of this candidate against the current champion in the feedback store: "
                        "expected `evolve serve --challenger TRIAL` to have run")
     w, t, loss, p = match.wins, match.ties, match.losses, match.p_value
-    told = f"{w} wins, {t} ties, {loss} losses (queries; {match.searches} searches), sign test p = {p:.4f}"
+    behind = f" (queries; {match.searches} searches)" if match.searches else " (queries)"
+    told = f"{w} wins, {t} ties, {loss} losses{behind}, sign test p = {p:.4f}"
     if match.preferences < min_preferences:
         return False, f"interleaving: {told}: expected at least {min_preferences} queries with a preference, got {match.preferences}"
     if w <= loss or p > max_p:

@@ -31,10 +31,12 @@ def per_query(queries: list[dict], events: list[dict], order: list[str]) -> list
     return out
 
 
-def interleaving_at(outcomes: list[int], n: int) -> tuple[bool, str]:
-    """The gate's own interleaving check over the first ``n`` query observations."""
+def interleaving_at(outcomes: list[int], n: int, searches: int = 0) -> tuple[bool, str]:
+    """The gate's own interleaving check over the first ``n`` query observations (``searches``: the searches
+    behind them, for the message)."""
     from evolve.feedback import InterleavingResult, interleaving_gate
 
     head = outcomes[:n]
-    res = InterleavingResult("champion", "challenger", wins=head.count(1), ties=head.count(0), losses=head.count(-1))
+    res = InterleavingResult("champion", "challenger", wins=head.count(1), ties=head.count(0), losses=head.count(-1),
+                             searches=searches)
     return interleaving_gate([res], "champion", "challenger")
