@@ -9,7 +9,9 @@ of the three sets; BM25 per (chunking, tokenizer): the chunks tokenised), so the
 Query sets, never the study's holdout and never the report split for tuning: the study's own roles
 (:func:`evolve.splits.make_splits`, seed ``--split-seed``) give tune / holdout / report; this table splits the
 study's **tune** queries by a hash of their text into ``tune`` (70%) and ``judge`` (30%), leaves the study's
-holdout alone, and scores the report split (SciFact's test) only as ``report``.
+holdout alone, and scores the report split (SciFact's test) only as ``report``. A set with one judged split
+(KorQuAD) has no report role: there the study's holdout queries are the table's ``report`` set (the table is not
+a workspace; no look is taken or counted).
 
     python benchmarks/search_table.py --space benchmarks/search_table_space_small.yaml --subset 800 \\
         --out benchmarks/results/search_table_small            # the small proof table committed here
@@ -56,12 +58,16 @@ def query_sets(ds, split_seed: int, judge_fraction: float = 0.3) -> dict[str, li
     for q in splits.tune:
         h = int(hashlib.sha256(f"search-table:{ds.queries[q]}".encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
         (judge if h < judge_fraction else tune).append(q)
-    return {
-        "tune": sorted(tune),
-        "judge": sorted(judge),
-        "report": sorted(splits.report),
-        "study_holdout_left_out": sorted(splits.holdout),
-    }
+    if splits.report:
+        return {
+            "tune": sorted(tune),
+            "judge": sorted(judge),
+            "report": sorted(splits.report),
+            "study_holdout_left_out": sorted(splits.holdout),
+        }
+    # one judged split (KorQuAD): no report role, so the study's holdout is the table's report set. The table is
+    # never a workspace (no look is taken or counted here): strategies see tune only, and report stays unread
+    return {"tune": sorted(tune), "judge": sorted(judge), "report": sorted(splits.holdout)}
 
 
 def _qrels(ds, qids):
