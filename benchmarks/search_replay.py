@@ -138,6 +138,15 @@ def plot(table: Table, traces: dict[str, list], limit: float, path: Path) -> Non
     fig.savefig(path, dpi=110)
 
 
+_JOB: dict = {}
+
+
+def _one(task: tuple[str, int]):
+    """One replay in a worker (the table and space come with the fork)."""
+    name, seed = task
+    return replay(_JOB["table"], _JOB["space"], name, seed, max_seconds=_JOB["limit"])
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--table", required=True, help="a folder written by benchmarks/search_table.py")
@@ -146,16 +155,24 @@ def main(argv=None) -> int:
     ap.add_argument("--seeds", type=int, default=50)
     ap.add_argument("--limit", type=float, default=3.0, help="replay until this many times every stage's cost")
     ap.add_argument("--out", required=True, help="writes OUT.txt and OUT.png")
+    ap.add_argument("--workers", type=int, default=1, help="replays run in this many processes (same results)")
     args = ap.parse_args(argv)
 
     t0 = time.perf_counter()
     table = Table.read(Path(args.table))
     space = load_search_space(args.space or table.meta["space"])
     limit = args.limit * table.all_stage_seconds() + sum(r.warm_seconds for r in table.rows.values())
-    traces = {}
-    for name in [s.strip() for s in args.strategies.split(",") if s.strip()]:
-        traces[name] = [replay(table, space, name, seed, max_seconds=limit) for seed in range(args.seeds)]
-        print(f"{name}: {args.seeds} replays", file=sys.stderr, flush=True)
+    names = [s.strip() for s in args.strategies.split(",") if s.strip()]
+    _JOB.update(table=table, space=space, limit=limit)
+    tasks = [(name, seed) for name in names for seed in range(args.seeds)]
+    if args.workers > 1:
+        import multiprocessing as mp
+
+        with mp.get_context("fork").Pool(args.workers) as pool:
+            done = pool.map(_one, tasks, chunksize=1)
+    else:
+        done = [_one(t) for t in tasks]
+    traces = {name: [tr for (n, _), tr in zip(tasks, done) if n == name] for name in names}
     lines, stats = summarise(table, traces, limit)
     best = table.best
     m = table.meta
@@ -178,7 +195,7 @@ def main(argv=None) -> int:
         "",
         paired_test(stats, "cost", "random"),
         paired_test(stats, "tpe", "random"),
-        f"replayed in {time.perf_counter() - t0:.0f}s: `python benchmarks/search_replay.py "
+        f"replayed in {time.perf_counter() - t0:.0f}s ({args.workers} process(es)): `python benchmarks/search_replay.py "
         f"{' '.join(argv if argv is not None else sys.argv[1:])}`",
     ]
     text = "\n".join(head + lines + tail) + "\n"

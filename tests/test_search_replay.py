@@ -4,6 +4,7 @@ strategies are the real samplers ``evolve run --strategy`` uses, driven through 
 from __future__ import annotations
 
 import math
+import sys
 
 import pytest
 
@@ -187,6 +188,7 @@ def test_the_replay_script_writes_its_table_and_curves(synthetic, tmp_path):
     table.write(folder)
     spec = importlib.util.spec_from_file_location("search_replay", REPO / "benchmarks" / "search_replay.py")
     mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod  # importable by name, as a worker process unpickles its function
     spec.loader.exec_module(mod)
     assert mod.main(["--table", str(folder), "--seeds", "3", "--out", str(tmp_path / "out" / "replay")]) == 0
     text = (tmp_path / "out" / "replay.txt").read_text()
@@ -194,3 +196,7 @@ def test_the_replay_script_writes_its_table_and_curves(synthetic, tmp_path):
         assert f"| {name} |" in text
     assert "best tune 0.8500" in text and "paired Wilcoxon" in text
     assert (tmp_path / "out" / "replay.png").stat().st_size > 10_000
+    # --workers splits the replays over processes and changes nothing they print
+    assert mod.main(["--table", str(folder), "--seeds", "3", "--workers", "2", "--out", str(tmp_path / "w2")]) == 0
+    two = (tmp_path / "w2.txt").read_text()
+    assert [x for x in two.splitlines() if "replayed in" not in x] == [x for x in text.splitlines() if "replayed in" not in x]
