@@ -193,7 +193,9 @@ def main(argv=None) -> int:
     ]
     tail = [
         "",
+        paired_test(stats, "cost", "tpe"),
         paired_test(stats, "cost", "random"),
+        paired_test(stats, "cost", "greedy"),
         paired_test(stats, "tpe", "random"),
         f"replayed in {time.perf_counter() - t0:.0f}s ({args.workers} process(es)): `python benchmarks/search_replay.py "
         f"{' '.join(argv if argv is not None else sys.argv[1:])}`",
