@@ -10,8 +10,8 @@ Query sets, never the study's holdout and never the report split for tuning: the
 (:func:`evolve.splits.make_splits`, seed ``--split-seed``) give tune / holdout / report; this table splits the
 study's **tune** queries by a hash of their text into ``tune`` (70%) and ``judge`` (30%), leaves the study's
 holdout alone, and scores the report split (SciFact's test) only as ``report``. A set with one judged split
-(KorQuAD) has no report role: there the study's holdout queries are the table's ``report`` set (the table is not
-a workspace; no look is taken or counted).
+(KorQuAD) has no report role: there the study's tune queries are hashed three ways (tune 50%, judge 30%, report
+20%), and the study's holdout is still left alone.
 
     python benchmarks/search_table.py --space benchmarks/search_table_space_small.yaml --subset 800 \\
         --out benchmarks/results/search_table_small            # the small proof table committed here
@@ -51,23 +51,27 @@ from evolve.workspace import Workspace
 METRIC = "ndcg@10"
 
 
-def query_sets(ds, split_seed: int, judge_fraction: float = 0.3) -> dict[str, list[str]]:
-    """tune / judge from the study's tune role (by a hash of the text), report from the report role."""
+def query_sets(ds, split_seed: int, judge_fraction: float = 0.3, report_fraction: float = 0.2) -> dict[str, list[str]]:
+    """tune / judge from the study's tune role (by a hash of the text), report from the report role; a set with no
+    report role (one judged split) takes its report set from the study's tune role too (``report_fraction``). The
+    study's holdout is never scored."""
     splits = make_splits(ds, split_seed)
-    tune, judge = [], []
+    own_report = not splits.report
+    tune, judge, report = [], [], []
     for q in splits.tune:
         h = int(hashlib.sha256(f"search-table:{ds.queries[q]}".encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
-        (judge if h < judge_fraction else tune).append(q)
-    if splits.report:
-        return {
-            "tune": sorted(tune),
-            "judge": sorted(judge),
-            "report": sorted(splits.report),
-            "study_holdout_left_out": sorted(splits.holdout),
-        }
-    # one judged split (KorQuAD): no report role, so the study's holdout is the table's report set. The table is
-    # never a workspace (no look is taken or counted here): strategies see tune only, and report stays unread
-    return {"tune": sorted(tune), "judge": sorted(judge), "report": sorted(splits.holdout)}
+        if h < judge_fraction:
+            judge.append(q)
+        elif own_report and h < judge_fraction + report_fraction:
+            report.append(q)
+        else:
+            tune.append(q)
+    return {
+        "tune": sorted(tune),
+        "judge": sorted(judge),
+        "report": sorted(report if own_report else splits.report),
+        "study_holdout_left_out": sorted(splits.holdout),
+    }
 
 
 def _qrels(ds, qids):
