@@ -78,7 +78,7 @@ def main() -> int:
     from evolve.gold import read_gold
     from evolve.looks import advance, first_look, permutations_for
     from evolve.pipeline import Pipeline
-    from evolve.testing.interleave_counts import interleaving_at, per_query
+    from evolve.testing.interleave_counts import interleaving_at, per_query, searches_of
     from evolve.testing.serving import DENSE16, HYBRID, PANEL, kendall_tau, panel_ndcg
     from evolve.testing.users import CascadeUser
     from evolve.workspace import Workspace
@@ -131,7 +131,7 @@ def main() -> int:
     order = list(inter_q)
     texts = [inter_q[q] for q in order]
     queries, events, sim, _ = arm(base, cache_src, DENSE16, HYBRID, inter_q, qrels, users3, seed=args.seed + 1)
-    outcomes = per_query(queries, events, texts)
+    outcomes, searches = per_query(queries, events, texts), searches_of(queries, events, texts)
     say()
     say(f"2. interleaving, champion dense-16 vs challenger hybrid-rrf: {len(order)} queries x 3 users = "
         f"{sim['searches']} searches, counted as {len(order)} query observations: {outcomes.count(1)} wins, "
@@ -161,18 +161,18 @@ def main() -> int:
         test = paired_permutation_test(per["candidate"]["ndcg@10"], per["champion"]["ndcg@10"], seed=args.seed,
                                        n_permutations=permutations_for(look.level))
         passed = look.passes(test.p_value)
-        ok, why = interleaving_at(outcomes, n, searches=n * len(users3))
+        ok, why = interleaving_at(outcomes, n, searches=sum(searches[:n]))
         say(f"   {n:>3} queries: interleaving gate {'PASS' if ok else 'no'} ({why}); holdout test "
             f"{'PASS' if passed else 'no'} (p = {test.p_value:.2g}, look {look.look} at level {look.level:.3g}, "
             f"{test.n_permutations} permutations, mean gain {test.mean_difference:+.3f})")
         look = advance(look, passed)
 
     queries, events, sim, _ = arm(base, cache_src, HYBRID, HYBRID, inter_q, qrels, users3, seed=args.seed + 2)
-    aa = per_query(queries, events, texts)
+    aa, aa_searches = per_query(queries, events, texts), searches_of(queries, events, texts)
     say(f"3. A/A (hybrid-rrf against itself), {sim['searches']} searches = {len(aa)} query observations: "
         f"{aa.count(1)} wins, {aa.count(0)} ties, {aa.count(-1)} losses")
     for n in LOOKS:
-        ok, why = interleaving_at(aa, n, searches=n * len(users3))
+        ok, why = interleaving_at(aa, n, searches=sum(aa_searches[:n]))
         say(f"   {n:>3} queries: interleaving gate {'PASS: a false positive' if ok else 'no'} ({why})")
     shutil.rmtree(base, ignore_errors=True)
     import time

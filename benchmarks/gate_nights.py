@@ -82,6 +82,8 @@ def paired_ratio(new_rows: list, today_rows: list, resamples: int = 4000, seed: 
     idx = np.random.default_rng(seed).integers(0, n, size=(resamples, n))
     ratios = a[idx].sum(axis=1) / np.maximum(b[idx].sum(axis=1), 1e-12)
     lo, hi = np.percentile(ratios, [2.5, 97.5])
+    if b.sum() == 0:  # today's rule promoted nothing: no ratio to give
+        return float("nan"), float("nan"), float("nan")
     return float(a.sum() / b.sum()), float(lo), float(hi)
 
 

@@ -328,3 +328,18 @@ def test_the_production_gate_counts_queries_not_searches():
     ok, why = interleaving_gate([res], "A", "B")
     assert not ok and "20 wins, 0 ties, 1 losses (queries; 63 searches)" in why
     assert "expected at least 30 queries with a preference, got 21" in why
+
+
+def test_searches_stored_without_their_text_are_one_observation_each():
+    """`evolve serve --no-query-text` stores every search with an empty text: they cannot be grouped, and must not
+    collapse into one observation (which would make the gate impossible to pass): each is its own, as before."""
+    from evolve.feedback import interleaving_gate, interleaving_results
+
+    queries, events = [], []
+    for _ in range(31):
+        _search(queries, events, "", "challenger")
+    _search(queries, events, "   ", "champion")
+    [res] = interleaving_results(queries, events)
+    assert (res.wins, res.ties, res.losses, res.searches) == (31, 0, 1, 32)
+    ok, why = interleaving_gate([res], "A", "B")
+    assert ok, why  # sign test 31 of 32: p = 33 / 2**32

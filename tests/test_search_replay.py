@@ -174,7 +174,7 @@ def test_cost_aware_explores_warm_configs_before_paying_a_new_stage(synthetic):
     assert costs[1:3] == [1.0, 1.0], costs
 
 
-def test_the_replay_script_writes_its_table_and_curves(synthetic, tmp_path):
+def test_the_replay_script_writes_its_table_and_curves(synthetic, tmp_path, monkeypatch):
     """benchmarks/search_replay.py end to end on the synthetic table (3 seeds): a row per strategy, the paired test,
     and a PNG."""
     import importlib.util
@@ -188,7 +188,7 @@ def test_the_replay_script_writes_its_table_and_curves(synthetic, tmp_path):
     table.write(folder)
     spec = importlib.util.spec_from_file_location("search_replay", REPO / "benchmarks" / "search_replay.py")
     mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod  # importable by name, as a worker process unpickles its function
+    monkeypatch.setitem(sys.modules, spec.name, mod)  # importable by name, as a worker unpickles its function
     spec.loader.exec_module(mod)
     assert mod.main(["--table", str(folder), "--seeds", "3", "--out", str(tmp_path / "out" / "replay")]) == 0
     text = (tmp_path / "out" / "replay.txt").read_text()

@@ -370,6 +370,11 @@ def test_sigkill_mid_trial_loses_nothing_completed_and_recovers(tmp_path):
     counted = [t.number for t in new if "evolve.repeat_of" not in t.user_attrs]
     assert len(counted) == 1 and after[counted[0]] == "COMPLETE", [(t.number, t.state, t.user_attrs) for t in new]
     assert all(after[t.number] == "COMPLETE" for t in new), [(t.number, t.state) for t in new]
+    by_number = {t.number: t for t in _study(ws, "crash").trials}
+    for t in new:  # a free repeat answers from a complete trial of the same params, never from the killed one
+        if "evolve.repeat_of" in t.user_attrs:
+            twin = by_number[int(t.user_attrs["evolve.repeat_of"])]
+            assert twin.state.name == "COMPLETE" and twin.params == t.params, (t.number, twin.number)
     _, runs = _runs(ws, "crash")
     assert not [r for r in runs if r.info.status == "RUNNING"], [(r.info.run_name, r.info.status) for r in runs]
     killed = [r for r in runs if r.data.tags.get("optuna_trial_number") == str(running[0])]

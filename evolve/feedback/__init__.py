@@ -9,7 +9,13 @@ from evolve.feedback._base import FeedbackCounts, FeedbackStore
 from evolve.feedback._checks import CheckedEvent, FeedbackRejected, answer_of, check_event, cited_of
 from evolve.feedback._export import FORMATS, ExportSummary, export_gold
 from evolve.feedback._grades import Failure, FeedbackJudgements, GradeRules, PairJudgement, grade_feedback, query_key
-from evolve.feedback._interleaving import InterleavingResult, interleaving_gate, interleaving_results, sign_test
+from evolve.feedback._interleaving import (
+    InterleavingResult,
+    interleaving_gate,
+    interleaving_results,
+    query_margins,
+    sign_test,
+)
 from evolve.feedback._records import (
     ACTIONS,
     ANSWER_ACTIONS,
@@ -45,6 +51,7 @@ __all__ = [
     "grade_feedback",
     "interleaving_gate",
     "interleaving_results",
+    "query_margins",
     "query_key",
     "sign_test",
     "ACTIONS",

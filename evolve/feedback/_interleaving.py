@@ -9,6 +9,8 @@ Observations are **queries, not searches**: the searches of one query text (NFC,
 collapsed: :func:`~evolve.feedback._grades.query_key`, as feedback gold groups them) make one observation, a win
 when the challenger won more of them than it lost, a loss for the reverse, a tie otherwise. Three people repeating
 one query are one piece of evidence, not three, so the sign test's independence assumption is about queries.
+A search stored without its text (``evolve serve --no-query-text``) cannot be grouped: each such search is its own
+observation, as every search was before.
 Wins and losses are compared with a one-sided sign test (``scipy.stats.binomtest``, H1: the challenger wins more
 often than it loses).
 """
@@ -18,7 +20,7 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass, field
 
-__all__ = ["POSITIVE", "InterleavingResult", "interleaving_results", "interleaving_gate", "sign_test"]
+__all__ = ["POSITIVE", "InterleavingResult", "interleaving_results", "interleaving_gate", "query_margins", "sign_test"]
 
 POSITIVE = ("click", "useful", "answered")
 
@@ -63,11 +65,18 @@ class InterleavingResult:
                 "searches": self.searches, "p_value": self.p_value}
 
 
-def interleaving_results(queries: list[dict], events: list[dict]) -> list[InterleavingResult]:
-    """One result per (champion config, challenger config) pair, from the store's records, counted in distinct
-    query texts (see the module's docstring)."""
+def _text_key(q: dict) -> str:
+    """What groups searches into one observation: the query text's :func:`~evolve.feedback._grades.query_key`; a
+    search stored without its text (``evolve serve --no-query-text``) cannot be grouped and is its own one."""
     from evolve.feedback._grades import query_key
 
+    key = query_key(q.get("user_query") or "")
+    return key if key else "\0search:" + str(q.get("query_id"))
+
+
+def _tally(queries: list[dict], events: list[dict]):
+    """Per (champion, challenger) pair: a result with its versions and searches, and per text key the searches the
+    challenger won minus those it lost, and the searches behind it."""
     credited: dict[str, set] = defaultdict(set)  # query id -> documents with a positive event
     for e in events:
         if e.get("action_name") not in POSITIVE:
@@ -77,7 +86,7 @@ def interleaving_results(queries: list[dict], events: list[dict]) -> list[Interl
         if doc is not None:
             credited[e["query_id"]].add(doc)
     out: dict[tuple[str, str], InterleavingResult] = {}
-    margin: dict[tuple[str, str], dict[str, int]] = defaultdict(dict)  # pair -> query text -> searches won - lost
+    margins: dict[tuple[str, str], dict[str, list[int]]] = defaultdict(dict)  # pair -> text -> [won - lost, searches]
     for q in queries:
         inter = (q.get("query_attributes") or {}).get("interleaving")
         if not inter:
@@ -94,11 +103,26 @@ def interleaving_results(queries: list[dict], events: list[dict]) -> list[Interl
         side = dict(zip(q.get("query_response_hit_ids") or [], inter.get("teams") or []))
         champ = sum(1 for d in docs if side.get(d) == "champion")
         chall = sum(1 for d in docs if side.get(d) == "challenger")
-        text = query_key(q.get("user_query") or "")
-        margin[key][text] = margin[key].get(text, 0) + (chall > champ) - (champ > chall)
+        tally = margins[key].setdefault(_text_key(q), [0, 0])
+        tally[0] += (chall > champ) - (champ > chall)
+        tally[1] += 1
         res.searches += 1
+    return out, margins
+
+
+def query_margins(queries: list[dict], events: list[dict]) -> dict[tuple[str, str], dict[str, tuple[int, int]]]:
+    """Per (champion, challenger) fingerprint pair, per query text (its ``query_key``): (searches the challenger
+    won minus searches it lost, searches). The observation :func:`interleaving_results` counts is the margin's sign."""
+    _, margins = _tally(queries, events)
+    return {pair: {k: (m, n) for k, (m, n) in texts.items()} for pair, texts in margins.items()}
+
+
+def interleaving_results(queries: list[dict], events: list[dict]) -> list[InterleavingResult]:
+    """One result per (champion config, challenger config) pair, from the store's records, counted in distinct
+    query texts (see the module's docstring)."""
+    out, margins = _tally(queries, events)
     for key, res in out.items():
-        for m in margin[key].values():
+        for m, _ in margins[key].values():
             if m > 0:
                 res.wins += 1
             elif m < 0:

@@ -6,29 +6,29 @@ collapsed, as feedback gold groups them) are summed into one win, tie or loss.
 
 from __future__ import annotations
 
-__all__ = ["per_query", "interleaving_at"]
+__all__ = ["per_query", "searches_of", "interleaving_at"]
 
 
 def per_query(queries: list[dict], events: list[dict], order: list[str]) -> list[int]:
-    """One interleaving observation per query text, in ``order``: +1 when the challenger won more of the text's
-    searches than it lost, -1 for the reverse, 0 otherwise (three users searching one query are one observation)."""
-    from evolve.feedback import interleaving_results
-    from evolve.feedback._grades import query_key as key
+    """One interleaving observation per query text, in ``order``: the sign of the searches the challenger won
+    minus those it lost, as the gate counts it (:func:`evolve.feedback.query_margins`, one pair expected)."""
+    return [(m > 0) - (m < 0) for m, _ in _of_texts(queries, events, order)]
 
-    by_q: dict[str, list[dict]] = {}
-    for e in events:
-        by_q.setdefault(e["query_id"], []).append(e)
 
-    by_text: dict[str, list[dict]] = {}
-    for q in queries:
-        by_text.setdefault(key(q["user_query"]), []).append(q)
-    out = []
-    for text in order:
-        group = by_text.get(key(text), [])
-        results = interleaving_results(group, [e for q in group for e in by_q.get(q["query_id"], [])])
-        diff = sum(r.wins - r.losses for r in results)
-        out.append((diff > 0) - (diff < 0))
-    return out
+def searches_of(queries: list[dict], events: list[dict], order: list[str]) -> list[int]:
+    """The searches behind each text of ``order``."""
+    return [n for _, n in _of_texts(queries, events, order)]
+
+
+def _of_texts(queries, events, order):
+    from evolve.feedback import query_margins
+    from evolve.feedback._grades import query_key
+
+    margins = query_margins(queries, events)
+    if len(margins) > 1:
+        raise ValueError(f"expected the records of one champion/challenger pair, got {len(margins)} pairs")
+    texts = next(iter(margins.values()), {})
+    return [texts.get(query_key(t), (0, 0)) for t in order]
 
 
 def interleaving_at(outcomes: list[int], n: int, searches: int = 0) -> tuple[bool, str]:
