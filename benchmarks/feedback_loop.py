@@ -134,7 +134,8 @@ def main() -> int:
     outcomes, searches = per_query(queries, events, texts), searches_of(queries, events, texts)
     say()
     say(f"2. interleaving, champion dense-16 vs challenger hybrid-rrf: {len(order)} queries x 3 users = "
-        f"{sim['searches']} searches, counted as {len(order)} query observations: {outcomes.count(1)} wins, "
+        f"{sim['searches']} searches, counted as {len(outcomes)} query observations (distinct texts): "
+        f"{outcomes.count(1)} wins, "
         f"{outcomes.count(0)} ties, {outcomes.count(-1)} losses")
 
     def run_of(cfg_text: str, qids: list[str]):

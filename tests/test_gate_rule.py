@@ -295,7 +295,7 @@ def test_three_users_repeating_one_query_are_one_observation():
     """Defect 4: the feedback-loop benchmark counted searches. 30 queries, each searched by 3 users whom the
     challenger wins: 90 searches, but 30 observations; the gate (>= 30 with a preference, sign test p <= 0.05)
     passes at 30 queries and not at 29 (p = 2**-29 passes, but 29 < 30 preferences)."""
-    from evolve.testing.interleave_counts import interleaving_at, per_query
+    from evolve.testing.interleave_counts import interleaving_at, per_query, searches_of
 
     queries, events = [], []
     texts = [f"query {i}" for i in range(30)]
@@ -305,6 +305,8 @@ def test_three_users_repeating_one_query_are_one_observation():
     _search(queries, events, "query 0", "champion")  # one loss among query 0's four searches: still a win
     outcomes = per_query(queries, events, texts)
     assert outcomes == [1] * 30
+    assert per_query(queries, events, [*texts, " QUERY 0"]) == outcomes  # two ids with one text are one query
+    assert searches_of(queries, events, texts) == [4] + [3] * 29
     assert interleaving_at(outcomes, 30)[0] is True
     ok, why = interleaving_at(outcomes, 29)
     assert not ok and "expected at least 30 queries with a preference, got 29" in why

@@ -10,13 +10,13 @@ __all__ = ["per_query", "searches_of", "interleaving_at"]
 
 
 def per_query(queries: list[dict], events: list[dict], order: list[str]) -> list[int]:
-    """One interleaving observation per query text, in ``order``: the sign of the searches the challenger won
+    """One interleaving observation per distinct query text, in ``order``: the sign of the searches the challenger won
     minus those it lost, as the gate counts it (:func:`evolve.feedback.query_margins`, one pair expected)."""
     return [(m > 0) - (m < 0) for m, _ in _of_texts(queries, events, order)]
 
 
 def searches_of(queries: list[dict], events: list[dict], order: list[str]) -> list[int]:
-    """The searches behind each text of ``order``."""
+    """The searches behind each distinct text of ``order``."""
     return [n for _, n in _of_texts(queries, events, order)]
 
 
@@ -28,7 +28,8 @@ def _of_texts(queries, events, order):
     if len(margins) > 1:
         raise ValueError(f"expected the records of one champion/challenger pair, got {len(margins)} pairs")
     texts = next(iter(margins.values()), {})
-    return [texts.get(query_key(t), (0, 0)) for t in order]
+    keys = list(dict.fromkeys(query_key(t) for t in order))  # two ids with one text are one query
+    return [texts.get(k, (0, 0)) for k in keys]
 
 
 def interleaving_at(outcomes: list[int], n: int, searches: int = 0) -> tuple[bool, str]:
