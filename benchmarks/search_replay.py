@@ -165,13 +165,21 @@ def main(argv=None) -> int:
     names = [s.strip() for s in args.strategies.split(",") if s.strip()]
     _JOB.update(table=table, space=space, limit=limit)
     tasks = [(name, seed) for name in names for seed in range(args.seeds)]
+    def progress(results):
+        out = []
+        for i, trace in enumerate(results, 1):
+            out.append(trace)
+            if i % 10 == 0 or i == len(tasks):
+                print(f"replays: {i}/{len(tasks)} ({time.perf_counter() - t0:.0f}s)", file=sys.stderr, flush=True)
+        return out
+
     if args.workers > 1:
         import multiprocessing as mp
 
         with mp.get_context("fork").Pool(args.workers) as pool:
-            done = pool.map(_one, tasks, chunksize=1)
+            done = progress(pool.imap(_one, tasks, chunksize=1))  # imap keeps the tasks' order
     else:
-        done = [_one(t) for t in tasks]
+        done = progress(_one(t) for t in tasks)
     traces = {name: [tr for (n, _), tr in zip(tasks, done) if n == name] for name in names}
     lines, stats = summarise(table, traces, limit)
     best = table.best
