@@ -79,11 +79,11 @@ def paired_ratio(new_rows: list, today_rows: list, resamples: int = 4000, seed: 
     n = min(len(new_rows), len(today_rows))
     a = np.array([r[2] for r in new_rows[:n]], dtype=float)  # truly better promoted, per replay
     b = np.array([r[2] for r in today_rows[:n]], dtype=float)
+    if b.sum() == 0:  # today's rule promoted nothing: no ratio to give
+        return float("nan"), float("nan"), float("nan")
     idx = np.random.default_rng(seed).integers(0, n, size=(resamples, n))
     ratios = a[idx].sum(axis=1) / np.maximum(b[idx].sum(axis=1), 1e-12)
     lo, hi = np.percentile(ratios, [2.5, 97.5])
-    if b.sum() == 0:  # today's rule promoted nothing: no ratio to give
-        return float("nan"), float("nan"), float("nan")
     return float(a.sum() / b.sum()), float(lo), float(hi)
 
 
