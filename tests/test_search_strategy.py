@@ -71,6 +71,15 @@ def test_the_effective_config_merges_what_retrieves_the_same():
         "dense|sentence-transformers:all-MiniLM-L6-v2:256|none|-",
         "bm25|none|english",
     )
+    rerank = ["retrieval.mode=sparse", "rerank.transport=bi-encoder", "rerank.model=all-mpnet-base-v2"]
+    assert stage_keys(apply_overrides(base, rerank)) == ("bm25|none|english", "rerank|bi-encoder:all-mpnet-base-v2:512")
+    # prefixes change the rerank's vectors, so they are another stage; depth and combine are not
+    assert stage_keys(apply_overrides(base, [*rerank, "rerank.query_prefix=q: "]))[1] == (
+        "rerank|bi-encoder:all-mpnet-base-v2:512|q: /"
+    )
+    assert stage_keys(apply_overrides(base, [*rerank, "rerank.depth=20", "rerank.combine=fuse"]))[1] == (
+        "rerank|bi-encoder:all-mpnet-base-v2:512"
+    )
     assert space_size(load_search_space(SPACE)) == DISTINCT
     # tests/data/space_small.yaml by hand: whole documents 2 index x 3 dims; tokens 2 aggregations x 2 x 3
     assert space_size(load_search_space(str(REPO / "tests" / "data" / "space_small.yaml"))) == 6 + 12

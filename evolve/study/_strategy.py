@@ -125,7 +125,7 @@ def _chunking(config: PipelineConfig) -> str:
 def stage_keys(config: PipelineConfig) -> tuple[str, ...]:
     """The expensive inputs ``config`` needs, each named once (what a replay's clock charges once):
     ``dense|model|chunking|prefix`` (Matryoshka dims derive from the full vectors), ``bm25|chunking|tokenizer``,
-    ``rerank|model``."""
+    ``rerank|transport:model:max_length`` (``|query prefix/doc prefix`` appended when either is set)."""
     out = []
     e = config.embedding
     if config.retrieval.mode in ("dense", "hybrid"):
@@ -137,8 +137,10 @@ def stage_keys(config: PipelineConfig) -> tuple[str, ...]:
         out.append(f"dense|{e.backend}:{e.model}:{e.max_length}|{_chunking(config)}|{prefix}")
     if config.retrieval.mode in ("sparse", "hybrid"):
         out.append(f"bm25|{_chunking(config)}|{config.sparse.tokenizer}")
-    if config.rerank.transport != "none":
-        out.append(f"rerank|{config.rerank.transport}:{config.rerank.model}:{config.rerank.max_length}")
+    r = config.rerank
+    if r.transport != "none":
+        prefix = f"|{r.query_prefix}/{r.doc_prefix}" if (r.query_prefix or r.doc_prefix) else ""
+        out.append(f"rerank|{r.transport}:{r.model}:{r.max_length}{prefix}")
     return tuple(out)
 
 
