@@ -29,6 +29,7 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from evolve.errors import ConfigError
 from evolve.search_space import load_search_space
 from evolve.study._strategy import STRATEGIES
 from evolve.study.replay import Table, replay
@@ -156,10 +157,32 @@ def main(argv=None) -> int:
     ap.add_argument("--limit", type=float, default=3.0, help="replay until this many times every stage's cost")
     ap.add_argument("--out", required=True, help="writes OUT.txt and OUT.png")
     ap.add_argument("--workers", type=int, default=1, help="replays run in this many processes (same results)")
+    ap.add_argument(
+        "--stage-rate",
+        action="append",
+        default=[],
+        metavar="MODEL=TEXTS_PER_S",
+        help="re-weight the stages of MODEL to texts / rate seconds (a GPU's measured throughput); repeatable",
+    )
     args = ap.parse_args(argv)
 
     t0 = time.perf_counter()
     table = Table.read(Path(args.table))
+    if args.stage_rate:
+        rates = {}
+        for item in args.stage_rate:
+            model, sep, rate = item.rpartition("=")
+            try:
+                value = float(rate)
+            except ValueError:
+                value = math.nan
+            if not sep or not model or math.isnan(value):
+                raise SystemExit(f"error: --stage-rate: expected MODEL=TEXTS_PER_S, got '{item}'")
+            rates[model] = value
+        try:
+            table = table.reweighted(rates)
+        except ConfigError as err:
+            raise SystemExit(f"error: {err}") from None
     space = load_search_space(args.space or table.meta["space"])
     limit = args.limit * table.all_stage_seconds() + sum(r.warm_seconds for r in table.rows.values())
     names = [s.strip() for s in args.strategies.split(",") if s.strip()]
@@ -189,6 +212,14 @@ def main(argv=None) -> int:
         f"table: {len(table.rows)} configs, {len(table.stage_seconds)} stages, every stage once "
         f"{table.all_stage_seconds():.0f}s, every warm trial once {sum(r.warm_seconds for r in table.rows.values()):.0f}s; "
         f"built by `{m.get('command')}` in {m.get('wall_seconds')}s on {m.get('cpus')} CPUs (git {m.get('git_commit')})",
+        *(
+            [
+                f"stage costs re-weighted: texts / rate for {m['stage_rates']} (texts per second); BM25 stages and "
+                "warm trials as measured"
+            ]
+            if m.get("stage_rates")
+            else []
+        ),
         f"dataset {m.get('dataset')} subset {m.get('subset')} ({m.get('n_documents')} documents); queries "
         f"{m.get('query_sets')}; metric {m.get('metric')}",
         f"best tune {best.tune:.4f} (judge {best.judge:.4f}, report {best.report:.4f}): {best.params}",

@@ -117,18 +117,20 @@ def _rerank_stage(rerank, ds, cache, pool, all_qids) -> int:
     prefixes, through the same cache the trials read (an upper bound on what a night's lazy rerank embeds: a
     document is embedded the first time a head holds it). Other transports score pairs in every trial and have no
     stage to measure: refused."""
+    from evolve.cache import CacheStats
     from evolve.rerankers import get_reranker_class
 
     if rerank.transport != "bi-encoder":
         raise SystemExit(
             f"error: rerank.transport: expected bi-encoder (the one transport whose cost is a stage), got '{rerank.transport}'"
         )
-    reranker = get_reranker_class("bi-encoder")(rerank, cache=cache, embedders=pool)
+    stats = CacheStats()
+    reranker = get_reranker_class("bi-encoder")(rerank, cache=cache, embedders=pool, stats=stats)
     docs = [rerank.doc_prefix + d.full_text for d in ds.corpus.values()]
     queries = [rerank.query_prefix + ds.queries[q] for q in all_qids]
     # one call: every document in the first query's head, none in the others'; both vector kinds are cached
     reranker.score_batch(queries, [docs] + [[] for _ in queries[1:]])
-    return len(set(docs)) + len(set(queries))
+    return stats.n_embedded  # what this stage embedded (texts an earlier stage cached with the same model are free)
 
 
 def score(pipe: Pipeline, qrels: dict) -> float:

@@ -85,6 +85,25 @@ def test_the_synthetic_table_has_its_known_optimum(synthetic):
     assert table.best.tune == pytest.approx(0.85)
 
 
+def test_a_gpu_rate_reweights_its_models_stages_and_nothing_else(synthetic):
+    """Hand-derived: every stage of the synthetic table embeds 10 texts, so at 4 texts/s an mpnet stage costs
+    2.5 s (was 400 or 800); MiniLM's dense stages and BM25 keep their seconds, warm trials too; a rate for a model
+    no stage uses, or a rate of 0, is one line."""
+    from evolve.errors import ConfigError
+
+    space, table = synthetic
+    gpu = table.reweighted({"all-mpnet-base-v2": 4.0})
+    for s, sec in gpu.stage_seconds.items():
+        assert sec == (2.5 if "all-mpnet-base-v2" in s else table.stage_seconds[s]), s
+    assert gpu.all_stage_seconds() == table.all_stage_seconds() - 1200 + 5
+    assert gpu.rows is table.rows and gpu.meta["stage_rates"] == {"all-mpnet-base-v2": 4.0}
+    with pytest.raises(ConfigError, match=r"expected a model of this table's stages \(all-MiniLM-L6-v2, "
+                                          r"all-mpnet-base-v2\), got 'bge-m3'"):
+        table.reweighted({"bge-m3": 100.0})
+    with pytest.raises(ConfigError, match=r"expected texts per second > 0, got 0.0"):
+        table.reweighted({"all-MiniLM-L6-v2": 0.0})
+
+
 def test_the_clock_charges_a_stage_once_and_the_warm_trial_every_time(synthetic):
     """Hand-derived: MiniLM dense on whole documents costs 100 + 1; a second config on the same vectors 1; a
     sparse config 10 + 1; a hybrid on both paid stages 1; mpnet on tokens with BM25 on tokens 800 + 20 + 1."""
@@ -200,3 +219,13 @@ def test_the_replay_script_writes_its_table_and_curves(synthetic, tmp_path, monk
     assert mod.main(["--table", str(folder), "--seeds", "3", "--workers", "2", "--out", str(tmp_path / "w2")]) == 0
     two = (tmp_path / "w2.txt").read_text()
     assert [x for x in two.splitlines() if "replayed in" not in x] == [x for x in text.splitlines() if "replayed in" not in x]
+    # --stage-rate re-weights the model's stages (every stage once: 1,530 s measured; 335 s with mpnet at 4 texts/s, 400 + 800 becoming 2 x 2.5)
+    assert mod.main(["--table", str(folder), "--seeds", "2", "--stage-rate", "all-mpnet-base-v2=4",
+                     "--out", str(tmp_path / "gpu")]) == 0
+    gpu = (tmp_path / "gpu.txt").read_text()
+    assert "every stage once 1530s" in text and "every stage once 335s" in gpu
+    assert "stage costs re-weighted: texts / rate for {'all-mpnet-base-v2': 4.0}" in gpu
+    for bad, said in (("all-mpnet-base-v2", "expected MODEL=TEXTS_PER_S, got 'all-mpnet-base-v2'"),
+                      ("bge-m3=9", "expected a model of this table's stages")):
+        with pytest.raises(SystemExit, match=said):
+            mod.main(["--table", str(folder), "--seeds", "1", "--stage-rate", bad, "--out", str(tmp_path / "x")])

@@ -62,6 +62,29 @@ class Table:
     def all_stage_seconds(self) -> float:
         return sum(self.stage_seconds.values())
 
+    def reweighted(self, rates: dict[str, float]) -> Table:
+        """This table with the stages that embed with a model of ``rates`` (model name -> texts per second, a
+        throughput measured elsewhere, e.g. on a GPU) costing ``texts / rate`` seconds; every other stage (BM25)
+        and every warm trial keep their measured seconds. ``meta["stage_rates"]`` records the rates."""
+        models = {_stage_model(s) for s in self.stage_seconds} - {None}
+        unknown = sorted(set(rates) - models)
+        if unknown:
+            raise ConfigError(
+                f"stage rate: expected a model of this table's stages ({', '.join(sorted(models)) or 'none'}), "
+                f"got '{unknown[0]}'"
+            )
+        bad = sorted(m for m, r in rates.items() if not (r > 0 and math.isfinite(r)))
+        if bad:
+            raise ConfigError(f"stage rate of '{bad[0]}': expected texts per second > 0, got {rates[bad[0]]}")
+        seconds = dict(self.stage_seconds)
+        for s in seconds:
+            model = _stage_model(s)
+            if model in rates:
+                if s not in self.stage_texts:
+                    raise ConfigError(f"stage '{s}': expected its texts in the table to re-weight it, got none")
+                seconds[s] = self.stage_texts[s] / rates[model]
+        return Table(self.rows, seconds, dict(self.stage_texts), {**self.meta, "stage_rates": dict(rates)})
+
     def write(self, folder: Path) -> None:
         """``configs.csv``, ``stages.csv`` and ``meta.json`` under ``folder`` (atomic writes)."""
         import io
@@ -120,6 +143,16 @@ class Table:
                 texts[r["stage"]] = int(r["texts"])
         meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
         return cls(rows, seconds, texts, meta)
+
+
+def _stage_model(stage: str) -> str | None:
+    """The model a stage embeds with (``dense|backend:model:max_length|…``, ``rerank|transport:model:max_length…``);
+    None for BM25."""
+    kind, _, rest = stage.partition("|")
+    if kind not in ("dense", "rerank"):
+        return None
+    parts = rest.split("|", 1)[0].split(":")
+    return ":".join(parts[1:-1]) if len(parts) >= 3 else None
 
 
 class Clock:
