@@ -8,9 +8,7 @@ BERT-large shape it also prints the fraction of the fp16 compute floor reached: 
 tokens at the matmul rate measured in the same process (a big fp16 ``torch.matmul``).
 
 Shapes: MiniLM-L6 (the real all-MiniLM-L6-v2 when installed, else random weights with its config), BERT-base
-and BERT-large (random weights from a ``BertConfig``, saved as sentence-transformers folders with mean pooling),
-and ``small12``, multilingual-e5-small's encoder shape (384 x 12 layers; BERT's 30,522-token vocabulary, so only
-the embedding table differs) for a GPU rate of the Korean model.
+and BERT-large (random weights from a ``BertConfig``, saved as sentence-transformers folders with mean pooling).
 
     python benchmarks/embed_throughput.py                       # GPU, all shapes
     python benchmarks/embed_throughput.py --device cpu --limit 200   # CPU smoke test (MiniLM only)
@@ -38,12 +36,10 @@ if str(REPO) not in sys.path:
 
 SHAPES = {
     "minilm": {"hidden_size": 384, "num_hidden_layers": 6, "num_attention_heads": 12, "intermediate_size": 1536},
-    "small12": {"hidden_size": 384, "num_hidden_layers": 12, "num_attention_heads": 12, "intermediate_size": 1536},
     "base": {"hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12, "intermediate_size": 3072},
     "large": {"hidden_size": 1024, "num_hidden_layers": 24, "num_attention_heads": 16, "intermediate_size": 4096},
 }
-LABELS = {"minilm": "MiniLM-L6 (384x6)", "small12": "e5-small shape (384x12)", "base": "BERT-base (768x12)",
-          "large": "BERT-large (1024x24)"}
+LABELS = {"minilm": "MiniLM-L6 (384x6)", "base": "BERT-base (768x12)", "large": "BERT-large (1024x24)"}
 
 #: vLLM variants. "default" is evolve's backend as shipped (GPU: engine core in-process, 128 Ki-token steps,
 #: tokenisation overlapped with the engine). "_mp": engine core in a child process (vLLM's default);
@@ -381,8 +377,7 @@ def main() -> None:
     ap.add_argument("--limit", type=int, default=None, help="first N documents only")
     ap.add_argument("--runs", type=int, default=3, help="timed runs per measurement (the median is reported)")
     ap.add_argument("--max-length", type=int, default=256)
-    ap.add_argument("--models", default=None,
-                    help="comma list of minilm,small12,base,large (default: minilm,base,large on GPU, minilm on CPU)")
+    ap.add_argument("--models", default=None, help="comma list of minilm,base,large (default: all on GPU, minilm on CPU)")
     ap.add_argument("--phase", choices=["all", "st", "vllm"], default="all",
                     help="st: sentence-transformers (and matmul) only; vllm: vLLM only, merged with an earlier st phase")
     ap.add_argument("--variants", default=None,
