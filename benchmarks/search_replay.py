@@ -178,6 +178,8 @@ def main(argv=None) -> int:
                 value = math.nan
             if not sep or not model or math.isnan(value):
                 raise SystemExit(f"error: --stage-rate: expected MODEL=TEXTS_PER_S, got '{item}'")
+            if model in rates:
+                raise SystemExit(f"error: --stage-rate: expected one rate per model, got '{model}' twice")
             rates[model] = value
         try:
             table = table.reweighted(rates)
@@ -214,8 +216,8 @@ def main(argv=None) -> int:
         f"built by `{m.get('command')}` in {m.get('wall_seconds')}s on {m.get('cpus')} CPUs (git {m.get('git_commit')})",
         *(
             [
-                f"stage costs re-weighted: texts / rate for {m['stage_rates']} (texts per second); BM25 stages and "
-                "warm trials as measured"
+                f"stage costs re-weighted: texts / rate for {m['stage_rates']} (texts per second; a query is "
+                "charged like a document, so short queries are over-charged); BM25 stages and warm trials as measured"
             ]
             if m.get("stage_rates")
             else []

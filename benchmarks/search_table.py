@@ -116,14 +116,10 @@ def _rerank_stage(rerank, ds, cache, pool, all_qids) -> int:
     """A bi-encoder rerank's vectors: every document's full text and every query of the three sets, with the rerank
     prefixes, through the same cache the trials read (an upper bound on what a night's lazy rerank embeds: a
     document is embedded the first time a head holds it). Other transports score pairs in every trial and have no
-    stage to measure: refused."""
+    stage to measure: :func:`main` refuses them before any stage runs."""
     from evolve.cache import CacheStats
     from evolve.rerankers import get_reranker_class
 
-    if rerank.transport != "bi-encoder":
-        raise SystemExit(
-            f"error: rerank.transport: expected bi-encoder (the one transport whose cost is a stage), got '{rerank.transport}'"
-        )
     stats = CacheStats()
     reranker = get_reranker_class("bi-encoder")(rerank, cache=cache, embedders=pool, stats=stats)
     docs = [rerank.doc_prefix + d.full_text for d in ds.corpus.values()]
@@ -166,8 +162,18 @@ def main(argv=None) -> int:
         file=sys.stderr,
         flush=True,
     )
+    other = sorted({s for c in candidates for s in c.stages if s.startswith("rerank|") and not
+                    s.startswith("rerank|bi-encoder:")})
+    if other:  # refused before hours of stages, not when the first one comes up
+        raise SystemExit(f"error: stage '{other[0]}': expected bi-encoder reranks only (the one transport whose cost "
+                         "is a stage); cross-encoder, vllm and openai-rerank score pairs inside every trial")
     ws = Workspace(args.workspace).ensure()
     cache = EmbeddingCache.open(ws)
+    held = cache.store.stats().entries if cache.store is not None else 0
+    if held:  # a stage's seconds and texts are what it newly embedded: vectors already cached would read as free
+        cache.close()
+        raise SystemExit(f"error: --workspace {args.workspace}: expected an empty embedding cache, got {held} vectors "
+                         "(a stage would read as nearly free; use a new folder)")
     pool = EmbedderPool()
     all_qids = sorted(set().union(*(set(q) for q in qrels.values())))
     try:

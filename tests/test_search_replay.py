@@ -86,22 +86,45 @@ def test_the_synthetic_table_has_its_known_optimum(synthetic):
 
 
 def test_a_gpu_rate_reweights_its_models_stages_and_nothing_else(synthetic):
-    """Hand-derived: every stage of the synthetic table embeds 10 texts, so at 4 texts/s an mpnet stage costs
-    2.5 s (was 400 or 800); MiniLM's dense stages and BM25 keep their seconds, warm trials too; a rate for a model
-    no stage uses, or a rate of 0, is one line."""
+    """Hand-derived: with mpnet's whole-document stage embedding 8 texts and its token stage 20, at 4 texts/s
+    they cost 2 s and 5 s (were 400 and 800); MiniLM's dense stages and BM25 keep their seconds, warm trials too;
+    a rate for a model no stage uses, or a rate of 0, is one line."""
     from evolve.errors import ConfigError
+    from evolve.study.replay import Table
 
     space, table = synthetic
-    gpu = table.reweighted({"all-mpnet-base-v2": 4.0})
-    for s, sec in gpu.stage_seconds.items():
-        assert sec == (2.5 if "all-mpnet-base-v2" in s else table.stage_seconds[s]), s
-    assert gpu.all_stage_seconds() == table.all_stage_seconds() - 1200 + 5
+    texts = {s: (8 if "|none|" in s else 20) if "all-mpnet-base-v2" in s else 1000 for s in table.stage_seconds}
+    gpu = Table(table.rows, table.stage_seconds, texts, {}).reweighted({"all-mpnet-base-v2": 4.0})
+    mpnet = {s.split("|")[2]: sec for s, sec in gpu.stage_seconds.items() if "all-mpnet-base-v2" in s}
+    assert mpnet == {"none": 2.0, "tokens-128-0": 5.0}
+    assert all(sec == table.stage_seconds[s] for s, sec in gpu.stage_seconds.items() if "all-mpnet-base-v2" not in s)
+    assert gpu.all_stage_seconds() == table.all_stage_seconds() - 1200 + 7
     assert gpu.rows is table.rows and gpu.meta["stage_rates"] == {"all-mpnet-base-v2": 4.0}
     with pytest.raises(ConfigError, match=r"expected a model of this table's stages \(all-MiniLM-L6-v2, "
                                           r"all-mpnet-base-v2\), got 'bge-m3'"):
         table.reweighted({"bge-m3": 100.0})
     with pytest.raises(ConfigError, match=r"expected texts per second > 0, got 0.0"):
         table.reweighted({"all-MiniLM-L6-v2": 0.0})
+
+
+@pytest.mark.parametrize(
+    "overrides, models",
+    [
+        (["retrieval.mode=hybrid"], ["all-MiniLM-L6-v2", None]),
+        (["retrieval.mode=dense", "embedding.model=org/m:rev", "embedding.query_prefix=q: "], ["org/m:rev"]),
+        (["retrieval.mode=sparse", "rerank.transport=bi-encoder", "rerank.model=org/m:rev", "rerank.query_prefix=q: "],
+         [None, "org/m:rev"]),
+    ],
+)
+def test_the_stage_model_is_read_back_from_every_key_stage_keys_writes(overrides, models):
+    """The model of each stage key the loop writes (dense and rerank keys, a model name holding ':', prefixes);
+    None for BM25."""
+    from evolve.config import PipelineConfig, apply_overrides
+    from evolve.study._strategy import stage_keys
+    from evolve.study.replay import _stage_model
+
+    keys = stage_keys(apply_overrides(PipelineConfig(), overrides))
+    assert [_stage_model(k) for k in keys] == models, keys
 
 
 def test_the_clock_charges_a_stage_once_and_the_warm_trial_every_time(synthetic):

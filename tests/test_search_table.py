@@ -14,13 +14,15 @@ fixed:
   retrieval.mode: sparse
   rerank.model: all-MiniLM-L6-v2
   rerank.max_length: 128
+  rerank.query_prefix: "query: "
+  rerank.doc_prefix: "passage: "
 params:
   rerank.transport: {choices: [none, bi-encoder]}
   rerank.depth: {choices: [20], when: {rerank.transport: [bi-encoder]}}
 """
 N_DOCS = 60
 BM25 = "bm25|none|english"
-RERANK = "rerank|bi-encoder:all-MiniLM-L6-v2:128"
+RERANK = "rerank|bi-encoder:all-MiniLM-L6-v2:128|query: /passage: "
 
 
 @pytest.fixture(scope="module")
@@ -58,6 +60,9 @@ def test_the_rerank_stage_is_every_document_and_query_once_and_the_trials_run_wa
     assert table.stage_texts == {BM25: N_DOCS, RERANK: expected}
     assert sorted(r.stages for r in table.rows.values()) == [(BM25,), (BM25, RERANK)]
     assert all(s > 0 for s in table.stage_seconds.values())
+    # a second build on the same cache would find every vector there and read its stages as free: refused
+    with pytest.raises(SystemExit, match=r"expected an empty embedding cache, got \d+ vectors"):
+        _build(search_table, tmp_path, "again")
 
 
 def test_a_stage_left_unmeasured_stops_the_build_instead_of_charging_a_warm_trial(search_table, tmp_path, monkeypatch):
