@@ -148,6 +148,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
 
     t_start = time.perf_counter()
+    prov = provenance()  # the code that runs is the code at the start: later commits during hours of build are not it
     ds = load_dataset(args.dataset)
     if args.subset:
         ds = ds.subset(args.subset)
@@ -199,7 +200,6 @@ def main(argv=None) -> int:
     finally:
         pool.close()
         cache.close()
-    prov = provenance()
     meta = {
         "command": "python " + " ".join([sys.argv[0], *(argv if argv is not None else sys.argv[1:])]),
         "dataset": args.dataset,
