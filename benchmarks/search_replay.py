@@ -225,6 +225,8 @@ def main(argv=None) -> int:
         f"dataset {m.get('dataset')} subset {m.get('subset')} ({m.get('n_documents')} documents); queries "
         f"{m.get('query_sets')}; metric {m.get('metric')}",
         f"best tune {best.tune:.4f} (judge {best.judge:.4f}, report {best.report:.4f}): {best.params}",
+        f"oracle: the cheapest config within {TOLERANCE}, its stages and warm trial, {table.oracle_seconds(TOLERANCE):.0f}s "
+        "(no strategy can reach the target sooner)",
         f"best judge in the table {max(r.judge for r in table.rows.values()):.4f}; "
         f"the shipped default is not in this table unless its space holds it",
         f"{args.seeds} seeds per strategy (0..{args.seeds - 1}); each replay runs until the table is exhausted, "

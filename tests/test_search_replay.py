@@ -127,6 +127,15 @@ def test_the_stage_model_is_read_back_from_every_key_stage_keys_writes(overrides
     assert [_stage_model(k) for k in keys] == models, keys
 
 
+def test_the_oracle_pays_only_the_cheapest_config_within_the_tolerance(synthetic):
+    """Hand-derived: only OPTIMUM is within 0.005 of 0.85 (every other config scores 0.80 or less): mpnet on tokens
+    800 + BM25 on tokens 20 + its warm trial 1 = 821 s. Within 0.051 the 0.80 configs are in too, and the cheapest
+    of them is mpnet's wsum hybrid on whole documents (k1 1.0): 400 + 10 + 1 = 411 s."""
+    space, table = synthetic
+    assert table.oracle_seconds(0.005) == 821.0
+    assert table.oracle_seconds(0.051) == 411.0
+
+
 def test_the_clock_charges_a_stage_once_and_the_warm_trial_every_time(synthetic):
     """Hand-derived: MiniLM dense on whole documents costs 100 + 1; a second config on the same vectors 1; a
     sparse config 10 + 1; a hybrid on both paid stages 1; mpnet on tokens with BM25 on tokens 800 + 20 + 1."""

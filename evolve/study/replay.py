@@ -62,6 +62,15 @@ class Table:
     def all_stage_seconds(self) -> float:
         return sum(self.stage_seconds.values())
 
+    def oracle_seconds(self, tolerance: float) -> float:
+        """The least time any night can take to reach within ``tolerance`` of the best tune score: the cheapest
+        config there, charged its stages and its warm trial (a strategy that knew the table would go straight
+        to it)."""
+        target = self.best.tune - tolerance
+        return min(
+            sum(self.stage_seconds[s] for s in r.stages) + r.warm_seconds for r in self.rows.values() if r.tune >= target
+        )
+
     def reweighted(self, rates: dict[str, float]) -> Table:
         """This table with the stages that embed with a model of ``rates`` (model name -> texts per second, a
         throughput measured elsewhere, e.g. on a GPU) costing ``texts / rate`` seconds; every other stage (BM25)
